@@ -1,0 +1,89 @@
+"""natspull: blocking, thread-safe JetStream pull consumers for Python.
+
+::
+
+    import natspull
+
+    with natspull.connect("nats://127.0.0.1:4222") as client:
+        js = client.jetstream()
+        consumer = js.consumer("ORDERS", "worker")
+        with consumer.messages() as msgs:
+            for msg in msgs:
+                print(msg.data)
+                msg.ack()
+
+Public names are re-exported here; modules starting with ``_`` are private.
+"""
+
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    ConsumerInfo,
+    DeliverPolicy,
+    DiscardPolicy,
+    PubAck,
+    ReplayPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+    StreamInfo,
+)
+
+from ._client import Client, connect
+from ._consume import ConsumeContext
+from ._consumer import Consumer
+from ._jetstream import JetStream
+from ._messages import Messages
+from ._msg import Metadata, Msg
+from ._signals import shutdown_on_signals
+from ._version import __version__
+from .errors import (
+    ConnectError,
+    ConnectionClosedError,
+    ConsumerDeletedError,
+    ConsumerNotFoundError,
+    Error,
+    IteratorClosedError,
+    JetStreamAPIError,
+    MsgAlreadyAckedError,
+    NoHeartbeatError,
+    PermissionError,
+    StreamNotFoundError,
+    TimeoutError,
+)
+
+__all__ = [
+    "AckPolicy",
+    "Client",
+    "ConnectError",
+    "ConnectionClosedError",
+    "ConsumeContext",
+    "Consumer",
+    "ConsumerConfig",
+    "ConsumerDeletedError",
+    "ConsumerInfo",
+    "ConsumerNotFoundError",
+    "DeliverPolicy",
+    "DiscardPolicy",
+    "Error",
+    "IteratorClosedError",
+    "JetStream",
+    "JetStreamAPIError",
+    "Messages",
+    "Metadata",
+    "Msg",
+    "MsgAlreadyAckedError",
+    "NoHeartbeatError",
+    "PermissionError",
+    "PubAck",
+    "ReplayPolicy",
+    "RetentionPolicy",
+    "StorageType",
+    "StreamConfig",
+    "StreamInfo",
+    "StreamNotFoundError",
+    "TimeoutError",
+    "__version__",
+    "connect",
+    "shutdown_on_signals",
+]

@@ -1,0 +1,471 @@
+"""The blocking client: a nats-py connection living on its own event-loop thread."""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import itertools
+import logging
+import queue
+import re
+import ssl
+import threading
+import weakref
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import nats.errors
+from nats.aio.client import Client as NatsClient
+
+from ._loop import LoopThread
+from ._msg import Msg
+from ._outbox import Outbox
+from ._translate import api_error, translate
+from ._validate import check_bytes, check_headers, check_int, check_number, check_subject, check_timeout
+from .errors import ConnectError, ConnectionClosedError, Error
+
+if TYPE_CHECKING:
+    from ._jetstream import JetStream
+    from ._pull import PullEngine
+
+__all__ = ["Client", "connect"]
+
+log = logging.getLogger("natspull")
+
+T = TypeVar("T")
+
+_callback_ids = itertools.count(1)
+
+# Options passed through to nats-py, with the type each must have.
+_PASSTHROUGH: dict[str, type | tuple[type, ...]] = {
+    "name": str,
+    "user": str,
+    "password": str,
+    "token": str,
+    "user_credentials": (str, tuple),
+    "nkeys_seed": str,
+    "nkeys_seed_str": str,
+    "tls": ssl.SSLContext,
+    "tls_hostname": str,
+    "tls_handshake_first": bool,
+    "allow_reconnect": bool,
+    "no_echo": bool,
+    "inbox_prefix": str,
+}
+_SECONDS = ("connect_timeout", "reconnect_time_wait", "ping_interval", "close_timeout")
+_CALLBACKS = ("disconnected_cb", "reconnected_cb", "error_cb", "closed_cb")
+
+_AUTH_FAILURES = ("authorization violation", "authentication", "user authentication expired")
+
+
+def _redact(server: str) -> str:
+    """A server URL without its user-info (user:password@ or token@)."""
+    parts = urlsplit(server if "://" in server else f"nats://{server}")
+    if parts.username is None and parts.password is None:
+        return server
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
+
+
+class _CallbackThread:
+    """Runs user callbacks, one at a time, on a thread ``natspull-callbacks-N`` (never on the loop)."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(
+            target=self._run, name=f"natspull-callbacks-{next(_callback_ids)}", daemon=True
+        )
+        self._thread.start()
+
+    def submit(self, fn: Callable[[], None]) -> None:
+        self._queue.put(fn)
+
+    def stop(self, timeout: float) -> None:
+        self._queue.put(None)
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while (fn := self._queue.get()) is not None:
+            try:
+                fn()
+            except Exception:
+                log.exception("natspull: a client callback raised")
+
+
+class Client:
+    """A connection to NATS, usable from any number of threads. Create it with :func:`connect`.
+
+    nats-py runs on one background event-loop thread (``natspull-loop-N``);
+    calls from user threads hand work to it and wait with a timeout. A
+    context manager: ``with natspull.connect(url) as client: ...`` closes it.
+    """
+
+    def __init__(
+        self, servers: list[str], options: dict[str, Any], callbacks: dict[str, Callable[..., None]]
+    ) -> None:
+        """Private: use :func:`connect`."""
+        self._servers = servers
+        self._close_timeout: float = options.pop("close_timeout", 5.0)
+        self._loop_thread = LoopThread()
+        self._nc = NatsClient()
+        self._outbox = Outbox(self._loop_thread, self._nc)
+        self._engines: set[PullEngine] = set()  # loop thread only
+        self._user_callbacks = callbacks
+        self._callback_thread = _CallbackThread() if callbacks else None
+        self._state = "connecting"  # written on the loop thread; read anywhere
+        self._server_info: dict[str, Any] = {}
+        self._close_lock = threading.Lock()  # guards _closing; leaf lock
+        self._closing = False
+        self._connect_error: BaseException | None = None
+        self._connect_failed: asyncio.Future[BaseException]
+        try:
+            self._loop_thread.run(self._connect(options), None, "connect")
+        except BaseException:
+            self._shutdown_threads()
+            raise
+        _open_clients.add(self)
+
+    def __repr__(self) -> str:
+        servers = ", ".join(_redact(s) for s in self._servers)
+        return f"<natspull.Client servers=[{servers}] state={self._state}>"
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ connecting
+
+    async def _connect(self, options: dict[str, Any]) -> None:
+        timeout: float = options["connect_timeout"]
+        try:
+            await asyncio.wait_for(self._connect_or_fail(options), timeout)
+        except BaseException as exc:
+            await self._nc.close()
+            tried = ", ".join(_redact(s) for s in self._servers)
+            cause = self._connect_error or exc
+            if isinstance(exc, asyncio.TimeoutError | TimeoutError) and self._connect_error is None:
+                reason = f"no connection within {timeout:g} s"
+            else:
+                reason = _describe_connect_error(cause)
+            raise ConnectError(f"could not connect to {tried}: {reason}") from None
+        self._state = "connected"
+        self._server_info = dict(getattr(self._nc, "_server_info", {}) or {})
+
+    async def _connect_or_fail(self, options: dict[str, Any]) -> None:
+        """nats-py's connect, aborted at the first authentication or TLS failure (no retry storm)."""
+        self._connect_failed = asyncio.get_running_loop().create_future()
+        connect = asyncio.ensure_future(
+            self._nc.connect(
+                servers=self._servers,
+                error_cb=self._on_error,
+                disconnected_cb=self._on_disconnected,
+                reconnected_cb=self._on_reconnected,
+                closed_cb=self._on_closed,
+                **options,
+            )
+        )
+        waiting: set[asyncio.Future[Any]] = {connect, self._connect_failed}
+        done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        if connect not in done:
+            connect.cancel()
+            raise self._connect_failed.result()
+        self._connect_failed.cancel()
+        connect.result()
+
+    # ------------------------------------------------------ loop-side callbacks
+
+    async def _on_disconnected(self) -> None:
+        if self._state != "closed":
+            self._state = "reconnecting"
+        self._dispatch("disconnected_cb")
+
+    async def _on_reconnected(self) -> None:
+        self._state = "connected"
+        self._server_info = dict(getattr(self._nc, "_server_info", {}) or {})
+        for engine in list(self._engines):
+            engine.on_reconnected()
+        self._dispatch("reconnected_cb")
+
+    async def _on_closed(self) -> None:
+        self._state = "closed"
+        for engine in list(self._engines):
+            engine.on_closed()
+        self._dispatch("closed_cb")
+
+    async def _on_error(self, exc: Exception) -> None:
+        if self._state == "connecting":
+            self._connect_error = exc
+            text = str(exc).lower()
+            fatal = isinstance(exc, nats.errors.AuthorizationError | ssl.SSLError) or any(
+                word in text for word in _AUTH_FAILURES
+            )
+            if fatal and not self._connect_failed.done():
+                self._connect_failed.set_result(exc)
+            return
+        error = translate(exc)
+        log.warning("natspull: %s", error)
+        match = re.search(
+            r'permissions violation for (publish|subscription) to "?([^"\s]+)"?', str(exc), re.I
+        )
+        if match:
+            subject = match.group(2)
+            for engine in list(self._engines):
+                if subject in (engine.subject, engine.inbox):
+                    engine.queue.fail(error)
+        self._dispatch("error_cb", error)
+
+    def _dispatch(self, name: str, *args: object) -> None:
+        callback = self._user_callbacks.get(name)
+        if callback is not None and self._callback_thread is not None:
+            self._callback_thread.submit(lambda: callback(*args))
+
+    # -------------------------------------------------------------- properties
+
+    @property
+    def is_connected(self) -> bool:
+        """True while connected (False while reconnecting and once closed)."""
+        return self._state == "connected"
+
+    @property
+    def is_closed(self) -> bool:
+        return self._state == "closed" or self._closing
+
+    @property
+    def server_info(self) -> dict[str, Any]:
+        """The INFO the server sent on the latest (re)connect: server_id, version, max_payload, ..."""
+        return dict(self._server_info)
+
+    @property
+    def max_payload(self) -> int:
+        return int(self._server_info.get("max_payload", 1024 * 1024))
+
+    # -------------------------------------------------------------- operations
+
+    def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None, what: str) -> T:
+        """Run *coro* on the loop and wait, translating every error into a natspull error."""
+        if self.is_closed:
+            coro.close()
+            raise ConnectionClosedError(f"{what}: the connection is closed")
+        try:
+            return self._loop_thread.run(coro, timeout, what)
+        except Error:
+            raise
+        except Exception as exc:
+            raise translate(exc, what) from exc
+
+    def publish(self, subject: str, data: bytes = b"", headers: dict[str, str] | None = None) -> None:
+        """Publish a core NATS message. Returns at once; the loop writes it in the next burst.
+
+        Raises ValueError/TypeError for a bad subject, payload or headers,
+        ConnectionClosedError once closed. Any thread.
+        """
+        check_subject("subject", subject)
+        data = check_bytes("data", data)
+        self._check_payload(data)
+        self._outbox.put(subject, data, "", check_headers(headers))
+
+    def flush(self, timeout: float = 5.0) -> None:
+        """Block until every publish and ack accepted so far has reached the server (PING/PONG).
+
+        Raises natspull.TimeoutError, ConnectionClosedError. Any thread but the loop's.
+        """
+        timeout = check_number("timeout", timeout, exclusive=True)
+
+        async def flush() -> None:
+            await self._outbox.flush()
+            await self._nc.flush(timeout)  # type: ignore[arg-type]  # a float works
+
+        self._run(flush(), timeout + 1.0, "flush")
+
+    def request(
+        self, subject: str, data: bytes = b"", timeout: float = 5.0, headers: dict[str, str] | None = None
+    ) -> Msg:
+        """Send a request and block until the reply arrives (at most *timeout* seconds).
+
+        Raises natspull.TimeoutError, natspull.Error (no responders), ConnectionClosedError.
+        Any thread but the loop's.
+        """
+        check_subject("subject", subject)
+        data = check_bytes("data", data)
+        timeout = check_number("timeout", timeout, exclusive=True)
+        self._check_payload(data)
+        reply = self._run(
+            self._nc.request(subject, data, timeout=timeout, headers=check_headers(headers)),
+            timeout + 1.0,
+            f"request to {subject}",
+        )
+        return Msg(reply.subject, reply.data, reply.reply or "", reply.headers)
+
+    def jetstream(
+        self, domain: str | None = None, api_prefix: str | None = None, timeout: float = 5.0
+    ) -> JetStream:
+        """A JetStream context (management, publish, consumers). Cheap; no network call."""
+        from ._jetstream import JetStream
+
+        return JetStream(self, domain=domain, api_prefix=api_prefix, timeout=timeout)
+
+    def _check_payload(self, data: bytes) -> None:
+        if len(data) > self.max_payload:
+            raise ValueError(
+                f"data is {len(data)} bytes, more than the server's max_payload of {self.max_payload}"
+            )
+
+    # ----------------------------------------------------------- message sink
+
+    def publish_nowait(self, subject: str, payload: bytes) -> None:
+        """Ack sink for Msg: fire-and-forget through the outbox. Any thread."""
+        self._outbox.put(subject, payload)
+
+    def request_ack(self, subject: str, payload: bytes, timeout: float) -> None:
+        """Ack sink for Msg.ack_sync: a request to the ack subject, waiting for the confirmation."""
+        timeout = check_number("timeout", timeout, exclusive=True)
+        self._run(self._nc.request(subject, payload, timeout=timeout), timeout + 1.0, "ack_sync")
+
+    async def _js_api_request(
+        self, prefix: str, api: str, payload: bytes = b"", timeout: float = 5.0
+    ) -> dict[str, Any]:
+        """A JetStream API request on the loop thread; raises the matching JetStreamAPIError."""
+        import json
+
+        try:
+            reply = await self._nc.request(f"{prefix}.{api}", payload, timeout=timeout)
+        except Exception as exc:
+            raise translate(exc, api) from exc
+        response: dict[str, Any] = json.loads(reply.data or b"{}")
+        error = response.get("error")
+        if error:
+            raise api_error(
+                error.get("description", "JetStream API error"), error.get("code"), error.get("err_code")
+            )
+        return response
+
+    # ----------------------------------------------------------------- closing
+
+    def close(self, timeout: float | None = None) -> None:
+        """Flush every accepted ack and publish, close the connection and join the loop thread.
+
+        Blocks on: the flush and the close, at most *timeout* seconds (default:
+        the ``close_timeout`` given to connect, 5 s). Every pending ``next()``
+        raises ConnectionClosedError. This method is idempotent. Any thread
+        but the loop thread (RuntimeError there: the loop cannot wait for itself).
+        """
+        self._loop_thread.check_not_in_loop("Client.close()")
+        with self._close_lock:
+            if self._closing:
+                return
+            self._closing = True
+        timeout = self._close_timeout if timeout is None else check_number("timeout", timeout)
+        try:
+            self._loop_thread.run(self._aclose(timeout), timeout + 1.0, "close")
+        except Exception as exc:
+            log.warning("natspull: close: %s", translate(exc))
+        finally:
+            _open_clients.discard(self)
+            self._shutdown_threads()
+
+    async def _aclose(self, timeout: float) -> None:
+        closed = ConnectionClosedError("the connection is closed")
+        for engine in list(self._engines):
+            engine.queue.fail(closed)  # NAKs what was buffered, through the outbox
+        self._outbox.close()
+        await self._outbox.flush()
+        if self._nc.is_connected:
+            try:
+                await self._nc.flush(timeout)  # type: ignore[arg-type]  # a float works
+            except Exception as exc:
+                log.warning("natspull: close: flush failed: %s", translate(exc))
+        await self._nc.close()
+        self._state = "closed"
+
+    def _shutdown_threads(self) -> None:
+        self._state = "closed"
+        self._loop_thread.stop(self._close_timeout)
+        if self._callback_thread is not None:
+            self._callback_thread.stop(self._close_timeout)
+
+
+def _describe_connect_error(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, nats.errors.AuthorizationError) or any(w in text.lower() for w in _AUTH_FAILURES):
+        return f"authorization failed ({text})"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS failed ({exc})"
+    if isinstance(exc, nats.errors.NoServersError):
+        return "no server reachable"
+    return text
+
+
+_open_clients: weakref.WeakSet[Client] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_clients() -> None:
+    """At interpreter exit, flush and close clients the script never closed (bounded: 1 s each)."""
+    for client in list(_open_clients):
+        try:
+            client.close(timeout=1.0)
+        except Exception as exc:  # exit must go on
+            log.debug("natspull: atexit close failed: %s", exc)
+
+
+def connect(
+    servers: str | list[str] = "nats://127.0.0.1:4222",
+    *,
+    connect_timeout: float = 2.0,
+    reconnect_time_wait: float = 2.0,
+    max_reconnect_attempts: int = 60,
+    ping_interval: float = 120.0,
+    **options: Any,
+) -> Client:
+    """Connect to NATS and return a :class:`Client`.
+
+    Blocks until connected, at most *connect_timeout* seconds in all.
+    Options pass through to nats-py: name, user, password, token,
+    user_credentials, nkeys_seed, tls (an ``ssl.SSLContext``), tls_hostname,
+    allow_reconnect, reconnect_time_wait, max_reconnect_attempts,
+    ping_interval; and plain callables ``disconnected_cb()``,
+    ``reconnected_cb()``, ``error_cb(exc)``, ``closed_cb()`` that run on a
+    natspull callback thread, never on the event loop; ``close_timeout``.
+
+    Raises ConnectError (naming the servers tried and why) when no server
+    accepts the connection; ValueError/TypeError for bad options. Any thread.
+    """
+    server_list = (
+        [servers]
+        if isinstance(servers, str)
+        else list(servers)
+        if isinstance(servers, list | tuple)
+        else None
+    )
+    if not server_list or not all(isinstance(s, str) and s for s in server_list):
+        raise TypeError(f"servers must be a URL string or a list of URL strings, got {servers!r}")
+    nats_options: dict[str, Any] = {
+        "connect_timeout": check_number("connect_timeout", connect_timeout, exclusive=True),
+        "reconnect_time_wait": check_number("reconnect_time_wait", reconnect_time_wait),
+        "max_reconnect_attempts": check_int("max_reconnect_attempts", max_reconnect_attempts, minimum=-1),
+        "ping_interval": check_number("ping_interval", ping_interval, exclusive=True),
+    }
+    callbacks: dict[str, Callable[..., None]] = {}
+    for key, value in options.items():
+        if key in _CALLBACKS:
+            if value is not None and not callable(value):
+                raise TypeError(f"{key} must be callable, got {type(value).__name__}")
+            if value is not None:
+                callbacks[key] = value
+        elif key == "close_timeout":
+            nats_options[key] = check_timeout(key, value)
+        elif key in _PASSTHROUGH:
+            if value is not None and not isinstance(value, _PASSTHROUGH[key]):
+                raise TypeError(f"{key} has the wrong type: {type(value).__name__}")
+            if value is not None:
+                nats_options[key] = value
+        else:
+            allowed = ", ".join(sorted([*_PASSTHROUGH, *_SECONDS, *_CALLBACKS, "max_reconnect_attempts"]))
+            raise TypeError(f"connect() got an unknown option {key!r}; allowed: {allowed}")
+    return Client(server_list, nats_options, callbacks)

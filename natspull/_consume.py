@@ -1,0 +1,157 @@
+"""``Consumer.consume()``: a worker pool on the same queue and pull engine as ``messages()``."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ._msg import Msg
+from ._queue import MsgQueue, State
+from ._validate import check_timeout
+from .errors import Error, IteratorClosedError
+
+if TYPE_CHECKING:
+    from ._pull import PullEngine
+
+__all__ = ["ConsumeContext"]
+
+log = logging.getLogger("natspull")
+
+_worker_ids = itertools.count(1)
+
+
+class ConsumeContext:
+    """A running ``consume()``: worker threads taking messages from one queue.
+
+    Workers take messages with a lease, so a message counts against
+    ``max_messages`` until its handler returns; they exit when the queue ends.
+    """
+
+    def __init__(
+        self,
+        engine: PullEngine,
+        queue: MsgQueue,
+        handler: Callable[[Msg], Any],
+        error_handler: Callable[[BaseException, Msg], Any] | None,
+        workers: int,
+    ) -> None:
+        """Private: use ``Consumer.consume()``."""
+        self._engine = engine
+        self._queue = queue
+        self._handler = handler
+        self._error_handler = error_handler
+        self._errors_lock = threading.Lock()  # guards errors and _handled; leaf lock
+        self.errors: list[BaseException] = []  # terminal conditions that ended the workers
+        self._handled = 0
+        self._failed = 0
+        self._threads = [
+            threading.Thread(target=self._work, name=f"natspull-worker-{next(_worker_ids)}", daemon=True)
+            for _ in range(workers)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def __repr__(self) -> str:
+        engine = self._engine
+        return f"<natspull.ConsumeContext {engine.stream}/{engine.consumer} {self._queue.state.value}>"
+
+    def __enter__(self) -> ConsumeContext:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.drain()
+        self.wait()
+
+    def _work(self) -> None:
+        queue = self._queue
+        while True:
+            try:
+                msg = queue.get(lease=True)
+            except IteratorClosedError:
+                return
+            except Error as exc:  # terminal (sticky: every worker sees the same one)
+                with self._errors_lock:
+                    if not any(e is exc for e in self.errors):
+                        self.errors.append(exc)
+                return
+            try:
+                self._handler(msg)
+                ok = True
+            except Exception as exc:
+                ok = False
+                self._on_handler_error(exc, msg)
+            finally:
+                queue.release(msg)
+            with self._errors_lock:
+                if ok:
+                    self._handled += 1
+                else:
+                    self._failed += 1
+
+    def _on_handler_error(self, exc: Exception, msg: Msg) -> None:
+        log.error("natspull: handler failed on %s: %r", msg.subject, exc, exc_info=exc)
+        if self._error_handler is not None:
+            try:
+                self._error_handler(exc, msg)
+            except Exception:
+                log.exception("natspull: error_handler raised")
+        if not msg.acked:
+            try:
+                msg.nak()
+            except Error as nak_error:
+                log.warning("natspull: could not NAK %s: %s", msg.subject, nak_error)
+
+    def stop(self) -> None:
+        """No new handler calls; running handlers finish; buffered messages are NAKed back.
+
+        Never blocks; safe from any thread, a handler or a signal handler. Idempotent.
+        """
+        self._queue.stop()
+
+    def drain(self) -> None:
+        """Stop pulling; every buffered or in-flight message is still handled; then the workers exit.
+
+        Never blocks; same safety as :meth:`stop`. Idempotent; nothing after stop().
+        """
+        self._queue.drain()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until every worker has exited (after stop/drain or a terminal error).
+
+        Returns False if *timeout* passed first. Re-raises the first terminal
+        error (ConsumerDeletedError, ConnectionClosedError, ...) once the
+        workers are gone. Any thread but a worker's own.
+        """
+        timeout = check_timeout("timeout", timeout)
+        if threading.current_thread() in self._threads:
+            raise RuntimeError("wait() called from a natspull worker would wait for itself")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(None if deadline is None else max(deadline - time.monotonic(), 0))
+            if thread.is_alive():
+                return False
+        if self.errors:
+            raise self.errors[0]
+        return True
+
+    @property
+    def closed(self) -> bool:
+        """True once stop() or drain() was called or a terminal error ended the consumption."""
+        return self._queue.state is not State.OPEN
+
+    def stats(self) -> dict[str, Any]:
+        """A snapshot: handled, failed, workers alive, and the iterator stats."""
+        with self._errors_lock:
+            counts = {"handled": self._handled, "failed": self._failed}
+        alive = sum(thread.is_alive() for thread in self._threads)
+        return {
+            **self._queue.stats(),
+            **self._engine.stats(),
+            **counts,
+            "workers_alive": alive,
+            "state": self._queue.state.value,
+        }

@@ -1,0 +1,205 @@
+"""A bound pull consumer: fetch, next, the messages() iterator and consume()."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from nats.js.api import ConsumerInfo
+
+from ._messages import Messages
+from ._msg import Msg
+from ._options import continuous_pull
+from ._pull import PullEngine, PullOptions
+from ._queue import Flow, MsgQueue
+from ._validate import check_int, check_number
+from .errors import TimeoutError
+
+if TYPE_CHECKING:
+    from ._client import Client
+    from ._consume import ConsumeContext
+
+__all__ = ["Consumer"]
+
+_FETCH_GRACE = 1.0  # how long past max_wait a fetch waits for the server's 408
+_START_TIMEOUT = 10.0
+
+
+class Consumer:
+    """A pull consumer on a stream. Get one from ``JetStream.consumer()`` or ``add_consumer()``.
+
+    Every method may be called from any thread but the client's loop thread.
+    """
+
+    def __init__(self, client: Client, api_prefix: str, info: ConsumerInfo) -> None:
+        """Private: use ``JetStream.consumer()`` / ``JetStream.add_consumer()``."""
+        if info.config.deliver_subject:
+            from .errors import JetStreamAPIError
+
+            raise JetStreamAPIError(
+                f"consumer {info.stream_name}/{info.name} is a push consumer; natspull needs a pull consumer"
+            )
+        self._client = client
+        self._prefix = api_prefix
+        self.stream: str = info.stream_name
+        self.name: str = info.name
+        self._info = info
+
+    def __repr__(self) -> str:
+        return f"<natspull.Consumer {self.stream}/{self.name}>"
+
+    @property
+    def cached_info(self) -> ConsumerInfo:
+        """The ConsumerInfo from when this object was created or last refreshed by :meth:`info`."""
+        return self._info
+
+    def info(self) -> ConsumerInfo:
+        """Fetch the consumer's current info (num_pending, num_ack_pending, ...). Blocks on the server."""
+        from ._jetstream import JetStream
+
+        js = JetStream(self._client, domain=None, api_prefix=self._prefix, timeout=5.0)
+        self._info = js.consumer_info(self.stream, self.name)
+        return self._info
+
+    def _engine(
+        self, flow: Flow, options: PullOptions, *, error_on_missing_heartbeat: bool = False
+    ) -> PullEngine:
+        queue = MsgQueue(flow)
+        engine = PullEngine(
+            self._client,
+            self._prefix,
+            self.stream,
+            self.name,
+            queue,
+            options,
+            error_on_missing_heartbeat=error_on_missing_heartbeat,
+        )
+        self._client._run(engine.start(), _START_TIMEOUT, "start pulling")
+        return engine
+
+    # ------------------------------------------------------------- one request
+
+    def fetch(
+        self, batch: int = 1, *, max_wait: float = 30.0, max_bytes: int | None = None, no_wait: bool = False
+    ) -> list[Msg]:
+        """Send one pull request and return what it brought: up to *batch* messages.
+
+        Blocks on: the request, at most *max_wait* seconds (plus a short grace
+        for the server's answer). Returns fewer messages, or none, when the
+        request expires first; with ``no_wait=True`` it returns what is
+        available at once. Raises ConsumerDeletedError, ConsumerNotFoundError,
+        JetStreamAPIError (e.g. a message larger than *max_bytes*),
+        ConnectionClosedError. Any thread but the loop's.
+        """
+        batch = check_int("batch", batch, maximum=1_000_000)
+        max_wait = check_number("max_wait", max_wait, exclusive=not no_wait)
+        max_bytes = check_int("max_bytes", max_bytes, maximum=2**40, allow_none=True)
+        flow = Flow(
+            max_msgs=batch, max_bytes=max_bytes or 0, threshold_msgs=batch, threshold_bytes=max_bytes or 0
+        )
+        engine = self._engine(
+            flow, PullOptions(expires=max_wait, heartbeat=None, one_shot=True, no_wait=no_wait)
+        )
+        queue = engine.queue
+        try:
+            if not queue.wait_closed(max_wait + _FETCH_GRACE):
+                queue.drain()  # the server never answered: keep what is in flight, then end
+                queue.wait_closed(_FETCH_GRACE + 5.0)
+            return queue.take_all()
+        except BaseException:
+            queue.stop()  # interrupted (e.g. KeyboardInterrupt): hand everything back to the server
+            raise
+
+    def next(self, timeout: float = 30.0) -> Msg:
+        """Fetch one message, waiting at most *timeout* seconds.
+
+        Raises natspull.TimeoutError when none arrives in time, and whatever
+        :meth:`fetch` raises. Any thread but the loop's.
+        """
+        timeout = check_number("timeout", timeout)
+        msgs = self.fetch(1, max_wait=timeout, no_wait=timeout == 0)
+        if not msgs:
+            raise TimeoutError(f"no message from {self.stream}/{self.name} within {timeout:g} s")
+        return msgs[0]
+
+    # ------------------------------------------------------------ continuous
+
+    def messages(
+        self,
+        *,
+        max_messages: int | None = None,
+        max_bytes: int | None = None,
+        expires: float = 30.0,
+        heartbeat: float | None = None,
+        threshold_messages: int | None = None,
+        threshold_bytes: int | None = None,
+        stop_after: int | None = None,
+        error_on_missing_heartbeat: bool = False,
+    ) -> Messages:
+        """Start continuous pulls and return a blocking iterator over the messages.
+
+        Options follow nats.go: ``max_messages`` (default 500) or ``max_bytes``
+        bound what is requested and not yet handed out; a new pull for the
+        difference goes out when that drops below the threshold (default:
+        half); pull requests expire after ``expires`` (default 30 s, min 1 s)
+        with idle heartbeats every ``heartbeat`` (default expires/2, at most
+        30 s); ``stop_after`` ends the iterator after that many messages.
+
+        Blocks on: subscribing and sending the first pull. Raises ValueError /
+        TypeError for bad options (naming them), ConnectionClosedError.
+        Any thread but the loop's.
+        """
+        if not isinstance(error_on_missing_heartbeat, bool):
+            raise TypeError("error_on_missing_heartbeat must be a bool")
+        flow, options = continuous_pull(
+            max_messages=max_messages,
+            max_bytes=max_bytes,
+            expires=expires,
+            heartbeat=heartbeat,
+            threshold_messages=threshold_messages,
+            threshold_bytes=threshold_bytes,
+            stop_after=stop_after,
+        )
+        engine = self._engine(flow, options, error_on_missing_heartbeat=error_on_missing_heartbeat)
+        return Messages(engine, engine.queue)
+
+    def consume(
+        self,
+        handler: Callable[[Msg], Any],
+        *,
+        workers: int = 1,
+        error_handler: Callable[[BaseException, Msg], Any] | None = None,
+        max_messages: int | None = None,
+        max_bytes: int | None = None,
+        expires: float = 30.0,
+        heartbeat: float | None = None,
+        threshold_messages: int | None = None,
+        threshold_bytes: int | None = None,
+    ) -> ConsumeContext:
+        """Run ``handler(msg)`` for every message on *workers* threads ``natspull-worker-N``.
+
+        The handler acks. A handler exception is logged and given to
+        ``error_handler(exc, msg)``, and the message is NAKed unless the
+        handler had acked it. At most ``max_messages`` (or ``max_bytes``) are
+        buffered plus in handlers. Pull options as :meth:`messages`.
+
+        Blocks on: subscribing and the first pull. Returns a
+        :class:`ConsumeContext` (stop, drain, wait). Any thread but the loop's.
+        """
+        from ._consume import ConsumeContext
+
+        if not callable(handler):
+            raise TypeError(f"handler must be callable, got {type(handler).__name__}")
+        if error_handler is not None and not callable(error_handler):
+            raise TypeError(f"error_handler must be callable or None, got {type(error_handler).__name__}")
+        workers = check_int("workers", workers, maximum=1024)
+        flow, options = continuous_pull(
+            max_messages=max_messages,
+            max_bytes=max_bytes,
+            expires=expires,
+            heartbeat=heartbeat,
+            threshold_messages=threshold_messages,
+            threshold_bytes=threshold_bytes,
+        )
+        engine = self._engine(flow, options)
+        return ConsumeContext(engine, engine.queue, handler, error_handler, workers)

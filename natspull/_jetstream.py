@@ -1,0 +1,244 @@
+"""JetStream: stream and consumer management, publish with acks, pipelined bulk publish."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, cast
+
+from nats.js.api import ConsumerConfig, ConsumerInfo, PubAck, StreamConfig, StreamInfo
+
+from ._consumer import Consumer
+from ._translate import api_error, translate
+from ._validate import check_bytes, check_headers, check_int, check_name, check_number, check_subject
+from .errors import JetStreamAPIError
+
+if TYPE_CHECKING:
+    from ._client import Client
+
+__all__ = ["JetStream"]
+
+
+class JetStream:
+    """JetStream on one client: management calls, publish, and pull consumers.
+
+    Every call blocks the calling thread until the server answers, at most the
+    context's *timeout*; raises natspull.TimeoutError, the matching
+    JetStreamAPIError subclass, or ConnectionClosedError. Any thread but the
+    client's loop thread.
+    """
+
+    def __init__(self, client: Client, *, domain: str | None, api_prefix: str | None, timeout: float) -> None:
+        if domain is not None and api_prefix is not None:
+            raise ValueError("give domain or api_prefix, not both")
+        if domain is not None:
+            check_name("domain", domain)
+            api_prefix = f"$JS.{domain}.API"
+        elif api_prefix is not None:
+            check_subject("api_prefix", api_prefix)
+        self._client = client
+        self._prefix = api_prefix or "$JS.API"
+        self._timeout: float = check_number("timeout", timeout, exclusive=True)
+
+    def __repr__(self) -> str:
+        return f"<natspull.JetStream prefix={self._prefix!r}>"
+
+    @property
+    def api_prefix(self) -> str:
+        return self._prefix
+
+    def _api(
+        self, api: str, body: dict[str, Any] | None = None, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """Blocking JetStream API request (see the class docstring)."""
+        timeout = self._timeout if timeout is None else timeout
+        payload = json.dumps(body).encode() if body is not None else b""
+        return self._client._run(
+            self._client._js_api_request(self._prefix, api, payload, timeout),
+            timeout + 1.0,
+            api.split(".")[0].lower(),
+        )
+
+    # ------------------------------------------------------------------ streams
+
+    def add_stream(self, config: StreamConfig | None = None, **params: Any) -> StreamInfo:
+        """Create a stream (``StreamConfig`` and/or its fields as keywords)."""
+        config = (config or StreamConfig()).evolve(**params)
+        check_name("stream", config.name)
+        return _stream_info(self._api(f"STREAM.CREATE.{config.name}", config.as_dict()))
+
+    def update_stream(self, config: StreamConfig | None = None, **params: Any) -> StreamInfo:
+        """Update a stream's configuration."""
+        config = (config or StreamConfig()).evolve(**params)
+        check_name("stream", config.name)
+        return _stream_info(self._api(f"STREAM.UPDATE.{config.name}", config.as_dict()))
+
+    def delete_stream(self, name: str) -> None:
+        """Delete a stream. Raises StreamNotFoundError if there is none."""
+        self._api(f"STREAM.DELETE.{check_name('stream', name)}")
+
+    def purge_stream(self, name: str) -> None:
+        """Remove every message of a stream. Raises StreamNotFoundError if there is none."""
+        self._api(f"STREAM.PURGE.{check_name('stream', name)}", {})
+
+    def stream_info(self, name: str) -> StreamInfo:
+        """The stream's configuration and state. Raises StreamNotFoundError."""
+        return _stream_info(self._api(f"STREAM.INFO.{check_name('stream', name)}"))
+
+    # ---------------------------------------------------------------- consumers
+
+    def add_consumer(self, stream: str, config: ConsumerConfig | None = None, **params: Any) -> Consumer:
+        """Create (or update) a pull consumer and bind to it.
+
+        Raises StreamNotFoundError, JetStreamAPIError (invalid config),
+        ValueError for a push consumer (``deliver_subject`` set).
+        """
+        check_name("stream", stream)
+        config = (config or ConsumerConfig()).evolve(**params)
+        if config.deliver_subject:
+            raise ValueError("natspull consumes pull consumers: deliver_subject must not be set")
+        name = config.name or config.durable_name
+        if name:
+            check_name("consumer", name)
+            if config.name is None:
+                config = config.evolve(name=name)
+        api = f"CONSUMER.CREATE.{stream}.{name}" if name else f"CONSUMER.CREATE.{stream}"
+        response = self._api(api, {"stream_name": stream, "config": config.as_dict()})
+        return Consumer(self._client, self._prefix, _consumer_info(response))
+
+    def consumer(self, stream: str, name: str) -> Consumer:
+        """Bind to an existing pull consumer. Raises ConsumerNotFoundError / StreamNotFoundError."""
+        return Consumer(self._client, self._prefix, self.consumer_info(stream, name))
+
+    def consumer_info(self, stream: str, name: str) -> ConsumerInfo:
+        """The consumer's configuration and state. Raises ConsumerNotFoundError."""
+        check_name("stream", stream)
+        check_name("consumer", name)
+        return _consumer_info(self._api(f"CONSUMER.INFO.{stream}.{name}"))
+
+    def delete_consumer(self, stream: str, name: str) -> None:
+        """Delete a consumer. Raises ConsumerNotFoundError if there is none."""
+        check_name("stream", stream)
+        self._api(f"CONSUMER.DELETE.{stream}.{check_name('consumer', name)}")
+
+    # ------------------------------------------------------------------ publish
+
+    def publish(
+        self,
+        subject: str,
+        data: bytes = b"",
+        headers: dict[str, str] | None = None,
+        *,
+        msg_id: str | None = None,
+        timeout: float | None = None,
+        expected_stream: str | None = None,
+    ) -> PubAck:
+        """Publish to a stream and block until it is stored (the PubAck).
+
+        Raises JetStreamAPIError (no stream for the subject: code 503; wrong
+        expected stream; ...), natspull.TimeoutError. Any thread but the loop's.
+        """
+        timeout = self._timeout if timeout is None else check_number("timeout", timeout, exclusive=True)
+        entry = self._entry(subject, data, headers, msg_id, expected_stream)
+        return self._client._run(self._publish_all([entry], 1, timeout), timeout + 1.0, "publish")[0]
+
+    def publish_many(
+        self,
+        messages: Iterable[tuple[str, bytes]],
+        *,
+        window: int = 256,
+        timeout: float | None = None,
+        expected_stream: str | None = None,
+    ) -> list[PubAck]:
+        """Publish many ``(subject, data)`` pairs with up to *window* in flight; return the acks in order.
+
+        The iterable is consumed (and validated) on the calling thread before
+        the first publish. Blocks until every message is acknowledged; each
+        ack may take at most *timeout* seconds. Raises the first error
+        (JetStreamAPIError, natspull.TimeoutError); messages published before
+        it stay stored. Any thread but the loop's.
+        """
+        window = check_int("window", window, minimum=1, maximum=65536)
+        timeout = self._timeout if timeout is None else check_number("timeout", timeout, exclusive=True)
+        entries = []
+        for item in messages:
+            if not isinstance(item, tuple) or len(item) != 2:
+                raise TypeError(f"messages must yield (subject, data) pairs, got {item!r:.60}")
+            entries.append(self._entry(item[0], item[1], None, None, expected_stream))
+        if not entries:
+            return []
+        return self._client._run(self._publish_all(entries, window, timeout), None, "publish_many")
+
+    def _entry(
+        self,
+        subject: str,
+        data: bytes,
+        headers: dict[str, str] | None,
+        msg_id: str | None,
+        expected_stream: str | None,
+    ) -> tuple[str, bytes, dict[str, str] | None]:
+        check_subject("subject", subject)
+        data = check_bytes("data", data)
+        self._client._check_payload(data)
+        headers = check_headers(headers)
+        if msg_id is not None or expected_stream is not None:
+            headers = dict(headers or {})
+            if msg_id is not None:
+                if not isinstance(msg_id, str) or not msg_id:
+                    raise ValueError(f"msg_id must be a non-empty str, got {msg_id!r}")
+                headers["Nats-Msg-Id"] = msg_id
+            if expected_stream is not None:
+                headers["Nats-Expected-Stream"] = check_name("expected_stream", expected_stream)
+        return subject, data, headers
+
+    async def _publish_all(
+        self, entries: list[tuple[str, bytes, dict[str, str] | None]], window: int, timeout: float
+    ) -> list[PubAck]:
+        """Loop thread: publish with a reply inbox each, at most *window* unacknowledged."""
+        nc = self._client._nc
+        loop = asyncio.get_running_loop()
+        prefix = nc.new_inbox()
+        results: list[asyncio.Future[Any]] = [loop.create_future() for _ in entries]
+        slots = asyncio.Semaphore(window)
+
+        async def on_reply(msg: Any) -> None:
+            index = int(msg.subject.rpartition(".")[2])
+            if not results[index].done():
+                results[index].set_result(msg)
+            slots.release()
+
+        sub = await nc.subscribe(f"{prefix}.*", cb=on_reply, pending_msgs_limit=0, pending_bytes_limit=0)
+        try:
+            for index, (subject, data, headers) in enumerate(entries):
+                await slots.acquire()
+                await nc.publish(subject, data, reply=f"{prefix}.{index}", headers=headers)
+            acks = []
+            for index, future in enumerate(results):
+                try:
+                    reply = await asyncio.wait_for(future, timeout)
+                except TimeoutError:
+                    raise translate(TimeoutError(), f"publish of message {index}") from None
+                acks.append(_pub_ack(reply, entries[index][0]))
+            return acks
+        finally:
+            await sub.unsubscribe()
+
+
+def _pub_ack(reply: Any, subject: str) -> PubAck:
+    headers = reply.headers or {}
+    if not reply.data and headers.get("Status") == "503":
+        raise JetStreamAPIError(f"no stream stores subject {subject!r} (no responders)", 503)
+    response = json.loads(reply.data)
+    error = response.get("error")
+    if error:
+        raise api_error(error.get("description", "publish failed"), error.get("code"), error.get("err_code"))
+    return PubAck.from_response(response)
+
+
+def _stream_info(response: dict[str, Any]) -> StreamInfo:
+    return cast(StreamInfo, StreamInfo.from_response(response))
+
+
+def _consumer_info(response: dict[str, Any]) -> ConsumerInfo:
+    return cast(ConsumerInfo, ConsumerInfo.from_response(response))

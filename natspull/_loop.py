@@ -1,0 +1,124 @@
+"""The background event-loop thread: the only thread that touches nats-py.
+
+Each :class:`~natspull.Client` owns one :class:`LoopThread`. User threads hand
+work to it in exactly two ways:
+
+* :meth:`LoopThread.run` - submit a coroutine and block on a
+  ``concurrent.futures.Future`` with a timeout (management calls, connect,
+  close, ``ack_sync``);
+* :meth:`LoopThread.call_soon` - schedule a plain callback and return at once
+  (ack/publish flushes, re-pulls, stop/drain); never blocks, so it is safe
+  from signal handlers and from inside locks.
+
+Blocking calls made *from* the loop thread would deadlock (the loop waits on
+itself), so :meth:`run` rejects them with a precise error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import itertools
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+from .errors import ConnectionClosedError, TimeoutError
+
+__all__ = ["LoopThread"]
+
+T = TypeVar("T")
+
+_ids = itertools.count(1)
+
+
+class LoopThread:
+    """One asyncio event loop running forever in one daemon thread ``natspull-loop-N``.
+
+    The thread is a daemon so that a script which never closes its client can
+    still exit; :class:`~natspull.Client` registers an ``atexit`` hook that
+    flushes and stops it first.
+    """
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name=f"natspull-loop-{next(_ids)}", daemon=True)
+        ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._thread.start()
+        self.loop.call_soon_threadsafe(ready.set_result, None)
+        ready.result()
+
+    @property
+    def name(self) -> str:
+        return self._thread.name
+
+    def in_loop_thread(self) -> bool:
+        """True when called on the loop thread itself."""
+        return threading.get_ident() == self._thread.ident
+
+    def check_not_in_loop(self, what: str) -> None:
+        """Raise RuntimeError if a blocking call named *what* is made on the loop thread."""
+        if self.in_loop_thread():
+            raise RuntimeError(
+                f"{what} blocks and cannot be called from the natspull event-loop thread "
+                f"({self._thread.name}); call it from another thread"
+            )
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None, what: str = "operation") -> T:
+        """Run *coro* on the loop and block the calling thread until it finishes.
+
+        Blocks on: the coroutine, at most *timeout* seconds (None: no bound).
+        Raises: natspull.TimeoutError when the time runs out (the coroutine is
+        cancelled), ConnectionClosedError when the loop has stopped,
+        RuntimeError when called from the loop thread, and whatever the
+        coroutine raises. Any thread but the loop thread.
+        """
+        if self.in_loop_thread():
+            coro.close()
+            self.check_not_in_loop(what)
+        try:
+            fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        except RuntimeError:  # loop closed
+            coro.close()
+            raise ConnectionClosedError("the connection is closed") from None
+        try:
+            return fut.result(timeout)
+        except concurrent.futures.TimeoutError:
+            fut.cancel()
+            raise TimeoutError(f"{what} timed out after {timeout:g} s") from None
+        except concurrent.futures.CancelledError:
+            raise ConnectionClosedError("the connection is closed") from None
+
+    def call_soon(self, fn: Callable[..., object], *args: object) -> bool:
+        """Schedule ``fn(*args)`` on the loop; never blocks. Returns False if the loop is gone.
+
+        Safe from any thread, including signal handlers and the loop thread.
+        """
+        try:
+            self.loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:
+            return False
+        return True
+
+    def stop(self, timeout: float) -> None:
+        """Stop the loop, cancel what is left on it and join the thread. Idempotent."""
+        if self._thread.is_alive():
+            self.call_soon(self.loop.stop)
+            if not self.in_loop_thread():
+                self._thread.join(timeout)
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_forever()
+        finally:
+            tasks = asyncio.all_tasks(self.loop)
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                self.loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            self.loop.close()

@@ -1,0 +1,187 @@
+"""Messages handed to the application, and their acknowledgements.
+
+A :class:`Msg` is cheap (``__slots__``, metadata parsed only when read). Acks
+are fire-and-forget through the client's outbox (one loop wake-up per burst,
+from any thread), except :meth:`Msg.ack_sync`, which waits for the server.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import threading
+from typing import Protocol
+
+from nats.aio.msg import Msg as _NatsMsg
+
+from .errors import Error, MsgAlreadyAckedError
+
+__all__ = ["Metadata", "Msg"]
+
+Metadata = _NatsMsg.Metadata
+SequencePair = _NatsMsg.Metadata.SequencePair
+
+_ACK = b"+ACK"
+_NAK = b"-NAK"
+_WPI = b"+WPI"
+_TERM = b"+TERM"
+
+# Guards the check-and-set of every Msg's terminal-ack flag, so two threads
+# acking one message cannot both succeed. Leaf lock: nothing is called under it.
+_ack_lock = threading.Lock()
+
+
+class AckSink(Protocol):
+    """What a message needs from its client to acknowledge itself."""
+
+    def publish_nowait(self, subject: str, payload: bytes) -> None: ...
+
+    def request_ack(self, subject: str, payload: bytes, timeout: float) -> None: ...
+
+
+class Msg:
+    """A message from a stream (or a reply from ``Client.request``).
+
+    Attributes:
+        subject: the subject the message was published to.
+        data: the payload (bytes, not copied).
+        headers: a dict of headers, or None.
+        reply: the ack subject of a JetStream message ("" for a core message).
+    """
+
+    __slots__ = ("_acked", "_metadata", "_sink", "data", "headers", "reply", "size", "subject")
+
+    def __init__(
+        self,
+        subject: str,
+        data: bytes,
+        reply: str = "",
+        headers: dict[str, str] | None = None,
+        sink: AckSink | None = None,
+        size: int | None = None,
+    ) -> None:
+        self.subject = subject
+        self.data = data
+        self.reply = reply
+        self.headers = headers
+        #: bytes this message counts for in ``max_bytes`` flow control
+        self.size = len(data) + len(subject) + len(reply) if size is None else size
+        self._sink = sink
+        self._acked = False
+        self._metadata: Metadata | None = None
+
+    def __repr__(self) -> str:
+        return f"<natspull.Msg subject={self.subject!r} reply={self.reply!r} data={len(self.data)} bytes>"
+
+    @property
+    def metadata(self) -> Metadata:
+        """The JetStream metadata (sequences, delivery count, ...), parsed on first use.
+
+        Raises natspull.Error for a message that did not come from JetStream.
+        """
+        if self._metadata is None:
+            self._metadata = parse_metadata(self.reply)
+        return self._metadata
+
+    @property
+    def acked(self) -> bool:
+        """True once a terminal acknowledgement (ack, nak, term) was sent."""
+        return self._acked
+
+    def ack(self) -> None:
+        """Acknowledge the message. Returns at once; the ack is flushed by the loop.
+
+        Raises MsgAlreadyAckedError after a previous ack/nak/term,
+        ConnectionClosedError after the client closed. Any thread.
+        """
+        self._send(_ACK, terminal=True)
+
+    def nak(self, delay: float | None = None) -> None:
+        """Ask for redelivery, now or after *delay* seconds. Returns at once.
+
+        Raises as :meth:`ack`; ValueError for a negative or non-finite delay. Any thread.
+        """
+        if delay is None:
+            self._send(_NAK, terminal=True)
+            return
+        delay = _check_delay(delay)
+        self._send(_NAK + b" " + json.dumps({"delay": int(delay * 1e9)}).encode(), terminal=True)
+
+    def in_progress(self) -> None:
+        """Tell the server work is still going on (resets ``ack_wait``). May repeat.
+
+        Raises MsgAlreadyAckedError after a terminal ack. Any thread.
+        """
+        self._send(_WPI, terminal=False)
+
+    def term(self, reason: str | None = None) -> None:
+        """Tell the server never to redeliver this message. Returns at once. Any thread."""
+        if reason is not None and not isinstance(reason, str):
+            raise TypeError(f"reason must be a str or None, got {type(reason).__name__}")
+        self._send(_TERM + b" " + reason.encode() if reason else _TERM, terminal=True)
+
+    def ack_sync(self, timeout: float = 5.0) -> None:
+        """Acknowledge and wait until the server confirms it ("double ack").
+
+        Blocks on: the server's confirmation, at most *timeout* seconds.
+        Raises natspull.TimeoutError, MsgAlreadyAckedError, ConnectionClosedError.
+        Any thread but the client's loop thread.
+        """
+        sink = self._check(terminal=True)
+        try:
+            sink.request_ack(self.reply, _ACK, timeout)
+        except BaseException:
+            self._acked = False  # not confirmed: the caller may retry
+            raise
+
+    def _check(self, *, terminal: bool) -> AckSink:
+        sink = self._sink
+        if sink is None or not self.reply:
+            raise Error("not a JetStream message: it has no ack subject")
+        with _ack_lock:
+            if self._acked:
+                raise MsgAlreadyAckedError(f"message {self.reply} was already acknowledged")
+            if terminal:
+                self._acked = True
+        return sink
+
+    def _send(self, payload: bytes, *, terminal: bool) -> None:
+        sink = self._check(terminal=terminal)
+        try:
+            sink.publish_nowait(self.reply, payload)
+        except BaseException:
+            if terminal:
+                self._acked = False
+            raise
+
+
+def _check_delay(delay: float) -> float:
+    if isinstance(delay, bool) or not isinstance(delay, int | float):
+        raise TypeError(f"delay must be a number of seconds, got {type(delay).__name__}")
+    if not math.isfinite(delay) or delay < 0:
+        raise ValueError(f"delay must be a finite number of seconds >= 0, got {delay!r}")
+    return float(delay)
+
+
+def parse_metadata(reply: str) -> Metadata:
+    """Parse a JetStream ack subject (v1: 9 tokens, v2: 12+ tokens) into Metadata."""
+    tokens = reply.split(".") if reply else []
+    if len(tokens) < 9 or tokens[0] != "$JS" or tokens[1] != "ACK":
+        raise Error(f"not a JetStream message: reply subject {reply!r} is not an ack subject")
+    domain: str | None = None
+    if len(tokens) == 9:
+        stream, consumer, delivered, sseq, cseq, ts, pending = tokens[2:9]
+    else:
+        # $JS.ACK.<domain>.<account hash>.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>...
+        domain = "" if tokens[2] == "_" else tokens[2]
+        stream, consumer, delivered, sseq, cseq, ts, pending = tokens[4:11]
+    return Metadata(
+        sequence=SequencePair(stream=int(sseq), consumer=int(cseq)),
+        num_delivered=int(delivered),
+        num_pending=int(pending),
+        timestamp=datetime.datetime.fromtimestamp(int(ts) / 1e9, datetime.UTC),
+        stream=stream,
+        consumer=consumer,
+        domain=domain,
+    )

@@ -1,0 +1,84 @@
+"""Fire-and-forget publishes (acks and core publishes) from any thread, coalesced.
+
+``Msg.ack()`` and ``Client.publish()`` must return without waiting for the
+loop, and thousands of them per second from many threads must not cost one
+cross-thread wake-up each. They append to a deque; the first append after a
+flush schedules one flush callback on the loop, which writes everything that
+has accumulated by then into nats-py's write buffer. One wake-up per burst.
+
+Ordering: entries leave in the order they were appended.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from typing import TYPE_CHECKING
+
+from ._loop import LoopThread
+from .errors import ConnectionClosedError
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client as NatsClient
+
+__all__ = ["Outbox"]
+
+log = logging.getLogger("natspull")
+
+_Entry = tuple[str, bytes, str, "dict[str, str] | None"]
+
+
+class Outbox:
+    """A multi-producer queue of publishes drained by the loop thread."""
+
+    def __init__(self, loop_thread: LoopThread, nc: NatsClient) -> None:
+        self._loop_thread = loop_thread
+        self._nc = nc
+        # deque append/popleft are atomic; the lock only guards _scheduled and
+        # _closed, and is never held while calling into the loop or nats-py.
+        self._entries: deque[_Entry] = deque()
+        self._lock = threading.Lock()
+        self._scheduled = False
+        self._closed = False
+
+    def put(
+        self, subject: str, payload: bytes, reply: str = "", headers: dict[str, str] | None = None
+    ) -> None:
+        """Accept one publish; returns at once. Any thread.
+
+        Raises ConnectionClosedError once the client is closing: an accepted
+        entry is always flushed, a refused one is reported, none is dropped.
+        """
+        if self._closed:
+            raise ConnectionClosedError("the connection is closed")
+        self._entries.append((subject, payload, reply, headers))
+        # Benign race: _flush clears _scheduled *before* it takes entries, so an
+        # append that reads a stale True is taken by that flush.
+        if not self._scheduled:
+            with self._lock:
+                if self._scheduled:
+                    return
+                self._scheduled = True
+            self._loop_thread.call_soon(self._start_flush)
+
+    def close(self) -> None:
+        """Refuse new entries (accepted ones are still flushed by :meth:`flush`). Any thread."""
+        with self._lock:
+            self._closed = True
+
+    def _start_flush(self) -> None:
+        self._loop_thread.loop.create_task(self.flush())
+
+    async def flush(self) -> None:
+        """Write every accepted entry to nats-py. Loop thread only."""
+        with self._lock:
+            self._scheduled = False
+        entries = self._entries
+        publish = self._nc.publish
+        while entries:
+            subject, payload, reply, headers = entries.popleft()
+            try:
+                await publish(subject, payload, reply=reply, headers=headers)
+            except Exception as exc:  # a closed connection: nothing to write to
+                log.warning("natspull: could not publish to %s: %s", subject, exc)

@@ -1,0 +1,367 @@
+"""The pull engine: the only module that speaks the JetStream pull protocol.
+
+One :class:`PullEngine` serves one ``Consumer.messages()`` iterator, one
+``consume()`` context or one ``fetch()``. It lives on the loop thread: it owns
+an inbox subscription, sends pull requests to
+``$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>`` with that inbox as reply,
+hands arriving messages to a :class:`~natspull._queue.MsgQueue` in bursts and
+handles the status messages (100/404/408/409/400/503) itself.
+
+Pull sizing follows nats.go: "pending" (kept by the queue) is what was
+requested and not yet released by the application; whenever it drops below
+the threshold, a pull for ``max - pending`` goes out. Missed heartbeats,
+leadership changes and reconnects forget pending and pull again.
+
+The queue is the single source of truth for the lifecycle: user threads call
+``queue.drain()``/``queue.stop()``, the queue tells the engine through
+``on_state`` (a non-blocking hop onto the loop), and the engine takes the
+subscription down - draining it, so that messages already in flight are
+handed out (DRAINING) or NAKed back to the server (CLOSED).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from ._msg import Msg
+from ._queue import MsgQueue, State
+from .errors import (
+    ConnectionClosedError,
+    ConsumerDeletedError,
+    ConsumerNotFoundError,
+    Error,
+    JetStreamAPIError,
+    NoHeartbeatError,
+)
+
+if TYPE_CHECKING:
+    from nats.aio.msg import Msg as NatsMsg
+    from nats.aio.subscription import Subscription
+
+    from ._client import Client
+
+__all__ = ["PullEngine", "PullOptions"]
+
+log = logging.getLogger("natspull")
+
+_NAK = b"-NAK"
+_DRAIN_TIMEOUT = 5.0
+
+
+class PullOptions:
+    """Per-request options of an engine (validated by the caller)."""
+
+    __slots__ = ("expires", "heartbeat", "no_wait", "one_shot")
+
+    def __init__(
+        self, *, expires: float, heartbeat: float | None, one_shot: bool = False, no_wait: bool = False
+    ) -> None:
+        self.expires = expires
+        self.heartbeat = heartbeat
+        self.one_shot = one_shot  # fetch(): one request, then done
+        self.no_wait = no_wait
+
+
+class PullEngine:
+    """Drives pulls for one queue. Every method runs on the loop thread unless it says otherwise."""
+
+    def __init__(
+        self,
+        client: Client,
+        api_prefix: str,
+        stream: str,
+        consumer: str,
+        queue: MsgQueue,
+        options: PullOptions,
+        *,
+        error_on_missing_heartbeat: bool = False,
+    ) -> None:
+        self._client = client
+        self._loop_thread = client._loop_thread
+        self._js_prefix = api_prefix
+        self.stream = stream
+        self.consumer = consumer
+        self.subject = f"{api_prefix}.CONSUMER.MSG.NEXT.{stream}.{consumer}"
+        self.queue = queue
+        self._opts = options
+        self._error_on_missing_heartbeat = error_on_missing_heartbeat
+        self.inbox = ""
+        self._sub: Subscription | None = None
+        self._burst: list[Msg] = []
+        self._received = 0  # one-shot: messages received for the single request
+        self._last_activity = 0.0
+        self._hb_handle: asyncio.TimerHandle | None = None
+        self._stopping = False
+        self.pulls_sent = 0
+        self.heartbeats_missed = 0
+        self.reconnects = 0
+        queue._on_low = self._request_pull_threadsafe
+        queue._on_state = self._on_state_threadsafe
+        queue._on_discard = self._nak_all
+
+    # --------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        """Subscribe the inbox and send the first pull."""
+        nc = self._client._nc
+        self.inbox = nc.new_inbox()
+        self._sub = await nc.subscribe(
+            self.inbox, cb=self._on_msg, pending_msgs_limit=0, pending_bytes_limit=0
+        )
+        self._client._engines.add(self)
+        self._last_activity = self._loop_thread.loop.time()
+        if self._opts.heartbeat:
+            self._hb_handle = self._loop_thread.loop.call_later(self._opts.heartbeat, self._check_heartbeat)
+        self._pull()
+
+    def _on_state_threadsafe(self, state: State) -> None:
+        """Queue transition listener. Any thread; never blocks."""
+        self._loop_thread.call_soon(self._on_state, state)
+
+    def _on_state(self, state: State) -> None:
+        if self._stopping or self._sub is None:
+            return
+        self._stopping = True
+        self._loop_thread.loop.create_task(self._shutdown())
+
+    async def _shutdown(self) -> None:
+        """Take the subscription down; what is in flight is handed out (DRAINING) or NAKed (CLOSED)."""
+        self._cancel_heartbeat()
+        sub, self._sub = self._sub, None
+        nc = self._client._nc
+        if sub is not None and not nc.is_closed:
+            try:
+                if nc.is_connected:
+                    # UNSUB, then a PING/PONG round trip: every message the server
+                    # sent before it processed the UNSUB has then been received.
+                    await asyncio.wait_for(sub.drain(), _DRAIN_TIMEOUT)  # type: ignore[no-untyped-call]
+                else:
+                    await sub.unsubscribe()
+            except Exception as exc:
+                log.debug("natspull: inbox %s: unsubscribe failed: %s", self.inbox, exc)
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+        self._flush_burst()
+        self.queue.finish()
+        self._client._engines.discard(self)
+
+    # ---------------------------------------------------------------- pulling
+
+    def _request_pull_threadsafe(self) -> None:
+        """Queue low-water callback. Any thread; never blocks."""
+        self._loop_thread.call_soon(self._pull)
+
+    def _pull(self) -> None:
+        """Send a pull for whatever the queue reserves (nothing if not below the threshold)."""
+        if self._sub is None or self._stopping:
+            return
+        if self._opts.one_shot and self.pulls_sent:
+            return
+        msgs, nbytes = self.queue.reserve()
+        if msgs <= 0:
+            return
+        request: dict[str, Any] = {"batch": msgs}
+        if self._opts.no_wait:
+            # With "expires" as well, the server lingers until expiry instead of
+            # answering at once (seen with nats-server 2.15; see test_jetstream).
+            request["no_wait"] = True
+        else:
+            request["expires"] = int(self._opts.expires * 1e9)
+        if nbytes:
+            request["max_bytes"] = nbytes
+        if self._opts.heartbeat:
+            request["idle_heartbeat"] = int(self._opts.heartbeat * 1e9)
+        self.pulls_sent += 1
+        try:
+            self._client._outbox.put(self.subject, json.dumps(request).encode(), reply=self.inbox)
+        except ConnectionClosedError as exc:
+            self.queue.fail(exc)
+
+    # --------------------------------------------------------------- receiving
+
+    async def _on_msg(self, raw: NatsMsg) -> None:
+        """nats-py subscription callback: one message or status on the inbox."""
+        self._last_activity = self._loop_thread.loop.time()
+        headers = raw.headers
+        if headers and not raw.data and "Status" in headers:
+            self._on_status(headers)
+            return
+        size = len(raw.data) + len(raw.subject) + len(raw.reply)
+        if headers:
+            size += sum(len(k) + len(v) + 4 for k, v in headers.items())
+        burst = self._burst
+        burst.append(Msg(raw.subject, raw.data, raw.reply, headers, self._client, size))
+        if len(burst) == 1:
+            self._loop_thread.loop.call_soon(self._flush_burst)
+        if self._opts.one_shot:
+            self._received += 1
+            if self._received >= self.queue.flow.max_msgs:
+                self._request_done()
+
+    def _flush_burst(self) -> None:
+        """Hand the messages that arrived in this loop iteration to the queue in one go."""
+        if self._burst:
+            burst, self._burst = self._burst, []
+            self.queue.put_many(burst)
+
+    def _on_status(self, headers: dict[str, str]) -> None:
+        code = headers.get("Status", "")
+        description = headers.get("Description", "")
+        lowered = description.lower()
+        if code == "100":
+            return
+        if code in ("404", "408") or (
+            code == "409" and ("batch completed" in lowered or "maxbytes" in lowered)
+        ):
+            if code == "409" and "maxbytes" in lowered and not self._received:
+                self._fail(
+                    JetStreamAPIError(
+                        f"a message on {self.stream}/{self.consumer} is larger than max_bytes: {description}",
+                        code=409,
+                    )
+                )
+                return
+            if self._opts.one_shot:
+                self._request_done()
+                return
+            self.queue.adjust_pending(
+                int(headers.get("Nats-Pending-Messages", 0) or 0),
+                int(headers.get("Nats-Pending-Bytes", 0) or 0),
+            )
+            self._pull()
+        elif code == "409" and "consumer deleted" in lowered:
+            self._fail(ConsumerDeletedError(f"consumer {self.stream}/{self.consumer} was deleted", 409))
+        elif code == "409" and ("leadership change" in lowered or "server shutdown" in lowered):
+            log.info("natspull: %s/%s: %s", self.stream, self.consumer, description)
+            if self._opts.one_shot:
+                self._request_done()
+                return
+            self.queue.forget_outstanding()
+            self._pull()
+        elif code == "400":
+            self._fail(JetStreamAPIError(f"bad pull request: {description}", code=400))
+        elif code == "503":
+            self._loop_thread.loop.create_task(self._on_no_responders())
+        else:
+            log.warning("natspull: %s/%s: pull status %s %s", self.stream, self.consumer, code, description)
+            if self._opts.one_shot:
+                self._fail(
+                    JetStreamAPIError(description or f"pull failed with status {code}", code=int(code))
+                )
+
+    async def _on_no_responders(self) -> None:
+        """503: nobody answered the pull. A missing consumer is terminal; JetStream away is not."""
+        try:
+            await self._client._js_api_request(
+                self._js_prefix, f"CONSUMER.INFO.{self.stream}.{self.consumer}"
+            )
+        except (ConsumerNotFoundError, JetStreamAPIError) as exc:
+            if isinstance(exc, ConsumerNotFoundError) or exc.code == 404:
+                self._fail(
+                    ConsumerNotFoundError(f"consumer {self.stream}/{self.consumer} does not exist", 404)
+                )
+                return
+        except Error:
+            pass
+        if self._opts.one_shot:
+            self._fail(JetStreamAPIError("JetStream did not answer the pull request (no responders)", 503))
+            return
+        # JetStream is temporarily unavailable (e.g. a leader election): the
+        # heartbeat timer re-pulls; pending is reset so it can.
+        self.queue.forget_outstanding()
+
+    def _request_done(self) -> None:
+        """One-shot: the single request is complete; nothing more will arrive on the inbox."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self._loop_thread.loop.create_task(self._finish_one_shot())
+
+    async def _finish_one_shot(self) -> None:
+        self._flush_burst()
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            try:
+                await sub.unsubscribe()
+            except Exception as exc:
+                log.debug("natspull: inbox %s: unsubscribe failed: %s", self.inbox, exc)
+        self.queue.drain()
+        self.queue.finish()
+        self._client._engines.discard(self)
+
+    def _fail(self, exc: Error) -> None:
+        log.warning("natspull: %s/%s: %s", self.stream, self.consumer, exc)
+        self._flush_burst()
+        self.queue.fail(exc)
+
+    def _nak_all(self, msgs: list[Msg]) -> None:
+        """Return messages the application will never see, so the server redelivers them now. Any thread."""
+        for msg in msgs:
+            if not msg.acked:
+                try:
+                    msg.nak()
+                except Error:  # connection gone: the server redelivers after ack_wait
+                    return
+
+    # ------------------------------------------------------ heartbeat, reconnect
+
+    def _check_heartbeat(self) -> None:
+        heartbeat = self._opts.heartbeat
+        if heartbeat is None or self._sub is None:
+            return
+        loop = self._loop_thread.loop
+        self._hb_handle = loop.call_later(heartbeat / 2, self._check_heartbeat)
+        now = loop.time()
+        if now - self._last_activity < 2 * heartbeat or not self._client._nc.is_connected:
+            return
+        self._last_activity = now
+        if not self.queue.has_outstanding():
+            self._pull()
+            return
+        self.heartbeats_missed += 1
+        log.warning(
+            "natspull: %s/%s: no heartbeat for %.1f s; pulling again",
+            self.stream,
+            self.consumer,
+            2 * heartbeat,
+        )
+        self.queue.forget_outstanding()
+        self._pull()
+        if self._error_on_missing_heartbeat:
+            self.queue.notice(
+                NoHeartbeatError(f"no heartbeat from {self.stream}/{self.consumer} for {2 * heartbeat:g} s")
+            )
+
+    def _cancel_heartbeat(self) -> None:
+        if self._hb_handle is not None:
+            self._hb_handle.cancel()
+            self._hb_handle = None
+
+    def on_reconnected(self) -> None:
+        """The client reconnected: outstanding pulls died with the old connection."""
+        self.reconnects += 1
+        self._last_activity = self._loop_thread.loop.time()
+        if self._opts.one_shot:
+            self._request_done()
+            return
+        self.queue.forget_outstanding()
+        self._pull()
+
+    def on_closed(self) -> None:
+        """The connection is closed for good."""
+        self._cancel_heartbeat()
+        self._sub = None
+        self.queue.fail(ConnectionClosedError("the connection is closed"))
+        self._client._engines.discard(self)
+
+    def stats(self) -> dict[str, int]:
+        """A snapshot for ``stats()``. Any thread (reads plain ints)."""
+        return {
+            "pulls_sent": self.pulls_sent,
+            "heartbeats_missed": self.heartbeats_missed,
+            "reconnects": self.reconnects,
+        }

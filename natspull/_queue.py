@@ -1,0 +1,375 @@
+"""The hand-off queue between the loop thread (producer) and user threads.
+
+Plain threading, no asyncio: one re-entrant lock, one condition, one deque,
+and ONE state variable. It is unit-testable without a server.
+
+States and transitions::
+
+               drain()                finish()
+      OPEN ───────────────▶ DRAINING ─────────────▶ CLOSED
+        │                      │                      ▲
+        └──────────────────────┴──────────────────────┘
+          stop() / fail(exc) / the stop_after limit reached
+
+    state     put_many() (loop)      get() (any thread)
+    ───────── ────────────────────── ───────────────────────────────────────────
+    OPEN      buffered               hands out; waits while empty
+    DRAINING  buffered               hands out; waits while empty
+    CLOSED    refused -> on_discard  hands out what is left; then raises the end
+
+* ``drain()`` keeps the buffer; the producer calls ``finish()`` once nothing
+  more can arrive (its unsubscribe was confirmed), and the buffer is then
+  handed out to the end.
+* ``stop()`` and ``fail()`` empty the buffer into ``on_discard`` (the engine
+  NAKs those messages, so the server redelivers them at once).
+* **The end of iteration is exactly "state is CLOSED and the buffer is
+  empty".** The end raises the terminal error given to ``fail()`` (sticky: every
+  later call sees it) or else IteratorClosedError. There is no second flag.
+
+Every transition sets the state under the lock and calls ``notify_all()``;
+every waiter re-checks its condition in a ``while`` loop against one monotonic
+deadline, like ``queue.Queue.shutdown()`` in CPython. ``stop()``/``drain()``
+never wait for anything but the lock, which nobody holds across a wait, a
+network call or a callback.
+
+Signal handlers: a Python signal handler runs on the main thread between two
+bytecodes, possibly while that same thread holds the lock inside ``get()``.
+Re-entering the condition there could lose the wake-up (the waiter has checked
+the state but is not registered yet) or corrupt ``Condition.notify``, which is
+not re-entrant. So a transition requested by a thread that already holds the
+lock is handed to a short-lived helper thread, which takes the lock as soon as
+the interrupted ``get()`` releases it in ``wait()``, and wakes it.
+
+Flow control ("pending", as in nats.go): messages and bytes requested by pull
+requests and not yet released by the application (``get()`` releases at once;
+``get(lease=True)`` releases on ``release()``, after a handler ran). The
+producer tops pending up with ``reserve()``; a release that drops pending below
+the threshold calls ``on_low`` once (re-armed by the next ``reserve()``).
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ._msg import Msg
+from .errors import IteratorClosedError, TimeoutError
+
+__all__ = ["Flow", "MsgQueue", "State"]
+
+_helper_ids = itertools.count(1)
+
+
+class State(enum.Enum):
+    OPEN = "open"
+    DRAINING = "draining"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True)
+class Flow:
+    """Pull sizing: the maximum pending and the threshold that triggers a re-pull."""
+
+    max_msgs: int
+    max_bytes: int  # 0: no byte limit
+    threshold_msgs: int
+    threshold_bytes: int
+    limit: int | None = None  # stop_after: hand out at most this many messages
+
+
+def _noop() -> None:
+    return None
+
+
+class MsgQueue:
+    """Lock + condition + deque, guarded by one state machine (see module docstring)."""
+
+    def __init__(
+        self,
+        flow: Flow,
+        *,
+        on_low: Callable[[], None] = _noop,
+        on_discard: Callable[[list[Msg]], None] = lambda msgs: None,
+        on_state: Callable[[State], None] = lambda state: None,
+    ) -> None:
+        self.flow = flow
+        self._on_low = on_low  # called outside the lock; must not block
+        self._on_discard = on_discard  # called outside the lock; must not block
+        self._on_state = on_state  # called outside the lock after a transition; must not block
+        # _cond's lock guards every field below. It is a leaf in the lock order:
+        # nothing that takes another natspull lock is called while holding it.
+        # Re-entrant only so that a signal handler can *detect* that it
+        # interrupted its own thread (see module docstring), never to nest.
+        self._cond = threading.Condition(threading.RLock())
+        self._items: deque[Msg] = deque()
+        self._state = State.OPEN
+        self._error: BaseException | None = None  # terminal; set only together with CLOSED
+        self._notice: BaseException | None = None  # raised once by the next get(); non-terminal
+        # pending = outstanding (requested, not arrived) + buffered + leased; >= 0
+        self._pending_msgs = 0
+        self._pending_bytes = 0
+        self._buffered_bytes = 0  # sum of sizes in _items
+        self._leased_msgs = 0  # handed out with lease=True, not yet released
+        self._leased_bytes = 0
+        self._low_armed = True  # on_low fires at most once per reserve()
+        self._delivered = 0  # handed out by get(), ever
+        self._waiters = 0
+
+    # ---------------------------------------------------------------- reading
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    def stats(self) -> dict[str, int]:
+        with self._cond:
+            return {
+                "delivered": self._delivered,
+                "buffered": len(self._items),
+                "pending_msgs": self._pending_msgs,
+                "pending_bytes": self._pending_bytes,
+                "waiters": self._waiters,
+            }
+
+    # --------------------------------------------------------------- consumer
+
+    def get(self, timeout: float | None = None, *, lease: bool = False) -> Msg:
+        """Hand out the next message.
+
+        Blocks on: the condition, until a message arrives, the queue ends or
+        *timeout* seconds pass. Raises natspull.TimeoutError, the terminal
+        error, IteratorClosedError (closed and empty), or a pending notice
+        (NoHeartbeatError). With ``lease=True`` the message keeps counting as
+        pending until :meth:`release`. Any thread.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        low = False
+        with self._cond:
+            while True:
+                if self._notice is not None:
+                    notice, self._notice = self._notice, None
+                    raise notice
+                if self._items:
+                    msg = self._items.popleft()
+                    self._buffered_bytes -= msg.size
+                    self._delivered += 1
+                    if lease:
+                        self._leased_msgs += 1
+                        self._leased_bytes += msg.size
+                    else:
+                        low = self._release_locked(msg.size)
+                    limit = self.flow.limit
+                    if limit is not None and self._delivered >= limit and self._state is not State.CLOSED:
+                        discard = self._close_locked(None)
+                        break
+                    discard = None
+                    break
+                if self._state is State.CLOSED:
+                    raise self._error or IteratorClosedError("the iterator is stopped or drained")
+                if deadline is None:
+                    remaining = None
+                else:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise TimeoutError(f"no message within {timeout:g} s")
+                self._waiters += 1
+                try:
+                    self._cond.wait(remaining)
+                finally:
+                    self._waiters -= 1
+        if discard is not None:
+            self._announce(State.CLOSED, discard)
+        if low:
+            self._on_low()
+        return msg
+
+    def release(self, msg: Msg) -> None:
+        """Stop counting a leased message as pending (its handler finished). Any thread."""
+        with self._cond:
+            self._leased_msgs -= 1
+            self._leased_bytes -= msg.size
+            low = self._release_locked(msg.size)
+        if low:
+            self._on_low()
+
+    def wait_closed(self, timeout: float | None) -> bool:
+        """Block until the state is CLOSED or *timeout* passes; True if closed. Any thread."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._state is State.CLOSED, timeout)
+
+    def take_all(self) -> list[Msg]:
+        """Hand out everything buffered at once (``fetch()``). Raises the terminal error, if any."""
+        with self._cond:
+            if self._error is not None and not self._items:
+                raise self._error
+            items = list(self._items)
+            self._items.clear()
+            self._buffered_bytes = 0
+            self._delivered += len(items)
+            for msg in items:
+                self._release_locked(msg.size)
+            return items
+
+    # --------------------------------------------------------------- producer
+
+    def put_many(self, msgs: list[Msg]) -> None:
+        """Buffer a burst of messages and wake that many waiters. Loop thread; O(1) per message.
+
+        A CLOSED queue refuses them: they go to ``on_discard`` (NAK) instead.
+        """
+        with self._cond:
+            if self._state is not State.CLOSED:
+                self._items.extend(msgs)
+                self._buffered_bytes += sum(msg.size for msg in msgs)
+                self._cond.notify(len(msgs))
+                return
+        self._on_discard(msgs)
+
+    def reserve(self) -> tuple[int, int]:
+        """Top pending up to the maximum if it fell below the threshold; return (msgs, bytes) to pull.
+
+        Returns (0, 0) when no pull is due or the queue no longer pulls
+        (DRAINING/CLOSED). Re-arms ``on_low``. Loop thread.
+        """
+        flow = self.flow
+        with self._cond:
+            self._low_armed = True
+            if self._state is not State.OPEN or not self._below_threshold_locked():
+                return 0, 0
+            msgs = flow.max_msgs - self._pending_msgs
+            if flow.limit is not None:
+                msgs = min(msgs, flow.limit - self._delivered - self._pending_msgs)
+            if msgs <= 0:
+                return 0, 0
+            nbytes = max(flow.max_bytes - self._pending_bytes, 0) if flow.max_bytes else 0
+            if flow.max_bytes and nbytes <= 0:
+                return 0, 0
+            self._pending_msgs += msgs
+            self._pending_bytes += nbytes
+            return msgs, nbytes
+
+    def adjust_pending(self, msgs: int, nbytes: int) -> None:
+        """Subtract what the server says a pull left unfilled (408/409). Loop thread."""
+        with self._cond:
+            self._pending_msgs = max(self._pending_msgs - msgs, 0)
+            self._pending_bytes = max(self._pending_bytes - nbytes, 0)
+
+    def forget_outstanding(self) -> None:
+        """Forget every outstanding pull (reconnect, leadership change, missed heartbeat).
+
+        Buffered and leased messages stay valid and keep counting. Loop thread.
+        """
+        with self._cond:
+            self._pending_msgs = len(self._items) + self._leased_msgs
+            self._pending_bytes = self._buffered_bytes + self._leased_bytes
+
+    def has_outstanding(self) -> bool:
+        """True while some requested message has not arrived (so heartbeats are due)."""
+        with self._cond:
+            return self._pending_msgs > len(self._items) + self._leased_msgs
+
+    def notice(self, exc: BaseException) -> None:
+        """Have the next get() raise *exc* once (non-terminal). Any thread."""
+        with self._cond:
+            if self._state is State.CLOSED:
+                return
+            self._notice = exc
+            self._cond.notify()
+
+    # ------------------------------------------------------------ transitions
+
+    def drain(self) -> None:
+        """OPEN -> DRAINING: no new pulls; what is buffered or in flight is still handed out.
+
+        Never blocks (see the module docstring about signal handlers).
+        Idempotent; does nothing after stop(). Any thread.
+        """
+        self._transition(self._drain_locked)
+
+    def stop(self) -> None:
+        """-> CLOSED now: every waiter wakes and sees the end; buffered messages go to on_discard.
+
+        Never blocks. Idempotent; cuts a drain short. Any thread.
+        """
+        self._transition(lambda: self._close_locked(None))
+
+    def fail(self, exc: BaseException) -> None:
+        """-> CLOSED with a terminal error raised by every later get(). Idempotent. Any thread."""
+        self._transition(lambda: self._close_locked(exc))
+
+    def finish(self) -> None:
+        """DRAINING -> CLOSED, keeping the buffer: nothing more can arrive. Producer side."""
+
+        def finish_locked() -> list[Msg] | None:
+            if self._state is not State.DRAINING:
+                return None
+            self._set_state_locked(State.CLOSED)
+            return []
+
+        self._transition(finish_locked)
+
+    # ---------------------------------------------------------------- helpers
+
+    def _transition(self, change: Callable[[], list[Msg] | None]) -> None:
+        if self._cond._is_owned():  # type: ignore[attr-defined]
+            # A signal handler interrupted this thread while it held the lock.
+            threading.Thread(
+                target=self._transition, args=(change,), name=f"natspull-signal-{next(_helper_ids)}"
+            ).start()
+            return
+        with self._cond:
+            discard = change()
+            state = self._state
+        if discard is not None:
+            self._announce(state, discard)
+
+    def _announce(self, state: State, discard: list[Msg]) -> None:
+        """Outside the lock: hand discarded messages back and tell the producer."""
+        if discard:
+            self._on_discard(discard)
+        self._on_state(state)
+
+    def _drain_locked(self) -> list[Msg] | None:
+        """Lock held. Returns [] when the state changed, None when nothing happened."""
+        if self._state is not State.OPEN:
+            return None
+        self._set_state_locked(State.DRAINING)
+        return []
+
+    def _close_locked(self, exc: BaseException | None) -> list[Msg] | None:
+        """Lock held. -> CLOSED; returns the discarded buffer, or None if already closed."""
+        if self._state is State.CLOSED:
+            return None
+        self._error = exc
+        discard = list(self._items)
+        self._items.clear()
+        self._buffered_bytes = 0
+        self._notice = None
+        self._set_state_locked(State.CLOSED)
+        return discard
+
+    def _set_state_locked(self, state: State) -> None:
+        """Lock held."""
+        self._state = state
+        self._cond.notify_all()
+
+    def _below_threshold_locked(self) -> bool:
+        """Lock held."""
+        flow = self.flow
+        if self._pending_msgs < flow.threshold_msgs:
+            return True
+        return bool(flow.max_bytes) and self._pending_bytes < flow.threshold_bytes
+
+    def _release_locked(self, size: int) -> bool:
+        """Lock held. Returns True when on_low must be called (after releasing the lock)."""
+        self._pending_msgs = max(self._pending_msgs - 1, 0)
+        self._pending_bytes = max(self._pending_bytes - size, 0)
+        if self._low_armed and self._state is State.OPEN and self._below_threshold_locked():
+            self._low_armed = False
+            return True
+        return False

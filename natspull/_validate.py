@@ -1,0 +1,112 @@
+"""Argument checks at the API boundary: each error names the argument, the value and what is allowed."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+__all__ = ["check_bytes", "check_int", "check_name", "check_number", "check_subject", "check_timeout"]
+
+_MAX_SECONDS = 86400.0 * 365
+
+
+def check_number(
+    name: str, value: Any, *, minimum: float = 0.0, allow_none: bool = False, exclusive: bool = False
+) -> Any:
+    """A finite real number >= minimum (> minimum with exclusive=True)."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
+    if (
+        not math.isfinite(value)
+        or value < minimum
+        or (exclusive and value == minimum)
+        or value > _MAX_SECONDS
+    ):
+        op = ">" if exclusive else ">="
+        raise ValueError(
+            f"{name} must be a finite number {op} {minimum:g} and <= {_MAX_SECONDS:g}, got {value!r}"
+        )
+    return float(value)
+
+
+def check_timeout(name: str, value: Any) -> float | None:
+    """None (no bound) or a finite number of seconds >= 0."""
+    result: float | None = check_number(name, value, allow_none=True)
+    return result
+
+
+def check_int(
+    name: str, value: Any, *, minimum: int = 1, maximum: int = 2**31 - 1, allow_none: bool = False
+) -> Any:
+    """An int in [minimum, maximum]."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if not minimum <= value <= maximum:
+        raise ValueError(f"{name} must be between {minimum} and {maximum}, got {value}")
+    return value
+
+
+def check_name(kind: str, value: Any) -> str:
+    """A stream/consumer name: non-empty; no spaces, '.', '*', '>', path separators, control characters."""
+    if not isinstance(value, str):
+        raise TypeError(f"{kind} name must be a str, got {type(value).__name__}")
+    if not value:
+        raise ValueError(f"{kind} name must not be empty")
+    bad = sorted({c for c in value if c in " .*>/\\\t\r\n" or not c.isprintable()})
+    if bad:
+        raise ValueError(
+            f"{kind} name {value!r} must not contain {''.join(bad)!r} (no spaces, '.', '*', '>', '/', '\\\\')"
+        )
+    if len(value) > 255:
+        raise ValueError(f"{kind} name must be at most 255 characters, got {len(value)}")
+    return value
+
+
+def check_subject(name: str, value: Any, *, wildcards: bool = False) -> str:
+    """A NATS subject: dot-separated non-empty tokens without whitespace; wildcards only if allowed."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, got {type(value).__name__}")
+    if not value:
+        raise ValueError(f"{name} must not be empty")
+    if any(c.isspace() or not c.isprintable() for c in value):
+        raise ValueError(f"{name} {value!r} must not contain whitespace or control characters")
+    tokens = value.split(".")
+    for i, token in enumerate(tokens):
+        if not token:
+            raise ValueError(f"{name} {value!r} has an empty token")
+        if not wildcards and ("*" in token or ">" in token):
+            raise ValueError(f"{name} {value!r} must not contain wildcards ('*', '>')")
+        if wildcards and (("*" in token or ">" in token) and len(token) > 1):
+            raise ValueError(f"{name} {value!r}: a wildcard must be a whole token")
+        if wildcards and token == ">" and i != len(tokens) - 1:
+            raise ValueError(f"{name} {value!r}: '>' must be the last token")
+    return value
+
+
+def check_bytes(name: str, value: Any) -> bytes:
+    """bytes, bytearray or memoryview (as bytes)."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, bytearray | memoryview):
+        return bytes(value)
+    raise TypeError(f"{name} must be bytes, got {type(value).__name__} (encode str payloads first)")
+
+
+def check_headers(value: Any) -> dict[str, str] | None:
+    """None or a dict of str -> str with valid header names and single-line values."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise TypeError(f"headers must be a dict of str to str, got {type(value).__name__}")
+    for key, val in value.items():
+        if not isinstance(key, str) or not isinstance(val, str):
+            raise TypeError(f"headers must map str to str, got {key!r}: {val!r}")
+        if not key or any(c.isspace() or c == ":" or not c.isprintable() for c in key):
+            raise ValueError(f"header name {key!r} must be non-empty, without whitespace or ':'")
+        if "\r" in val or "\n" in val:
+            raise ValueError(f"header {key!r} value must not contain CR or LF")
+    return value

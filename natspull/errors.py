@@ -1,0 +1,119 @@
+"""The exceptions natspull raises.
+
+Every error natspull raises on purpose derives from :class:`Error`; no nats-py
+or asyncio exception crosses the public API. Bad arguments are the exception
+to the rule: they raise the builtin :class:`ValueError` / :class:`TypeError`
+at once, naming the argument and what is allowed.
+
+Hierarchy::
+
+    Error
+    ├── ConnectError                  could not connect (names the servers tried)
+    ├── ConnectionClosedError         the connection is closed (by close() or for good)
+    ├── TimeoutError                  a bounded wait ran out (also a builtin TimeoutError)
+    ├── NoHeartbeatError              no traffic for 2 x heartbeat on a pull (recoverable)
+    ├── MsgAlreadyAckedError          a second terminal ack of one message
+    ├── IteratorClosedError           you stopped/drained the iterator and it is empty
+    ├── PermissionError               the server refused a publish/subscribe on a subject
+    └── JetStreamAPIError             the JetStream API answered with an error
+        ├── StreamNotFoundError
+        ├── ConsumerNotFoundError
+        └── ConsumerDeletedError      the consumer went away under a pull
+
+As trio separates ``ClosedResourceError`` (you closed it) from
+``BrokenResourceError`` (it broke), natspull keeps three endings apart:
+:class:`IteratorClosedError` (you called ``stop()``/``drain()``),
+:class:`ConnectionClosedError` / :class:`ConsumerDeletedError` (it broke), and
+``StopIteration`` (the clean end of a ``for`` loop).
+"""
+
+from __future__ import annotations
+
+import builtins
+
+__all__ = [
+    "ConnectError",
+    "ConnectionClosedError",
+    "ConsumerDeletedError",
+    "ConsumerNotFoundError",
+    "Error",
+    "IteratorClosedError",
+    "JetStreamAPIError",
+    "MsgAlreadyAckedError",
+    "NoHeartbeatError",
+    "PermissionError",
+    "StreamNotFoundError",
+    "TimeoutError",
+]
+
+
+class Error(Exception):
+    """Base class of every natspull error."""
+
+
+class ConnectError(Error):
+    """Connecting failed: servers unreachable, TLS or authentication refused."""
+
+
+class ConnectionClosedError(Error):
+    """The connection is closed: by ``Client.close()`` or for good after reconnects ran out."""
+
+
+class TimeoutError(Error, builtins.TimeoutError):
+    """A bounded wait ran out. Also an instance of the builtin :class:`TimeoutError`."""
+
+
+class NoHeartbeatError(Error):
+    """No message and no heartbeat for 2 x heartbeat while a pull was outstanding.
+
+    Raised by ``next()`` only with ``error_on_missing_heartbeat=True``; the
+    iterator has already re-pulled and stays usable.
+    """
+
+
+class MsgAlreadyAckedError(Error):
+    """A terminal acknowledgement (ack, nak, term) was already sent for this message."""
+
+
+class IteratorClosedError(Error):
+    """The iterator was stopped or drained and has nothing left to hand out."""
+
+
+class PermissionError(Error):
+    """The server refused the operation on a subject for lack of permissions."""
+
+
+class JetStreamAPIError(Error):
+    """The JetStream API answered with an error.
+
+    Attributes:
+        code: the HTTP-like status code (404, 400, 503, ...), or None.
+        err_code: the JetStream error code (10059 stream not found, ...), or None.
+        description: the server's description.
+    """
+
+    def __init__(self, description: str, code: int | None = None, err_code: int | None = None) -> None:
+        self.description = description
+        self.code = code
+        self.err_code = err_code
+        super().__init__(description)
+
+    def __str__(self) -> str:
+        parts = [self.description]
+        if self.code is not None:
+            parts.append(f"code={self.code}")
+        if self.err_code is not None:
+            parts.append(f"err_code={self.err_code}")
+        return " ".join(parts)
+
+
+class StreamNotFoundError(JetStreamAPIError):
+    """The stream does not exist."""
+
+
+class ConsumerNotFoundError(JetStreamAPIError):
+    """The consumer does not exist."""
+
+
+class ConsumerDeletedError(JetStreamAPIError):
+    """The consumer was deleted while a pull was outstanding. Terminal for an iterator."""
