@@ -96,11 +96,15 @@ class MsgQueue:
         on_low: Callable[[], None] = _noop,
         on_discard: Callable[[list[Msg]], None] = lambda msgs: None,
         on_state: Callable[[State], None] = lambda state: None,
+        on_ready: Callable[[], None] = _noop,
     ) -> None:
         self.flow = flow
         self._on_low = on_low  # called outside the lock; must not block
         self._on_discard = on_discard  # called outside the lock; must not block
         self._on_state = on_state  # called outside the lock after a transition; must not block
+        # For async adapters that never block a thread in get() (natspull.trio): called outside
+        # the lock after each burst is buffered and after each transition; must not block.
+        self.on_ready = on_ready
         # _cond's lock guards every field below. It is a leaf in the lock order:
         # nothing that takes another natspull lock is called while holding it.
         # Re-entrant only so that a signal handler can *detect* that it
@@ -148,29 +152,8 @@ class MsgQueue:
         pending until :meth:`release`. Any thread.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        low = False
         with self._cond:
-            while True:
-                if self._notice is not None:
-                    notice, self._notice = self._notice, None
-                    raise notice
-                if self._items:
-                    msg = self._items.popleft()
-                    self._buffered_bytes -= msg.size
-                    self._delivered += 1
-                    if lease:
-                        self._leased_msgs += 1
-                        self._leased_bytes += msg.size
-                    else:
-                        low = self._release_locked(msg.size)
-                    limit = self.flow.limit
-                    if limit is not None and self._delivered >= limit and self._state is not State.CLOSED:
-                        discard = self._close_locked(None)
-                        break
-                    discard = None
-                    break
-                if self._state is State.CLOSED:
-                    raise self._error or IteratorClosedError("the iterator is stopped or drained")
+            while not self._ready_locked():
                 if deadline is None:
                     remaining = None
                 else:
@@ -182,11 +165,65 @@ class MsgQueue:
                     self._cond.wait(remaining)
                 finally:
                     self._waiters -= 1
+            taken, low, discard = self._take_locked(1, lease)
+        self._after_take(low, discard)
+        return taken[0]
+
+    def get_many_nowait(self, limit: int, *, lease: bool = False) -> list[Msg]:
+        """Take up to *limit* buffered messages without waiting (async adapters).
+
+        Returns [] when nothing is buffered and the queue has not ended;
+        raises like :meth:`get` (notice, terminal error, IteratorClosedError)
+        otherwise. Never waits but for the lock. Any thread.
+        """
+        with self._cond:
+            if not self._ready_locked():
+                return []
+            taken, low, discard = self._take_locked(limit, lease)
+        self._after_take(low, discard)
+        return taken
+
+    def _ready_locked(self) -> bool:
+        """Lock held. True when a message can be taken; raises the notice or the end."""
+        if self._notice is not None:
+            notice, self._notice = self._notice, None
+            raise notice
+        if self._items:
+            return True
+        if self._state is State.CLOSED:
+            raise self._error or IteratorClosedError("the iterator is stopped or drained")
+        return False
+
+    def _take_locked(self, count: int, lease: bool) -> tuple[list[Msg], bool, list[Msg] | None]:
+        """Lock held, buffer not empty. Take up to *count* messages (honouring stop_after).
+
+        Returns (messages, call on_low?, messages discarded because the limit was reached or None).
+        """
+        limit = self.flow.limit
+        if limit is not None:
+            count = min(count, limit - self._delivered)
+        items = self._items
+        taken = [items.popleft() for _ in range(min(count, len(items)))]
+        low = False
+        for msg in taken:
+            self._buffered_bytes -= msg.size
+            if lease:
+                self._leased_msgs += 1
+                self._leased_bytes += msg.size
+            else:
+                low = self._release_locked(msg.size) or low
+        self._delivered += len(taken)
+        discard = None
+        if limit is not None and self._delivered >= limit:
+            discard = self._close_locked(None)
+        return taken, low, discard
+
+    def _after_take(self, low: bool, discard: list[Msg] | None) -> None:
+        """Outside the lock, after a take: announce a stop_after close, ask for a re-pull."""
         if discard is not None:
             self._announce(State.CLOSED, discard)
         if low:
             self._on_low()
-        return msg
 
     def release(self, msg: Msg) -> None:
         """Stop counting a leased message as pending (its handler finished). Any thread."""
@@ -223,12 +260,15 @@ class MsgQueue:
         A CLOSED queue refuses them: they go to ``on_discard`` (NAK) instead.
         """
         with self._cond:
-            if self._state is not State.CLOSED:
+            accepted = self._state is not State.CLOSED
+            if accepted:
                 self._items.extend(msgs)
                 self._buffered_bytes += sum(msg.size for msg in msgs)
                 self._cond.notify(len(msgs))
-                return
-        self._on_discard(msgs)
+        if accepted:
+            self.on_ready()
+        else:
+            self._on_discard(msgs)
 
     def reserve(self) -> tuple[int, int]:
         """Top pending up to the maximum if it fell below the threshold; return (msgs, bytes) to pull.
@@ -329,10 +369,11 @@ class MsgQueue:
             self._announce(state, discard)
 
     def _announce(self, state: State, discard: list[Msg]) -> None:
-        """Outside the lock: hand discarded messages back and tell the producer."""
+        """Outside the lock: hand discarded messages back and tell the producer and async waiters."""
         if discard:
             self._on_discard(discard)
         self._on_state(state)
+        self.on_ready()
 
     def _drain_locked(self) -> list[Msg] | None:
         """Lock held. Returns [] when the state changed, None when nothing happened."""

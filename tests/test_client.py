@@ -182,7 +182,9 @@ def test_script_without_close_exits_fast_and_flushes_acks(nats_server: NatsServe
         js.add_stream(name="EXIT", subjects=["exit.>"])
         consumer = js.add_consumer("EXIT", durable_name="c", ack_wait=60)
         js.publish_many(("exit.m", b"%d" % i) for i in range(100))
-        with subprocess.Popen([sys.executable, "-c", SCRIPT, nats_server.url], stdout=subprocess.PIPE, text=True) as proc:
+        with subprocess.Popen(
+            [sys.executable, "-c", SCRIPT, nats_server.url], stdout=subprocess.PIPE, text=True
+        ) as proc:
             assert proc.stdout is not None
             assert proc.stdout.readline().strip() == "acked"
             t0 = time.monotonic()

@@ -44,7 +44,7 @@ def test_consumer_management_and_not_found_errors(js: natspull.JetStream, stream
         js.consumer("NOPE", "c1")
     with pytest.raises(ValueError, match="deliver_subject"):
         js.add_consumer(stream, durable_name="push", deliver_subject="push.here")
-    with pytest.raises(ValueError, match="consumer name 'a.b'"):
+    with pytest.raises(ValueError, match=r"consumer name 'a\.b'"):
         js.consumer(stream, "a.b")
 
 

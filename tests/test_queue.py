@@ -222,7 +222,7 @@ def test_many_threads_random_timing_each_message_once() -> None:
         got: list[str] = []
         lock = threading.Lock()
 
-        def consume() -> None:
+        def consume(q: MsgQueue = q, got: list[str] = got, lock: threading.Lock = lock) -> None:
             while True:
                 try:
                     m = q.get(5)
