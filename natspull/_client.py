@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import itertools
 import logging
 import queue
@@ -146,7 +147,8 @@ class Client:
         try:
             await asyncio.wait_for(self._connect_or_fail(options), timeout)
         except BaseException as exc:
-            await self._nc.close()
+            with contextlib.suppress(Exception):  # nats-py may not have got far enough to close
+                await self._nc.close()
             tried = ", ".join(_redact(s) for s in self._servers)
             cause = self._connect_error or exc
             if isinstance(exc, asyncio.TimeoutError | TimeoutError) and self._connect_error is None:
@@ -171,9 +173,12 @@ class Client:
             )
         )
         waiting: set[asyncio.Future[Any]] = {connect, self._connect_failed}
-        done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        try:
+            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        finally:  # also on timeout: nats-py must not go on retrying in the background
+            if not connect.done():
+                connect.cancel()
         if connect not in done:
-            connect.cancel()
             raise self._connect_failed.result()
         self._connect_failed.cancel()
         connect.result()
@@ -199,6 +204,8 @@ class Client:
         self._dispatch("closed_cb")
 
     async def _on_error(self, exc: Exception) -> None:
+        if self._state == "closed":
+            return
         if self._state == "connecting":
             self._connect_error = exc
             text = str(exc).lower()

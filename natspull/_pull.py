@@ -52,6 +52,11 @@ _NAK = b"-NAK"
 _DRAIN_TIMEOUT = 5.0
 
 
+def _unfilled(headers: dict[str, str]) -> tuple[int, int]:
+    """The part of a pull request the server reports as never filled (408/409 headers)."""
+    return int(headers.get("Nats-Pending-Messages") or 0), int(headers.get("Nats-Pending-Bytes") or 0)
+
+
 class PullOptions:
     """Per-request options of an engine (validated by the caller)."""
 
@@ -214,24 +219,13 @@ class PullEngine:
         lowered = description.lower()
         if code == "100":
             return
-        if code in ("404", "408") or (
-            code == "409" and ("batch completed" in lowered or "maxbytes" in lowered)
-        ):
-            if code == "409" and "maxbytes" in lowered and not self._received:
-                self._fail(
-                    JetStreamAPIError(
-                        f"a message on {self.stream}/{self.consumer} is larger than max_bytes: {description}",
-                        code=409,
-                    )
-                )
-                return
+        if code == "409" and "maxbytes" in lowered:
+            self._on_max_bytes(headers, description)
+        elif code in ("404", "408") or (code == "409" and "batch completed" in lowered):
             if self._opts.one_shot:
                 self._request_done()
                 return
-            self.queue.adjust_pending(
-                int(headers.get("Nats-Pending-Messages", 0) or 0),
-                int(headers.get("Nats-Pending-Bytes", 0) or 0),
-            )
+            self.queue.adjust_pending(*_unfilled(headers))
             self._pull()
         elif code == "409" and "consumer deleted" in lowered:
             self._fail(ConsumerDeletedError(f"consumer {self.stream}/{self.consumer} was deleted", 409))
@@ -252,6 +246,31 @@ class PullEngine:
                 self._fail(
                     JetStreamAPIError(description or f"pull failed with status {code}", code=int(code))
                 )
+
+    def _on_max_bytes(self, headers: dict[str, str], description: str) -> None:
+        """409 Message Size Exceeds MaxBytes: the next message does not fit what is left of a request.
+
+        Fatal only when it did not fit a request for the whole ``max_bytes``
+        (nothing of it was filled): no later pull could ever fetch it.
+        """
+        msgs, nbytes = _unfilled(headers)
+        max_bytes = self.queue.flow.max_bytes
+        if (max_bytes and nbytes >= max_bytes) or (self._opts.one_shot and not self._received and not nbytes):
+            where = f"{self.stream}/{self.consumer}"
+            self._fail(
+                JetStreamAPIError(
+                    f"a message on {where} is larger than max_bytes={max_bytes}: {description}", 409
+                )
+            )
+            return
+        if self._opts.one_shot:
+            self._request_done()
+            return
+        self.queue.adjust_pending(msgs, nbytes)
+        # Re-pulling now would ask for the same too-small size again (a spin):
+        # wait until the application releases messages (on_low), unless it holds none.
+        if not self.queue.holds_messages():
+            self._pull()
 
     async def _on_no_responders(self) -> None:
         """503: nobody answered the pull. A missing consumer is terminal; JetStream away is not."""
@@ -299,7 +318,17 @@ class PullEngine:
         self.queue.fail(exc)
 
     def _nak_all(self, msgs: list[Msg]) -> None:
-        """Return messages the application will never see, so the server redelivers them now. Any thread."""
+        """Return messages the application will never see, so the server redelivers them now.
+
+        Any thread, including a signal handler that interrupted a thread inside
+        ``Msg.ack()``: the NAKs are sent from the loop thread, so this takes no lock.
+        """
+        if self._loop_thread.in_loop_thread():
+            self._nak_now(msgs)
+        else:
+            self._loop_thread.call_soon(self._nak_now, msgs)
+
+    def _nak_now(self, msgs: list[Msg]) -> None:
         for msg in msgs:
             if not msg.acked:
                 try:

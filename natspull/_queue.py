@@ -103,7 +103,7 @@ class MsgQueue:
         self._on_discard = on_discard  # called outside the lock; must not block
         self._on_state = on_state  # called outside the lock after a transition; must not block
         # For async adapters that never block a thread in get() (natspull.trio): called outside
-        # the lock after each burst is buffered and after each transition; must not block.
+        # the lock after each burst is buffered, each transition and each notice; must not block.
         self.on_ready = on_ready
         # _cond's lock guards every field below. It is a leaf in the lock order:
         # nothing that takes another natspull lock is called while holding it.
@@ -308,6 +308,11 @@ class MsgQueue:
             self._pending_msgs = len(self._items) + self._leased_msgs
             self._pending_bytes = self._buffered_bytes + self._leased_bytes
 
+    def holds_messages(self) -> bool:
+        """True while messages are buffered or leased to handlers."""
+        with self._cond:
+            return bool(self._items) or self._leased_msgs > 0
+
     def has_outstanding(self) -> bool:
         """True while some requested message has not arrived (so heartbeats are due)."""
         with self._cond:
@@ -320,6 +325,7 @@ class MsgQueue:
                 return
             self._notice = exc
             self._cond.notify()
+        self.on_ready()
 
     # ------------------------------------------------------------ transitions
 
@@ -383,9 +389,18 @@ class MsgQueue:
         return []
 
     def _close_locked(self, exc: BaseException | None) -> list[Msg] | None:
-        """Lock held. -> CLOSED; returns the discarded buffer, or None if already closed."""
+        """Lock held. -> CLOSED; returns the discarded buffer, or None if nothing changed.
+
+        stop() on a queue that a finished drain left CLOSED with a buffer still
+        discards that buffer: stop() always means "hand out nothing more".
+        """
         if self._state is State.CLOSED:
-            return None
+            if exc is not None or not self._items:
+                return None
+            discard = list(self._items)
+            self._items.clear()
+            self._buffered_bytes = 0
+            return discard
         self._error = exc
         discard = list(self._items)
         self._items.clear()
@@ -402,9 +417,9 @@ class MsgQueue:
     def _below_threshold_locked(self) -> bool:
         """Lock held."""
         flow = self.flow
-        if self._pending_msgs < flow.threshold_msgs:
-            return True
-        return bool(flow.max_bytes) and self._pending_bytes < flow.threshold_bytes
+        if flow.max_bytes:  # byte-limited flow decides on bytes alone
+            return self._pending_bytes < flow.threshold_bytes
+        return self._pending_msgs < flow.threshold_msgs
 
     def _release_locked(self, size: int) -> bool:
         """Lock held. Returns True when on_low must be called (after releasing the lock)."""

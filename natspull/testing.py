@@ -397,6 +397,9 @@ class NatsServer:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                # Its own session: a Ctrl-C meant for the program (e.g. `natspull demo`)
+                # must not kill the server before the program has drained and acked.
+                start_new_session=True,
             )
 
     def _wait_ready(self, deadline: float) -> None:

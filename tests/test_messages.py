@@ -54,7 +54,7 @@ def test_go_regression_end_wakes_a_blocked_next(js: natspull.JetStream, stream: 
         assert not t.is_alive()
         result, woke = out[0]
         assert isinstance(result, natspull.IteratorClosedError), result
-        assert woke - t0 < 0.1
+        assert woke - t0 < 0.1, f"{end}() took {(woke - t0) * 1000:.1f} ms to wake next()"
         msgs.stop()
 
 
@@ -411,3 +411,19 @@ def test_ctrl_c_during_blocking_next(nats_server: NatsServer) -> None:
     assert "interrupted" in out
     assert "KeyboardInterrupt" in err
     assert proc.returncode != 0
+
+
+def test_max_bytes_flow_pulls_by_bytes_without_spinning(js: natspull.JetStream, stream: str) -> None:
+    """64 KiB messages with max_bytes=1 MiB: 409 "Message Size Exceeds MaxBytes" is a normal end of a
+    request (the next message did not fit what was left of it), not an error, and no pull storm."""
+    consumer = js.add_consumer(stream, durable_name="bytes")
+    fill(js, stream, 100, size=64 * 1024)
+    seqs = []
+    with consumer.messages(max_bytes=1024 * 1024) as msgs:
+        for _ in range(100):
+            m = msgs.next(timeout=5)
+            seqs.append(m.metadata.sequence.stream)
+            m.ack()
+            assert msgs.stats()["buffered"] <= 16  # 16 x 64 KiB = 1 MiB
+        assert msgs.stats()["pulls_sent"] < 40
+    assert seqs == list(range(1, 101))

@@ -254,3 +254,16 @@ def test_many_threads_random_timing_each_message_once() -> None:
         assert len(handed) == len(set(handed)) == sent, f"iteration {iteration}"
         if end == "drain":
             assert not rec.discarded
+
+
+def test_stop_after_a_finished_drain_discards_what_is_left() -> None:
+    rec = Recorder()
+    q = rec.queue()
+    q.put_many(msgs(3))
+    q.drain()
+    q.finish()
+    assert q.get(0).reply == "r0"
+    q.stop()
+    assert [m.reply for m in rec.discarded] == ["r1", "r2"]
+    with pytest.raises(natspull.IteratorClosedError):
+        q.get(0)

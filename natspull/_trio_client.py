@@ -1,0 +1,317 @@
+"""The trio client, JetStream context and consumer: thin async faces over the blocking ones.
+
+Public through :mod:`natspull.trio` (see its docstring). Calls that wait for the server run
+the blocking natspull call on a trio worker thread; ``Consumer.fetch()`` waits on the trio
+side, like the iterator in ``_trio_messages.py``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+from nats.js.api import ConsumerConfig, ConsumerInfo, PubAck, StreamConfig, StreamInfo
+
+from ._client import Client as _SyncClient
+from ._client import connect as _sync_connect
+from ._consumer import _FETCH_GRACE
+from ._consumer import Consumer as _SyncConsumer
+from ._jetstream import JetStream as _SyncJetStream
+from ._msg import Msg as _SyncMsg
+from ._options import continuous_pull
+from ._pull import PullOptions
+from ._queue import Flow
+from ._trio_messages import Messages, Msg, Waker, in_thread, wait_closed
+from ._validate import check_int, check_number
+from .errors import TimeoutError
+
+__all__ = ["Client", "Consumer", "JetStream", "open_client"]
+
+
+class Consumer:
+    """A pull consumer for trio tasks. Get one from :meth:`JetStream.consumer` or ``add_consumer``."""
+
+    def __init__(self, sync: _SyncConsumer) -> None:
+        """Private: use ``JetStream.consumer()`` / ``JetStream.add_consumer()``."""
+        self._sync = sync
+
+    def __repr__(self) -> str:
+        return f"<natspull.trio.Consumer {self.stream}/{self.name}>"
+
+    @property
+    def sync(self) -> _SyncConsumer:
+        """The wrapped blocking :class:`natspull.Consumer`."""
+        return self._sync
+
+    @property
+    def stream(self) -> str:
+        return self._sync.stream
+
+    @property
+    def name(self) -> str:
+        return self._sync.name
+
+    @property
+    def cached_info(self) -> ConsumerInfo:
+        return self._sync.cached_info
+
+    async def info(self) -> ConsumerInfo:
+        """Fetch the consumer's current info (on a worker thread)."""
+        return await in_thread(self._sync.info)
+
+    async def fetch(
+        self, batch: int = 1, *, max_wait: float = 30.0, max_bytes: int | None = None, no_wait: bool = False
+    ) -> list[Msg]:
+        """Send one pull request and return what it brought: up to *batch* messages.
+
+        As :meth:`natspull.Consumer.fetch`, but the wait for the answer blocks no thread. A
+        cancellation raises ``trio.Cancelled`` promptly and NAKs whatever the request brought,
+        so the server redelivers it at once.
+        """
+        batch = check_int("batch", batch, maximum=1_000_000)
+        max_wait = check_number("max_wait", max_wait, exclusive=not no_wait)
+        max_bytes = check_int("max_bytes", max_bytes, maximum=2**40, allow_none=True)
+        flow = Flow(
+            max_msgs=batch, max_bytes=max_bytes or 0, threshold_msgs=batch, threshold_bytes=max_bytes or 0
+        )
+        options = PullOptions(expires=max_wait, heartbeat=None, one_shot=True, no_wait=no_wait)
+        engine = await in_thread(functools.partial(self._sync._engine, flow, options))
+        queue = engine.queue
+        waker = Waker()
+        waker.sleepers = 1  # for the whole wait: every burst and the end wake it
+        queue.on_ready = waker.on_ready
+        try:
+            if not await wait_closed(queue, waker, max_wait + _FETCH_GRACE):
+                queue.drain()  # the server never answered: keep what is in flight, then end
+                await wait_closed(queue, waker, _FETCH_GRACE + 5.0)
+            msgs = queue.take_all()
+        except BaseException:
+            queue.stop()  # cancelled: hand everything back to the server
+            raise
+        return [Msg(msg) for msg in msgs]
+
+    async def next(self, timeout: float = 30.0) -> Msg:
+        """Fetch one message, waiting at most *timeout* seconds; raises natspull.TimeoutError."""
+        timeout = check_number("timeout", timeout)
+        msgs = await self.fetch(1, max_wait=timeout, no_wait=timeout == 0)
+        if not msgs:
+            raise TimeoutError(f"no message from {self.stream}/{self.name} within {timeout:g} s")
+        return msgs[0]
+
+    def messages(
+        self,
+        *,
+        max_messages: int | None = None,
+        max_bytes: int | None = None,
+        expires: float = 30.0,
+        heartbeat: float | None = None,
+        threshold_messages: int | None = None,
+        threshold_bytes: int | None = None,
+        stop_after: int | None = None,
+        error_on_missing_heartbeat: bool = False,
+    ) -> Messages:
+        """An async iterator over the messages; options as :meth:`natspull.Consumer.messages`.
+
+        Returns at once (options are checked here: ValueError/TypeError); ``async with``
+        starts the pulls::
+
+            async with consumer.messages(max_messages=100) as msgs:
+                async for msg in msgs:
+                    ...
+        """
+        options: dict[str, Any] = {
+            "max_messages": max_messages,
+            "max_bytes": max_bytes,
+            "expires": expires,
+            "heartbeat": heartbeat,
+            "threshold_messages": threshold_messages,
+            "threshold_bytes": threshold_bytes,
+            "stop_after": stop_after,
+        }
+        continuous_pull(**options)
+        if not isinstance(error_on_missing_heartbeat, bool):
+            raise TypeError("error_on_missing_heartbeat must be a bool")
+        options["error_on_missing_heartbeat"] = error_on_missing_heartbeat
+        return Messages(self._sync, options)
+
+
+# --------------------------------------------------------------------------------- jetstream
+
+
+class JetStream:
+    """JetStream for trio tasks: every call that waits for the server is ``async``.
+
+    Each runs the blocking :class:`natspull.JetStream` call on a worker thread; it raises the
+    same errors. A cancellation waits for the call, which the context's timeout bounds.
+    """
+
+    def __init__(self, sync: _SyncJetStream) -> None:
+        """Private: use :meth:`Client.jetstream`."""
+        self._sync = sync
+
+    def __repr__(self) -> str:
+        return f"<natspull.trio.JetStream prefix={self.api_prefix!r}>"
+
+    @property
+    def sync(self) -> _SyncJetStream:
+        """The wrapped blocking :class:`natspull.JetStream`."""
+        return self._sync
+
+    @property
+    def api_prefix(self) -> str:
+        return self._sync.api_prefix
+
+    async def add_stream(self, config: StreamConfig | None = None, **params: Any) -> StreamInfo:
+        return await in_thread(functools.partial(self._sync.add_stream, config, **params))
+
+    async def update_stream(self, config: StreamConfig | None = None, **params: Any) -> StreamInfo:
+        return await in_thread(functools.partial(self._sync.update_stream, config, **params))
+
+    async def delete_stream(self, name: str) -> None:
+        await in_thread(functools.partial(self._sync.delete_stream, name))
+
+    async def purge_stream(self, name: str) -> None:
+        await in_thread(functools.partial(self._sync.purge_stream, name))
+
+    async def stream_info(self, name: str) -> StreamInfo:
+        return await in_thread(functools.partial(self._sync.stream_info, name))
+
+    async def add_consumer(
+        self, stream: str, config: ConsumerConfig | None = None, **params: Any
+    ) -> Consumer:
+        return Consumer(await in_thread(functools.partial(self._sync.add_consumer, stream, config, **params)))
+
+    async def consumer(self, stream: str, name: str) -> Consumer:
+        return Consumer(await in_thread(functools.partial(self._sync.consumer, stream, name)))
+
+    async def consumer_info(self, stream: str, name: str) -> ConsumerInfo:
+        return await in_thread(functools.partial(self._sync.consumer_info, stream, name))
+
+    async def delete_consumer(self, stream: str, name: str) -> None:
+        await in_thread(functools.partial(self._sync.delete_consumer, stream, name))
+
+    async def publish(
+        self,
+        subject: str,
+        data: bytes = b"",
+        headers: dict[str, str] | None = None,
+        *,
+        msg_id: str | None = None,
+        timeout: float | None = None,
+        expected_stream: str | None = None,
+    ) -> PubAck:
+        """Publish to a stream and wait until it is stored; see :meth:`natspull.JetStream.publish`."""
+        return await in_thread(
+            functools.partial(
+                self._sync.publish,
+                subject,
+                data,
+                headers,
+                msg_id=msg_id,
+                timeout=timeout,
+                expected_stream=expected_stream,
+            )
+        )
+
+    async def publish_many(
+        self,
+        messages: Iterable[tuple[str, bytes]],
+        *,
+        window: int = 256,
+        timeout: float | None = None,
+        expected_stream: str | None = None,
+    ) -> list[PubAck]:
+        """Publish many ``(subject, data)`` pairs, pipelined; see :meth:`natspull.JetStream.publish_many`.
+
+        The iterable is consumed on the worker thread.
+        """
+        return await in_thread(
+            functools.partial(
+                self._sync.publish_many,
+                messages,
+                window=window,
+                timeout=timeout,
+                expected_stream=expected_stream,
+            )
+        )
+
+
+# ------------------------------------------------------------------------------------ client
+
+
+class Client:
+    """A natspull client for trio programs. Get one from :func:`open_client`."""
+
+    def __init__(self, sync: _SyncClient) -> None:
+        """Private: use :func:`open_client`."""
+        self._sync = sync
+
+    def __repr__(self) -> str:
+        return repr(self._sync).replace("<natspull.Client", "<natspull.trio.Client", 1)
+
+    @property
+    def sync(self) -> _SyncClient:
+        """The wrapped blocking :class:`natspull.Client` (for code running on worker threads)."""
+        return self._sync
+
+    @property
+    def is_connected(self) -> bool:
+        return self._sync.is_connected
+
+    @property
+    def is_closed(self) -> bool:
+        return self._sync.is_closed
+
+    @property
+    def server_info(self) -> dict[str, Any]:
+        return self._sync.server_info
+
+    @property
+    def max_payload(self) -> int:
+        return self._sync.max_payload
+
+    def jetstream(
+        self, domain: str | None = None, api_prefix: str | None = None, timeout: float = 5.0
+    ) -> JetStream:
+        """A trio JetStream context. Cheap; no network call."""
+        return JetStream(self._sync.jetstream(domain=domain, api_prefix=api_prefix, timeout=timeout))
+
+    def publish(self, subject: str, data: bytes = b"", headers: dict[str, str] | None = None) -> None:
+        """Publish a core NATS message; returns at once (see :meth:`natspull.Client.publish`)."""
+        self._sync.publish(subject, data, headers)
+
+    async def flush(self, timeout: float = 5.0) -> None:
+        """Wait until every publish and ack accepted so far has reached the server."""
+        await in_thread(functools.partial(self._sync.flush, timeout))
+
+    async def request(
+        self, subject: str, data: bytes = b"", timeout: float = 5.0, headers: dict[str, str] | None = None
+    ) -> _SyncMsg:
+        """Send a request and return the reply (a plain :class:`natspull.Msg`)."""
+        return await in_thread(functools.partial(self._sync.request, subject, data, timeout, headers))
+
+    async def aclose(self) -> None:
+        """Flush and close (see :meth:`natspull.Client.close`). Always completes, even when
+        cancelled (shielded; bounded by ``close_timeout``). This method is idempotent."""
+        with trio.CancelScope(shield=True):
+            await in_thread(self._sync.close)
+
+
+@asynccontextmanager
+async def open_client(
+    servers: str | list[str] = "nats://127.0.0.1:4222", **options: Any
+) -> AsyncIterator[Client]:
+    """Connect (on a worker thread) and close on exit: ``async with open_client(url) as client:``.
+
+    Arguments and errors as :func:`natspull.connect`. Client callbacks (``error_cb``, ...) run
+    on a natspull thread, not in trio: use ``trio.from_thread.run_sync(fn, trio_token=...)``
+    to get back into the run.
+    """
+    client = Client(await in_thread(functools.partial(_sync_connect, servers, **options)))
+    try:
+        yield client
+    finally:
+        await client.aclose()
