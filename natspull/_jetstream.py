@@ -195,34 +195,46 @@ class JetStream:
     async def _publish_all(
         self, entries: list[tuple[str, bytes, dict[str, str] | None]], window: int, timeout: float
     ) -> list[PubAck]:
-        """Loop thread: publish with a reply inbox each, at most *window* unacknowledged."""
+        """Loop thread: publish with a reply inbox each, at most *window* unacknowledged.
+
+        Waiting for a free slot, and for the last acks, each take at most *timeout*.
+        """
         nc = self._client._nc
         loop = asyncio.get_running_loop()
         prefix = nc.new_inbox()
-        results: list[asyncio.Future[Any]] = [loop.create_future() for _ in entries]
-        slots = asyncio.Semaphore(window)
+        replies: list[Any] = [None] * len(entries)
+        outstanding = 0  # published, not yet acknowledged
+        slot_free = asyncio.Event()
+        all_acked = loop.create_future()
 
         async def on_reply(msg: Any) -> None:
+            nonlocal outstanding
             index = int(msg.subject.rpartition(".")[2])
-            if not results[index].done():
-                results[index].set_result(msg)
-            slots.release()
+            if replies[index] is None:
+                replies[index] = msg
+                outstanding -= 1
+                slot_free.set()
+                if outstanding == 0 and index_published == len(entries) and not all_acked.done():
+                    all_acked.set_result(None)
 
+        index_published = 0
         sub = await nc.subscribe(f"{prefix}.*", cb=on_reply, pending_msgs_limit=0, pending_bytes_limit=0)
         try:
             for index, (subject, data, headers) in enumerate(entries):
-                await slots.acquire()
+                while outstanding >= window:
+                    slot_free.clear()
+                    await asyncio.wait_for(slot_free.wait(), timeout)
+                outstanding += 1
+                index_published = index + 1
                 await nc.publish(subject, data, reply=f"{prefix}.{index}", headers=headers)
-            acks = []
-            for index, future in enumerate(results):
-                try:
-                    reply = await asyncio.wait_for(future, timeout)
-                except TimeoutError:
-                    raise translate(TimeoutError(), f"publish of message {index}") from None
-                acks.append(_pub_ack(reply, entries[index][0]))
-            return acks
+            if outstanding:
+                await asyncio.wait_for(all_acked, timeout)
+        except TimeoutError:
+            missing = next(i for i, reply in enumerate(replies) if reply is None)
+            raise translate(TimeoutError(), f"publish of message {missing}") from None
         finally:
             await sub.unsubscribe()
+        return [_pub_ack(reply, entries[index][0]) for index, reply in enumerate(replies)]
 
 
 def _pub_ack(reply: Any, subject: str) -> PubAck:

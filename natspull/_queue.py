@@ -264,7 +264,8 @@ class MsgQueue:
             if accepted:
                 self._items.extend(msgs)
                 self._buffered_bytes += sum(msg.size for msg in msgs)
-                self._cond.notify(len(msgs))
+                if self._waiters:
+                    self._cond.notify(len(msgs))
         if accepted:
             self.on_ready()
         else:

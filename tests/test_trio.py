@@ -356,7 +356,7 @@ async def test_waiting_blocks_no_thread_and_fail_after_leaves_the_iterator_usabl
                         await msgs.next()
 
             nursery.start_soon(wait_one)
-            await trio.sleep(0.2)  # wait_one is parked in next()
+            await trio.testing.wait_all_tasks_blocked()  # wait_one is parked in next()
             assert msgs.stats()["waiters"] == 1
             assert threads_in_queue_get() == []
         assert msgs.stats()["waiters"] == 0
@@ -494,10 +494,11 @@ async def test_stop_ends_at_once_and_the_trio_buffer_is_redelivered_promptly(
         async with consumer.messages(max_messages=n) as msgs:
             while msgs.stats()["buffered"] < n:
                 await trio.sleep(0.01)
+            three = trio.Event()
             async with trio.open_nursery() as nursery:
 
                 async def stopper() -> None:
-                    await trio.sleep(0.1)
+                    await three.wait()
                     assert msgs._local  # messages wait in the trio-side deque
                     msgs.stop()
 
@@ -506,6 +507,7 @@ async def test_stop_ends_at_once_and_the_trio_buffer_is_redelivered_promptly(
                     received.append(seq(msg))
                     msg.ack()
                     if len(received) == 3:
+                        three.set()
                         while not msgs.closed:  # the stopper runs meanwhile
                             await trio.sleep(0.01)
                 assert len(received) == 3  # nothing after stop(), although 97 were buffered
