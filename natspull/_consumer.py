@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 __all__ = ["Consumer"]
 
 _FETCH_GRACE = 1.0  # how long past max_wait a fetch waits for the server's 408
+FETCH_DRAIN_WAIT = 6.0  # then, after drain(), how long for what is in flight
 _START_TIMEOUT = 10.0
 
 
@@ -91,24 +92,33 @@ class Consumer:
         JetStreamAPIError (e.g. a message larger than *max_bytes*),
         ConnectionClosedError. Any thread but the loop's.
         """
+        queue, wait = self._start_fetch(batch, max_wait, max_bytes, no_wait)
+        try:
+            if not queue.wait_closed(wait):
+                queue.drain()  # the server never answered: keep what is in flight, then end
+                queue.wait_closed(FETCH_DRAIN_WAIT)
+            return queue.take_all()
+        except BaseException:
+            queue.stop()  # interrupted (e.g. KeyboardInterrupt): hand everything back to the server
+            raise
+
+    def _start_fetch(
+        self, batch: int, max_wait: float, max_bytes: int | None, no_wait: bool
+    ) -> tuple[MsgQueue, float]:
+        """Validate fetch() arguments and send the one request; return its queue and how long
+        to wait for it to close (``max_wait`` plus a grace for the server's answer)."""
         batch = check_int("batch", batch, maximum=1_000_000)
         max_wait = check_number("max_wait", max_wait, exclusive=not no_wait)
         max_bytes = check_int("max_bytes", max_bytes, maximum=2**40, allow_none=True)
+        if not isinstance(no_wait, bool):
+            raise TypeError(f"no_wait must be a bool, got {type(no_wait).__name__}")
         flow = Flow(
             max_msgs=batch, max_bytes=max_bytes or 0, threshold_msgs=batch, threshold_bytes=max_bytes or 0
         )
         engine = self._engine(
             flow, PullOptions(expires=max_wait, heartbeat=None, one_shot=True, no_wait=no_wait)
         )
-        queue = engine.queue
-        try:
-            if not queue.wait_closed(max_wait + _FETCH_GRACE):
-                queue.drain()  # the server never answered: keep what is in flight, then end
-                queue.wait_closed(_FETCH_GRACE + 5.0)
-            return queue.take_all()
-        except BaseException:
-            queue.stop()  # interrupted (e.g. KeyboardInterrupt): hand everything back to the server
-            raise
+        return engine.queue, max_wait + _FETCH_GRACE
 
     def next(self, timeout: float = 30.0) -> Msg:
         """Fetch one message, waiting at most *timeout* seconds.

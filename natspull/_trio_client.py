@@ -17,15 +17,13 @@ from nats.js.api import ConsumerConfig, ConsumerInfo, PubAck, StreamConfig, Stre
 
 from ._client import Client as _SyncClient
 from ._client import connect as _sync_connect
-from ._consumer import _FETCH_GRACE
+from ._consumer import FETCH_DRAIN_WAIT
 from ._consumer import Consumer as _SyncConsumer
 from ._jetstream import JetStream as _SyncJetStream
 from ._msg import Msg as _SyncMsg
 from ._options import continuous_pull
-from ._pull import PullOptions
-from ._queue import Flow
 from ._trio_messages import Messages, Msg, Waker, in_thread, wait_closed
-from ._validate import check_int, check_number
+from ._validate import check_number
 from .errors import TimeoutError
 
 __all__ = ["Client", "Consumer", "JetStream", "open_client"]
@@ -71,22 +69,16 @@ class Consumer:
         cancellation raises ``trio.Cancelled`` promptly and NAKs whatever the request brought,
         so the server redelivers it at once.
         """
-        batch = check_int("batch", batch, maximum=1_000_000)
-        max_wait = check_number("max_wait", max_wait, exclusive=not no_wait)
-        max_bytes = check_int("max_bytes", max_bytes, maximum=2**40, allow_none=True)
-        flow = Flow(
-            max_msgs=batch, max_bytes=max_bytes or 0, threshold_msgs=batch, threshold_bytes=max_bytes or 0
+        queue, wait = await in_thread(
+            functools.partial(self._sync._start_fetch, batch, max_wait, max_bytes, no_wait)
         )
-        options = PullOptions(expires=max_wait, heartbeat=None, one_shot=True, no_wait=no_wait)
-        engine = await in_thread(functools.partial(self._sync._engine, flow, options))
-        queue = engine.queue
         waker = Waker()
         waker.sleepers = 1  # for the whole wait: every burst and the end wake it
         queue.on_ready = waker.on_ready
         try:
-            if not await wait_closed(queue, waker, max_wait + _FETCH_GRACE):
+            if not await wait_closed(queue, waker, wait):
                 queue.drain()  # the server never answered: keep what is in flight, then end
-                await wait_closed(queue, waker, _FETCH_GRACE + 5.0)
+                await wait_closed(queue, waker, FETCH_DRAIN_WAIT)
             msgs = queue.take_all()
         except BaseException:
             queue.stop()  # cancelled: hand everything back to the server
