@@ -65,13 +65,12 @@ class Consumer:
     def _engine(
         self, flow: Flow, options: PullOptions, *, error_on_missing_heartbeat: bool = False
     ) -> PullEngine:
-        queue = MsgQueue(flow)
         engine = PullEngine(
             self._client,
             self._prefix,
             self.stream,
             self.name,
-            queue,
+            flow,
             options,
             error_on_missing_heartbeat=error_on_missing_heartbeat,
         )

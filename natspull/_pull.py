@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ._msg import Msg
-from ._queue import MsgQueue, State
+from ._queue import Flow, MsgQueue, State
 from .errors import (
     ConnectionClosedError,
     ConsumerDeletedError,
@@ -112,7 +112,7 @@ class PullEngine:
         api_prefix: str,
         stream: str,
         consumer: str,
-        queue: MsgQueue,
+        flow: Flow,
         options: PullOptions,
         *,
         error_on_missing_heartbeat: bool = False,
@@ -123,7 +123,12 @@ class PullEngine:
         self.stream = stream
         self.consumer = consumer
         self.subject = f"{api_prefix}.CONSUMER.MSG.NEXT.{stream}.{consumer}"
-        self.queue = queue
+        self.queue = MsgQueue(
+            flow,
+            on_low=self._request_pull_threadsafe,
+            on_discard=self._nak_all,
+            on_state=self._on_state_threadsafe,
+        )
         self._opts = options
         self._error_on_missing_heartbeat = error_on_missing_heartbeat
         self.inbox = ""
@@ -136,9 +141,6 @@ class PullEngine:
         self.pulls_sent = 0
         self.heartbeats_missed = 0
         self.reconnects = 0
-        queue._on_low = self._request_pull_threadsafe
-        queue._on_state = self._on_state_threadsafe
-        queue._on_discard = self._nak_all
 
     # --------------------------------------------------------------- lifecycle
 

@@ -73,6 +73,8 @@ def test_fetch_full_partial_empty_and_no_wait(js: natspull.JetStream, stream: st
     assert consumer.fetch(10, max_wait=0.3) == []  # empty: no exception
     assert consumer.fetch(10, no_wait=True) == []
     fill(js, stream, 3)
+    # the consumer learns of new stream messages asynchronously; no_wait answers from that view
+    wait_until(lambda: consumer.info().num_pending == 3, message="the consumer to see 3 messages")
     assert len(consumer.fetch(10, no_wait=True)) == 3
     with pytest.raises(natspull.TimeoutError):
         consumer.next(timeout=0.2)
