@@ -174,9 +174,7 @@ class PullEngine:
         if sub is not None and not nc.is_closed:
             try:
                 if nc.is_connected:
-                    # UNSUB, then a PING/PONG round trip: every message the server
-                    # sent before it processed the UNSUB has then been received.
-                    await asyncio.wait_for(sub.drain(), _DRAIN_TIMEOUT)  # type: ignore[no-untyped-call]
+                    await asyncio.wait_for(self._unsubscribe_settled(sub), _DRAIN_TIMEOUT)
                 else:
                     await sub.unsubscribe()
             except Exception as exc:
@@ -186,6 +184,16 @@ class PullEngine:
         self._flush_burst()
         self.queue.finish()
         self._client._engines.discard(self)
+
+    async def _unsubscribe_settled(self, sub: Subscription) -> None:
+        """UNSUB, then a PING/PONG round trip: every message the server sent before
+        it processed the UNSUB has then been received (and handed out or NAKed).
+
+        Pulls and acks still in the outbox go first, so that a pull request
+        never reaches the server after the UNSUB of its own inbox.
+        """
+        await self._client._outbox.flush()
+        await sub.drain()  # type: ignore[no-untyped-call]
 
     # ---------------------------------------------------------------- pulling
 
