@@ -57,6 +57,7 @@ _PASSTHROUGH: dict[str, type | tuple[type, ...]] = {
 _SECONDS = ("connect_timeout", "reconnect_time_wait", "ping_interval", "close_timeout")
 _CALLBACKS = ("disconnected_cb", "reconnected_cb", "error_cb", "closed_cb")
 
+_SECURED = ("user", "password", "token", "user_credentials", "nkeys_seed", "nkeys_seed_str", "tls")
 _AUTH_FAILURES = ("authorization violation", "authentication", "user authentication expired")
 
 
@@ -122,9 +123,14 @@ class Client:
         self._close_lock = threading.Lock()  # guards _closing; leaf lock
         self._closing = False
         self._connect_error: BaseException | None = None
+        self._secured = any(key in options for key in _SECURED)
         self._connect_failed: asyncio.Future[BaseException]
+        # Loop thread only: requests in flight by lower-cased subject, failed by a
+        # permissions violation the server reports for that subject (see _request).
+        self._denials: dict[str, asyncio.Future[None]] = {}
         try:
-            self._loop_thread.run(self._connect(options), None, "connect")
+            # _connect bounds itself by connect_timeout; the margin only guards against a hang
+            self._loop_thread.run(self._connect(options), options["connect_timeout"] + 5.0, "connect")
         except BaseException:
             self._shutdown_threads()
             raise
@@ -209,8 +215,12 @@ class Client:
         if self._state == "connecting":
             self._connect_error = exc
             text = str(exc).lower()
-            fatal = isinstance(exc, nats.errors.AuthorizationError | ssl.SSLError) or any(
-                word in text for word in _AUTH_FAILURES
+            fatal = (
+                isinstance(exc, nats.errors.AuthorizationError | ssl.SSLError)
+                or any(word in text for word in _AUTH_FAILURES)
+                # A server refusing credentials or a client certificate may reset the
+                # connection before its -ERR is read: do not retry that into a storm.
+                or (self._secured and isinstance(exc, ConnectionResetError | BrokenPipeError))
             )
             if fatal and not self._connect_failed.done():
                 self._connect_failed.set_result(exc)
@@ -221,10 +231,14 @@ class Client:
             r'permissions violation for (publish|subscription) to "?([^"\s]+)"?', str(exc), re.I
         )
         if match:
-            subject = match.group(2)
+            # nats-py lower-cases the server's -ERR text: compare lower-cased subjects.
+            subject = match.group(2).lower()
             for engine in list(self._engines):
-                if subject in (engine.subject, engine.inbox):
+                if subject in (engine.subject.lower(), engine.inbox.lower()):
                     engine.queue.fail(error)
+            denied = self._denials.get(subject)
+            if denied is not None and not denied.done():
+                denied.set_exception(error)
         self._dispatch("error_cb", error)
 
     def _dispatch(self, name: str, *args: object) -> None:
@@ -272,10 +286,8 @@ class Client:
         Raises ValueError/TypeError for a bad subject, payload or headers,
         ConnectionClosedError once closed. Any thread.
         """
-        check_subject("subject", subject)
-        data = check_bytes("data", data)
-        self._check_payload(data)
-        self._outbox.put(subject, data, "", check_headers(headers))
+        data, headers = self._check_message(subject, data, headers)
+        self._outbox.put(subject, data, "", headers)
 
     def flush(self, timeout: float = 5.0) -> None:
         """Block until every publish and ack accepted so far has reached the server (PING/PONG).
@@ -298,16 +310,34 @@ class Client:
         Raises natspull.TimeoutError, natspull.Error (no responders), ConnectionClosedError.
         Any thread but the loop's.
         """
-        check_subject("subject", subject)
-        data = check_bytes("data", data)
+        data, headers = self._check_message(subject, data, headers)
         timeout = check_number("timeout", timeout, exclusive=True)
-        self._check_payload(data)
         reply = self._run(
-            self._nc.request(subject, data, timeout=timeout, headers=check_headers(headers)),
+            self._request(subject, data, timeout, headers),
             timeout + 1.0,
             f"request to {subject}",
         )
         return Msg(reply.subject, reply.data, reply.reply or "", reply.headers)
+
+    async def _request(
+        self, subject: str, payload: bytes, timeout: float, headers: dict[str, str] | None = None
+    ) -> Any:
+        """Loop thread: nats-py's request, failed at once with PermissionError when the
+        server refuses the publish (instead of waiting for the whole timeout)."""
+        key = subject.lower()
+        denied = self._denials[key] = asyncio.get_running_loop().create_future()
+        request = asyncio.ensure_future(self._nc.request(subject, payload, timeout=timeout, headers=headers))
+        try:
+            await asyncio.wait({request, denied}, return_when=asyncio.FIRST_COMPLETED)
+            if denied.done() and not request.done():
+                request.cancel()
+                denied.result()
+            return request.result()
+        finally:
+            if self._denials.get(key) is denied:
+                del self._denials[key]
+            if not denied.done():
+                denied.cancel()
 
     def jetstream(
         self, domain: str | None = None, api_prefix: str | None = None, timeout: float = 5.0
@@ -317,11 +347,26 @@ class Client:
 
         return JetStream(self, domain=domain, api_prefix=api_prefix, timeout=timeout)
 
-    def _check_payload(self, data: bytes) -> None:
-        if len(data) > self.max_payload:
-            raise ValueError(
-                f"data is {len(data)} bytes, more than the server's max_payload of {self.max_payload}"
+    def _check_message(
+        self, subject: str, data: bytes, headers: dict[str, str] | None
+    ) -> tuple[bytes, dict[str, str] | None]:
+        """Validate a message to publish; the server's max_payload counts data and header block.
+
+        A message the server would refuse must fail here: nats-py closes the
+        connection for good on the server's -ERR.
+        """
+        check_subject("subject", subject)
+        data = check_bytes("data", data)
+        headers = check_headers(headers)
+        size = len(data)
+        if headers:
+            size += len(b"NATS/1.0\r\n\r\n") + sum(
+                len(k.encode()) + len(v.encode()) + 4 for k, v in headers.items()
             )
+        if size > self.max_payload:
+            what = "data and headers are" if headers else "data is"
+            raise ValueError(f"{what} {size} bytes, more than the server's max_payload of {self.max_payload}")
+        return data, headers
 
     # ----------------------------------------------------------- message sink
 
@@ -332,7 +377,7 @@ class Client:
     def request_ack(self, subject: str, payload: bytes, timeout: float) -> None:
         """Ack sink for Msg.ack_sync: a request to the ack subject, waiting for the confirmation."""
         timeout = check_number("timeout", timeout, exclusive=True)
-        self._run(self._nc.request(subject, payload, timeout=timeout), timeout + 1.0, "ack_sync")
+        self._run(self._request(subject, payload, timeout), timeout + 1.0, "ack_sync")
 
     async def _js_api_request(
         self, prefix: str, api: str, payload: bytes = b"", timeout: float = 5.0
@@ -341,7 +386,9 @@ class Client:
         import json
 
         try:
-            reply = await self._nc.request(f"{prefix}.{api}", payload, timeout=timeout)
+            reply = await self._request(f"{prefix}.{api}", payload, timeout)
+        except Error:
+            raise
         except Exception as exc:
             raise translate(exc, api) from exc
         response: dict[str, Any] = json.loads(reply.data or b"{}")
@@ -363,11 +410,11 @@ class Client:
         but the loop thread (RuntimeError there: the loop cannot wait for itself).
         """
         self._loop_thread.check_not_in_loop("Client.close()")
+        timeout = self._close_timeout if timeout is None else check_number("timeout", timeout)
         with self._close_lock:
             if self._closing:
                 return
             self._closing = True
-        timeout = self._close_timeout if timeout is None else check_number("timeout", timeout)
         try:
             self._loop_thread.run(self._aclose(timeout), timeout + 1.0, "close")
         except Exception as exc:
@@ -397,12 +444,42 @@ class Client:
             self._callback_thread.stop(self._close_timeout)
 
 
+def _check_credentials(value: Any) -> str | tuple[str, str]:
+    """A readable ``.creds`` file holding a JWT and a seed, or a (jwt file, seed file) pair."""
+    if isinstance(value, tuple):
+        if len(value) != 2 or not all(isinstance(part, str) for part in value):
+            raise TypeError("user_credentials must be a .creds path or a (jwt path, seed path) tuple")
+        for part in value:
+            _read_creds(part)
+        return (value[0], value[1])
+    if not isinstance(value, str):
+        raise TypeError(f"user_credentials must be a .creds path, got {type(value).__name__}")
+    text = _read_creds(value)
+    if "BEGIN NATS USER JWT" not in text or "BEGIN USER NKEY SEED" not in text:
+        raise ValueError(
+            f"user_credentials file {value!r} must hold a NATS USER JWT and a USER NKEY SEED block"
+        )
+    return value
+
+
+def _read_creds(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except OSError as exc:
+        raise ValueError(f"user_credentials: cannot read {path!r}: {exc.strerror}") from None
+
+
 def _describe_connect_error(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     if isinstance(exc, nats.errors.AuthorizationError) or any(w in text.lower() for w in _AUTH_FAILURES):
         return f"authorization failed ({text})"
     if isinstance(exc, ssl.SSLError):
         return f"TLS failed ({exc})"
+    if isinstance(exc, ConnectionResetError | BrokenPipeError):
+        return (
+            f"the server closed the connection during the handshake: authorization or TLS refused? ({text})"
+        )
     if isinstance(exc, nats.errors.NoServersError):
         return "no server reachable"
     return text
@@ -467,6 +544,10 @@ def connect(
                 callbacks[key] = value
         elif key == "close_timeout":
             nats_options[key] = check_timeout(key, value)
+        elif key == "inbox_prefix":
+            nats_options[key] = check_subject(key, value)
+        elif key == "user_credentials":
+            nats_options[key] = _check_credentials(value)
         elif key in _PASSTHROUGH:
             if value is not None and not isinstance(value, _PASSTHROUGH[key]):
                 raise TypeError(f"{key} has the wrong type: {type(value).__name__}")

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from nats.js.api import ConsumerConfig, ConsumerInfo, PubAck, StreamConfig, StreamInfo
 
 from ._consumer import Consumer
 from ._translate import api_error, translate
-from ._validate import check_bytes, check_headers, check_int, check_name, check_number, check_subject
+from ._validate import check_int, check_name, check_number, check_subject
 from .errors import JetStreamAPIError
 
 if TYPE_CHECKING:
@@ -64,14 +64,12 @@ class JetStream:
 
     def add_stream(self, config: StreamConfig | None = None, **params: Any) -> StreamInfo:
         """Create a stream (``StreamConfig`` and/or its fields as keywords)."""
-        config = (config or StreamConfig()).evolve(**params)
-        check_name("stream", config.name)
+        config = _config(StreamConfig, config, params)
         return _stream_info(self._api(f"STREAM.CREATE.{config.name}", config.as_dict()))
 
     def update_stream(self, config: StreamConfig | None = None, **params: Any) -> StreamInfo:
         """Update a stream's configuration."""
-        config = (config or StreamConfig()).evolve(**params)
-        check_name("stream", config.name)
+        config = _config(StreamConfig, config, params)
         return _stream_info(self._api(f"STREAM.UPDATE.{config.name}", config.as_dict()))
 
     def delete_stream(self, name: str) -> None:
@@ -95,7 +93,7 @@ class JetStream:
         ValueError for a push consumer (``deliver_subject`` set).
         """
         check_name("stream", stream)
-        config = (config or ConsumerConfig()).evolve(**params)
+        config = _config(ConsumerConfig, config, params)
         if config.deliver_subject:
             raise ValueError("natspull consumes pull consumers: deliver_subject must not be set")
         name = config.name or config.durable_name
@@ -161,6 +159,10 @@ class JetStream:
         """
         window = check_int("window", window, minimum=1, maximum=65536)
         timeout = self._timeout if timeout is None else check_number("timeout", timeout, exclusive=True)
+        if isinstance(messages, str | bytes) or not isinstance(messages, Iterable):
+            raise TypeError(
+                f"messages must be an iterable of (subject, data) pairs, got {type(messages).__name__}"
+            )
         entries = []
         for item in messages:
             if not isinstance(item, tuple) or len(item) != 2:
@@ -178,18 +180,17 @@ class JetStream:
         msg_id: str | None,
         expected_stream: str | None,
     ) -> tuple[str, bytes, dict[str, str] | None]:
-        check_subject("subject", subject)
-        data = check_bytes("data", data)
-        self._client._check_payload(data)
-        headers = check_headers(headers)
         if msg_id is not None or expected_stream is not None:
+            if headers is not None and not isinstance(headers, dict):
+                raise TypeError(f"headers must be a dict of str to str, got {type(headers).__name__}")
             headers = dict(headers or {})
             if msg_id is not None:
-                if not isinstance(msg_id, str) or not msg_id:
-                    raise ValueError(f"msg_id must be a non-empty str, got {msg_id!r}")
+                if not isinstance(msg_id, str) or not msg_id or "\r" in msg_id or "\n" in msg_id:
+                    raise ValueError(f"msg_id must be a non-empty single-line str, got {msg_id!r}")
                 headers["Nats-Msg-Id"] = msg_id
             if expected_stream is not None:
                 headers["Nats-Expected-Stream"] = check_name("expected_stream", expected_stream)
+        data, headers = self._client._check_message(subject, data, headers)
         return subject, data, headers
 
     async def _publish_all(
@@ -235,6 +236,36 @@ class JetStream:
         finally:
             await sub.unsubscribe()
         return [_pub_ack(reply, entries[index][0]) for index, reply in enumerate(replies)]
+
+
+_C = TypeVar("_C", StreamConfig, ConsumerConfig)
+
+# Config fields in seconds (nats-py converts them to nanoseconds).
+_DURATIONS = (
+    "ack_wait",
+    "max_age",
+    "duplicate_window",
+    "inactive_threshold",
+    "idle_heartbeat",
+    "max_expires",
+)
+
+
+def _config(kind: type[_C], config: _C | None, params: dict[str, Any]) -> _C:
+    """A StreamConfig/ConsumerConfig from *config* and keyword fields, with the checks nats-py lacks."""
+    if config is not None and not isinstance(config, kind):
+        raise TypeError(f"config must be a natspull.{kind.__name__} or None, got {type(config).__name__}")
+    try:
+        result = (config or kind()).evolve(**params)
+    except TypeError as exc:
+        raise TypeError(f"{kind.__name__}: {exc}") from None
+    for field in _DURATIONS:
+        value = getattr(result, field, None)
+        if value is not None:
+            check_number(field, value)
+    if kind is StreamConfig:
+        check_name("stream", result.name)
+    return result
 
 
 def _pub_ack(reply: Any, subject: str) -> PubAck:

@@ -54,7 +54,8 @@ class LoopThread:
 
     def in_loop_thread(self) -> bool:
         """True when called on the loop thread itself."""
-        return threading.get_ident() == self._thread.ident
+        # Not by thread id: ids are reused once the loop thread has ended.
+        return threading.current_thread() is self._thread
 
     def check_not_in_loop(self, what: str) -> None:
         """Raise RuntimeError if a blocking call named *what* is made on the loop thread."""
@@ -84,6 +85,8 @@ class LoopThread:
         try:
             return fut.result(timeout)
         except concurrent.futures.TimeoutError:
+            if fut.done():  # the coroutine's own timeout, with its own message
+                raise
             fut.cancel()
             raise TimeoutError(f"{what} timed out after {timeout:g} s") from None
         except concurrent.futures.CancelledError:

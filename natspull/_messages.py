@@ -41,6 +41,7 @@ class Messages:
         return self
 
     def __next__(self) -> Msg:
+        self._engine._loop_thread.check_not_in_loop("iterating Messages")
         try:
             return self._queue.get()
         except IteratorClosedError:
@@ -65,6 +66,7 @@ class Messages:
         ``error_on_missing_heartbeat=True`` (the iterator stays usable).
         Any thread.
         """
+        self._engine._loop_thread.check_not_in_loop("Messages.next()")
         return self._queue.get(check_timeout("timeout", timeout))
 
     def stop(self) -> None:

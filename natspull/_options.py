@@ -62,7 +62,7 @@ def continuous_pull(
             max_msgs=_UNBOUNDED_MESSAGES,
             max_bytes=max_bytes,
             threshold_msgs=_UNBOUNDED_MESSAGES // 2,
-            threshold_bytes=threshold_bytes if threshold_bytes is not None else max_bytes // 2,
+            threshold_bytes=threshold_bytes if threshold_bytes is not None else max(max_bytes // 2, 1),
             limit=stop_after,
         )
     else:

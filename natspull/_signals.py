@@ -77,4 +77,14 @@ def shutdown_on_signals(
     for target in targets:
         if not (callable(getattr(target, "drain", None)) and callable(getattr(target, "stop", None))):
             raise TypeError(f"shutdown_on_signals() needs objects with drain() and stop(), got {target!r}")
-    return SignalShutdown(targets, signals)
+    if isinstance(signals, str | bytes) or not isinstance(signals, Iterable):
+        raise TypeError(f"signals must be an iterable of signal numbers, got {type(signals).__name__}")
+    checked = []
+    for signum in signals:
+        try:
+            checked.append(signal.Signals(signum))
+        except (ValueError, TypeError):
+            raise ValueError(f"signals: {signum!r} is not a signal number") from None
+        if checked[-1] in (signal.SIGKILL, signal.SIGSTOP):
+            raise ValueError(f"signals: {checked[-1].name} cannot be handled")
+    return SignalShutdown(targets, checked)

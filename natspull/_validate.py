@@ -8,6 +8,8 @@ from typing import Any
 __all__ = ["check_bytes", "check_int", "check_name", "check_number", "check_subject", "check_timeout"]
 
 _MAX_SECONDS = 86400.0 * 365
+# nats-server's max_control_line is 4 KiB for a whole PUB line (subject, reply, sizes).
+MAX_SUBJECT_BYTES = 3900
 
 
 def check_number(
@@ -74,6 +76,10 @@ def check_subject(name: str, value: Any, *, wildcards: bool = False) -> str:
         raise ValueError(f"{name} must not be empty")
     if any(c.isspace() or not c.isprintable() for c in value):
         raise ValueError(f"{name} {value!r} must not contain whitespace or control characters")
+    if len(value.encode()) > MAX_SUBJECT_BYTES:
+        raise ValueError(
+            f"{name} is {len(value.encode())} bytes long; at most {MAX_SUBJECT_BYTES} are allowed"
+        )
     tokens = value.split(".")
     for i, token in enumerate(tokens):
         if not token:

@@ -74,7 +74,7 @@ nats-server unless --server is given). Comma-separated URLs are a server list.
 """
 
 
-class CliError(Exception):
+class _CliError(Exception):
     """An expected failure: a one-line message for stderr and the exit code."""
 
     def __init__(self, message: str, code: int = EXIT_ERROR) -> None:
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             with _sigterm_as_interrupt():
                 return run(args)
-        except CliError as exc:
+        except _CliError as exc:
             return _fail(exc.code, str(exc))
         except KeyboardInterrupt:
             print("natspull: interrupted", file=sys.stderr)
@@ -339,7 +339,7 @@ def _connect(servers: list[str]) -> natspull.Client:
 
 
 def _start_server(port: int | None = None, store_dir: str | None = None) -> NatsServer:
-    """Start a local nats-server with JetStream; raise CliError when it cannot start.
+    """Start a local nats-server with JetStream; raise _CliError when it cannot start.
 
     The caller must ``stop()`` the returned server; on failure nothing is left behind.
     """
@@ -350,13 +350,13 @@ def _start_server(port: int | None = None, store_dir: str | None = None) -> Nats
         server.start()
     except FileNotFoundError as exc:
         server.stop()
-        raise CliError(str(exc)) from None
+        raise _CliError(str(exc)) from None
     except (RuntimeError, TimeoutError) as exc:
         server.stop()
         text = str(exc)
         if "address already in use" in text.lower():
-            raise CliError(f"cannot start nats-server: port {server.port} is already in use") from None
-        raise CliError(f"cannot start nats-server: {text}") from None
+            raise _CliError(f"cannot start nats-server: port {server.port} is already in use") from None
+        raise _CliError(f"cannot start nats-server: {text}") from None
     except BaseException:
         server.stop()
         raise
@@ -370,9 +370,9 @@ def _bind(js: natspull.JetStream, stream: str, name: str) -> natspull.Consumer:
     try:
         return js.consumer(stream, name)
     except natspull.StreamNotFoundError:
-        raise CliError(f"stream {stream!r} not found", EXIT_NOT_FOUND) from None
+        raise _CliError(f"stream {stream!r} not found", EXIT_NOT_FOUND) from None
     except natspull.ConsumerNotFoundError:
-        raise CliError(f"consumer {name!r} not found on stream {stream!r}", EXIT_NOT_FOUND) from None
+        raise _CliError(f"consumer {name!r} not found on stream {stream!r}", EXIT_NOT_FOUND) from None
 
 
 def _human_line(msg: natspull.Msg) -> str:
@@ -455,7 +455,7 @@ def _cmd_publish(args: argparse.Namespace) -> int:
             acks = [js.publish(subject, data)] if count == 1 else js.publish_many([(subject, data)] * count)
         except natspull.JetStreamAPIError as exc:
             if exc.code == 503:
-                raise CliError(f"no stream stores subject {subject!r}", EXIT_NOT_FOUND) from None
+                raise _CliError(f"no stream stores subject {subject!r}", EXIT_NOT_FOUND) from None
             raise
     noun = "message" if count == 1 else "messages"
     print(f"published {count} {noun} to stream {acks[-1].stream}, last seq {acks[-1].seq}")
@@ -483,7 +483,7 @@ def _cmd_server(args: argparse.Namespace) -> int:
             print("Ctrl-C or SIGTERM stops it.", flush=True)
             while not stop.wait(0.2):
                 if not server.running:
-                    raise CliError(f"nats-server exited unexpectedly; see {server.log_path}")
+                    raise _CliError(f"nats-server exited unexpectedly; see {server.log_path}")
         finally:
             server.stop()
     finally:
@@ -636,7 +636,7 @@ class _Demo:
         print(f"natspull demo: {self._n:,} messages of {self._size} bytes, {mode}")
         print(f"server   {self._where}")
         if self._size > self._client.max_payload:
-            raise CliError(
+            raise _CliError(
                 f"--size {self._size} is larger than the server's max_payload "
                 f"({self._client.max_payload} bytes)",
                 EXIT_USAGE,
