@@ -57,6 +57,15 @@ _PASSTHROUGH: dict[str, type | tuple[type, ...]] = {
 _SECONDS = ("connect_timeout", "reconnect_time_wait", "ping_interval", "close_timeout")
 _CALLBACKS = ("disconnected_cb", "reconnected_cb", "error_cb", "closed_cb")
 
+_NO_FLUSH_TIMEOUT = 3600  # nats-py's own flush timeout: never reached, see Client._ping
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Done callback: mark a background task's exception as seen (it is reported elsewhere)."""
+    if not task.cancelled():
+        task.exception()
+
+
 _SECURED = ("user", "password", "token", "user_credentials", "nkeys_seed", "nkeys_seed_str", "tls")
 _AUTH_FAILURES = ("authorization violation", "authentication", "user authentication expired")
 
@@ -125,6 +134,7 @@ class Client:
         self._connect_error: BaseException | None = None
         self._secured = any(key in options for key in _SECURED)
         self._connect_failed: asyncio.Future[BaseException]
+        self._reconnected: asyncio.Future[None]  # loop thread: completed (and replaced) on each reconnect
         # Loop thread only: requests in flight by lower-cased subject, failed by a
         # permissions violation the server reports for that subject (see _request).
         self._denials: dict[str, asyncio.Future[None]] = {}
@@ -167,6 +177,7 @@ class Client:
 
     async def _connect_or_fail(self, options: dict[str, Any]) -> None:
         """nats-py's connect, aborted at the first authentication or TLS failure (no retry storm)."""
+        self._reconnected = asyncio.get_running_loop().create_future()
         self._connect_failed = asyncio.get_running_loop().create_future()
         connect = asyncio.ensure_future(
             self._nc.connect(
@@ -198,6 +209,8 @@ class Client:
 
     async def _on_reconnected(self) -> None:
         self._state = "connected"
+        reconnected, self._reconnected = self._reconnected, asyncio.get_running_loop().create_future()
+        reconnected.set_result(None)
         self._server_info = dict(getattr(self._nc, "_server_info", {}) or {})
         for engine in list(self._engines):
             engine.on_reconnected()
@@ -298,7 +311,7 @@ class Client:
 
         async def flush() -> None:
             await self._outbox.flush()
-            await self._nc.flush(timeout)  # type: ignore[arg-type]  # a float works
+            await self._ping(timeout)
 
         self._run(flush(), timeout + 1.0, "flush")
 
@@ -346,6 +359,33 @@ class Client:
         from ._jetstream import JetStream
 
         return JetStream(self, domain=domain, api_prefix=api_prefix, timeout=timeout)
+
+    async def _ping(self, timeout: float) -> None:
+        """Loop thread: a PING/PONG round trip, at most *timeout* seconds.
+
+        Built around two nats-py pitfalls of ``flush(timeout)``: a timed-out flush
+        leaves its cancelled future in the PONG queue, and the late PONG then kills
+        nats-py's reader; and a reconnect forgets pending PONG futures without
+        resolving them. So nats-py's flush is never cancelled here (a late PONG
+        resolves it normally), and a round trip cut by a reconnect is retried on
+        the new connection.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            reconnected = self._reconnected
+            flush = asyncio.ensure_future(self._nc.flush(timeout=_NO_FLUSH_TIMEOUT))
+            flush.add_done_callback(_retrieve)
+            done, _ = await asyncio.wait(
+                {flush, reconnected},
+                timeout=max(deadline - loop.time(), 0),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if flush in done:
+                flush.result()
+                return
+            if reconnected not in done:
+                raise TimeoutError(f"no PONG within {timeout:g} s")
 
     def _check_message(
         self, subject: str, data: bytes, headers: dict[str, str] | None
@@ -431,7 +471,7 @@ class Client:
         await self._outbox.flush()
         if self._nc.is_connected:
             try:
-                await self._nc.flush(timeout)  # type: ignore[arg-type]  # a float works
+                await self._ping(timeout)
             except Exception as exc:
                 log.warning("natspull: close: flush failed: %s", translate(exc))
         await self._nc.close()

@@ -174,7 +174,7 @@ class PullEngine:
         if sub is not None and not nc.is_closed:
             try:
                 if nc.is_connected:
-                    await asyncio.wait_for(self._unsubscribe_settled(sub), _DRAIN_TIMEOUT)
+                    await self._unsubscribe_settled(sub)
                 else:
                     await sub.unsubscribe()
             except Exception as exc:
@@ -190,10 +190,15 @@ class PullEngine:
         it processed the UNSUB has then been received (and handed out or NAKed).
 
         Pulls and acks still in the outbox go first, so that a pull request
-        never reaches the server after the UNSUB of its own inbox.
+        never reaches the server after the UNSUB of its own inbox. (Not nats-py's
+        ``Subscription.drain()``: its flush, cancelled by a timeout, breaks
+        nats-py's reader when the late PONG arrives; see ``Client._ping``.)
         """
-        await self._client._outbox.flush()
-        await sub.drain()  # type: ignore[no-untyped-call]
+        client = self._client
+        await client._outbox.flush()
+        await client._nc._send_unsubscribe(sub._id)
+        await client._ping(_DRAIN_TIMEOUT)
+        await sub.unsubscribe()  # nats-py's bookkeeping; the server ignores the second UNSUB
 
     # ---------------------------------------------------------------- pulling
 
@@ -273,7 +278,12 @@ class PullEngine:
             self._pull()
         elif code == "409" and "consumer deleted" in lowered:
             self._fail(ConsumerDeletedError(f"consumer {self.stream}/{self.consumer} was deleted", 409))
-        elif code == "409" and ("leadership change" in lowered or "server shutdown" in lowered):
+        elif code == "409" and "server shutdown" in lowered:
+            # The request died with the server. A reconnect re-pulls (or ends a fetch);
+            # a connection closed for good ends everything with ConnectionClosedError.
+            log.info("natspull: %s/%s: %s", self.stream, self.consumer, description)
+            self.queue.forget_outstanding()
+        elif code == "409" and "leadership change" in lowered:
             log.info("natspull: %s/%s: %s", self.stream, self.consumer, description)
             if self._opts.one_shot:
                 self._request_done()

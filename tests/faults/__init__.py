@@ -1,0 +1,1 @@
+"""Fault tests: server restarts, a real cluster, a chaos proxy (see docs/reliability.md)."""

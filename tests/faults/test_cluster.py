@@ -1,0 +1,138 @@
+"""A real 3-node cluster, an R3 stream: consumption carries on through leader elections."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from conftest import wait_until
+
+import natspull
+from natspull.testing import NatsCluster, NatsServer
+
+from ._ledger import Gate, IteratorRunner, Ledger
+
+pytestmark = pytest.mark.cluster
+
+TOTAL = 8_000
+STAGES = 8
+BUDGET = 90.0  # seconds for one run, elections included
+
+
+@pytest.fixture
+def cluster_client(nats_cluster: NatsCluster) -> Iterator[natspull.Client]:
+    """A client that knows every node, reconnecting quickly."""
+    with natspull.connect(nats_cluster.urls, reconnect_time_wait=0.1, max_reconnect_attempts=-1) as client:
+        yield client
+
+
+def _setup(client: natspull.Client, name: str) -> natspull.JetStream:
+    """An R3 stream and its consumer, both with an elected leader, holding TOTAL messages."""
+    js = client.jetstream(timeout=10)
+    js.add_stream(name=name, subjects=[f"{name}.>"], storage=natspull.StorageType.FILE, num_replicas=3)
+    _leader("stream", lambda: js.stream_info(name))
+    js.add_consumer(name, durable_name="c", ack_wait=4)
+    _leader("consumer", lambda: js.consumer_info(name, "c"))
+    # A new stream's subject interest reaches the other nodes a moment after its leader is
+    # elected: until then a publish finds no responders (503).
+    wait_until(lambda: _try_publish(js, f"{name}.m", b"%08d" % 0), 10, f"{name} to accept publishes")
+    js.publish_many((f"{name}.m", b"%08d" % i) for i in range(1, TOTAL))
+    return js
+
+
+def _try_publish(js: natspull.JetStream, subject: str, data: bytes) -> bool:
+    try:
+        js.publish(subject, data, timeout=2)
+    except natspull.JetStreamAPIError as exc:
+        if exc.code == 503:
+            return False
+        raise
+    return True
+
+
+def _leader(what: str, lookup: Callable[[], Any]) -> str:
+    """Poll a stream or consumer info until its cluster has a leader; return its server name."""
+    found: list[str] = []
+
+    def has_leader() -> bool:
+        try:
+            info = lookup()
+        except natspull.Error:  # mid-election: no answer yet
+            return False
+        leader = info.cluster.leader if info.cluster else None
+        if leader:
+            found[:] = [leader]
+        return bool(leader)
+
+    wait_until(has_leader, 30, f"a {what} leader")
+    return found[0]
+
+
+def _stage(ledger: Ledger, gate: Gate, k: int, deadline: float) -> None:
+    """Let the application run to stage k+1 and wait until it passed stage k."""
+    gate.allow(TOTAL * (k + 1) // STAGES)
+    ledger.wait_for(TOTAL * k // STAGES, deadline - time.monotonic())
+
+
+@pytest.mark.timeout(150)
+def test_leader_kills_during_iteration(nats_cluster: NatsCluster, cluster_client: natspull.Client) -> None:
+    """SIGKILL the consumer leader, then (after it came back) the stream leader, mid-run."""
+    js = _setup(cluster_client, "LK")
+    gate = Gate()
+    ledger = Ledger(TOTAL, gate)
+    t0 = time.monotonic()
+    deadline = t0 + BUDGET
+    msgs = js.consumer("LK", "c").messages(expires=2)
+    app = IteratorRunner(msgs, ledger)
+    killed: list[str] = []
+    try:
+        for k, what in ((1, "consumer"), (3, "stream")):
+            _stage(ledger, gate, k, deadline)
+            lookup = (
+                (lambda: js.consumer_info("LK", "c"))
+                if what == "consumer"
+                else (lambda: js.stream_info("LK"))
+            )
+            name = _leader(what, lookup)
+            killed.append(name)
+            victim: NatsServer = nats_cluster.server_for_name(name)
+            victim.kill()
+            _stage(ledger, gate, k + 1, deadline)  # consumption goes on on the survivors
+            victim.restart()
+        gate.open()
+        ledger.settle(cluster_client, js, "LK", "c", deadline - time.monotonic())
+    except BaseException:
+        app.abort()
+        raise
+    app.finish()
+    elapsed = time.monotonic() - t0
+    ledger.check()
+    assert elapsed < BUDGET
+    print(f"leader kills {killed}: {ledger.summary()} in {elapsed:.1f} s; {msgs.stats()}")
+
+
+@pytest.mark.timeout(150)
+def test_rolling_restart_during_consume(nats_cluster: NatsCluster, cluster_client: natspull.Client) -> None:
+    """Restart every node in turn (SIGTERM, start, healthy) while consume() workers run."""
+    js = _setup(cluster_client, "RR")
+    gate = Gate()
+    ledger = Ledger(TOTAL, gate)
+    t0 = time.monotonic()
+    deadline = t0 + BUDGET
+    ctx = js.consumer("RR", "c").consume(ledger.handle, workers=4, expires=2)
+    try:
+        for k, server in enumerate(nats_cluster.servers, start=1):
+            _stage(ledger, gate, 2 * k - 1, deadline)
+            server.restart()
+        gate.open()
+        ledger.settle(cluster_client, js, "RR", "c", deadline - time.monotonic())
+    finally:
+        gate.open()
+        ctx.drain()
+        assert ctx.wait(timeout=10)
+    elapsed = time.monotonic() - t0
+    ledger.check()
+    assert elapsed < BUDGET
+    print(f"rolling restart: {ledger.summary()} in {elapsed:.1f} s; {ctx.stats()}")
