@@ -8,12 +8,11 @@ import socket
 import subprocess
 import sys
 import sysconfig
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import nats
 import pytest
+from conftest import wait_until
 from nats.js.api import StorageType
 
 from natspull import testing
@@ -36,13 +35,6 @@ def _assert_reaped(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
     if sys.platform.startswith("linux"):
         assert not os.path.exists(f"/proc/{pid}")
-
-
-def _wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
 
 
 # -- find_server_binary ---------------------------------------------------------------------
@@ -271,7 +263,7 @@ def test_cluster_restart_node_rejoins() -> None:
             meta = cluster.server_for_name(leader).jsz()["meta_cluster"]
             return any(r["name"] == node.server_name and r["current"] for r in meta.get("replicas", []))
 
-        _wait_until(rejoined)
+        wait_until(rejoined)
 
 
 @pytest.mark.cluster
