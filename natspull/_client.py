@@ -386,6 +386,7 @@ class Client:
                 return
             if reconnected not in done:
                 raise TimeoutError(f"no PONG within {timeout:g} s")
+            flush.cancel()  # safe: the reconnect took its future out of nats-py's PONG queue
 
     def _check_message(
         self, subject: str, data: bytes, headers: dict[str, str] | None
