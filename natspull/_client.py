@@ -19,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 import nats.errors
 from nats.aio.client import Client as NatsClient
 
-from ._loop import LoopThread
+from ._loop import LoopThread, keep_signals_for_main_thread
 from ._msg import Msg
 from ._outbox import Outbox
 from ._translate import api_error, translate
@@ -100,6 +100,7 @@ class _CallbackThread:
             self._thread.join(timeout)
 
     def _run(self) -> None:
+        keep_signals_for_main_thread()
         while (fn := self._queue.get()) is not None:
             try:
                 fn()

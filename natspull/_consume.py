@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ._loop import keep_signals_for_main_thread
 from ._msg import Msg
 from ._queue import MsgQueue, State
 from ._validate import check_timeout
@@ -67,6 +68,7 @@ class ConsumeContext:
         self.wait()
 
     def _work(self) -> None:
+        keep_signals_for_main_thread()
         queue = self._queue
         while True:
             try:

@@ -19,13 +19,38 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import itertools
+import signal
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from .errors import ConnectionClosedError, TimeoutError
 
-__all__ = ["LoopThread"]
+__all__ = ["LoopThread", "keep_signals_for_main_thread"]
+
+# Asynchronous signals a program may handle (shutdown_on_signals, Ctrl-C, reload).
+_PROCESS_SIGNALS = {
+    signal.SIGINT,
+    signal.SIGTERM,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+}
+
+
+def keep_signals_for_main_thread() -> None:
+    """Block the usual process signals in the calling natspull thread.
+
+    Python runs signal handlers on the main thread only, and only once that
+    thread gets back to the interpreter. If the kernel hands a process signal
+    to another thread while the main thread sleeps in a lock wait (``next()``,
+    ``ConsumeContext.wait()``), nothing wakes the main thread and the handler
+    (e.g. drain on SIGTERM) never runs. With the signals blocked in every
+    thread natspull starts, the kernel delivers them to the main thread.
+    """
+    signal.pthread_sigmask(signal.SIG_BLOCK, _PROCESS_SIGNALS)
+
 
 T = TypeVar("T")
 
@@ -114,6 +139,7 @@ class LoopThread:
         return self._thread.is_alive()
 
     def _run(self) -> None:
+        keep_signals_for_main_thread()
         asyncio.set_event_loop(self.loop)
         try:
             self.loop.run_forever()
