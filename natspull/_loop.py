@@ -73,10 +73,6 @@ class LoopThread:
         self.loop.call_soon_threadsafe(ready.set_result, None)
         ready.result()
 
-    @property
-    def name(self) -> str:
-        return self._thread.name
-
     def in_loop_thread(self) -> bool:
         """True when called on the loop thread itself."""
         # Not by thread id: ids are reused once the loop thread has ended.
@@ -134,9 +130,6 @@ class LoopThread:
             self.call_soon(self.loop.stop)
             if not self.in_loop_thread():
                 self._thread.join(timeout)
-
-    def is_alive(self) -> bool:
-        return self._thread.is_alive()
 
     def _run(self) -> None:
         keep_signals_for_main_thread()
