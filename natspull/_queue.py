@@ -195,7 +195,7 @@ class MsgQueue:
         return False
 
     def _take_locked(self, count: int, lease: bool) -> tuple[list[Msg], bool, list[Msg] | None]:
-        """Lock held, buffer not empty. Take up to *count* messages (honouring stop_after).
+        """Lock held. Take up to *count* messages (honouring stop_after).
 
         Returns (messages, call on_low?, messages discarded because the limit was reached or None).
         """
@@ -244,13 +244,9 @@ class MsgQueue:
         with self._cond:
             if self._error is not None and not self._items:
                 raise self._error
-            items = list(self._items)
-            self._items.clear()
-            self._buffered_bytes = 0
-            self._delivered += len(items)
-            for msg in items:
-                self._release_locked(msg.size)
-            return items
+            taken, low, discard = self._take_locked(len(self._items), lease=False)
+        self._after_take(low, discard)
+        return taken
 
     # --------------------------------------------------------------- producer
 

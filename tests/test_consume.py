@@ -130,14 +130,17 @@ def test_stop_mid_run_returns_buffered_for_prompt_redelivery(js: natspull.JetStr
     seen: Counter[int] = Counter()
     lock = threading.Lock()
     gate = threading.Event()
+    running = threading.Semaphore(0)
 
     def slow(msg: natspull.Msg) -> None:
+        running.release()
         gate.wait(10)
         with lock:
             seen[msg.metadata.sequence.stream] += 1
         msg.ack()
 
     ctx = consumer.consume(slow, workers=2, max_messages=100)
+    assert running.acquire(timeout=10) and running.acquire(timeout=10), "both handlers running"
     wait_until(lambda: ctx.stats()["buffered"] >= 50, message="a buffer")
     ctx.stop()
     gate.set()  # the two running handlers finish after stop()

@@ -360,6 +360,8 @@ class PullFlow(RuleBasedStateMachine):
         assert taken == list(self.buffered)
         self.buffered.clear()
         self.delivered += len(taken)
+        if taken:
+            self.check_low_water()
 
     @rule()
     def drain(self) -> None:

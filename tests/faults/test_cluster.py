@@ -31,15 +31,35 @@ def cluster_client(nats_cluster: NatsCluster) -> Iterator[natspull.Client]:
 def _setup(client: natspull.Client, name: str) -> natspull.JetStream:
     """An R3 stream and its consumer, both with an elected leader, holding TOTAL messages."""
     js = client.jetstream(timeout=10)
-    js.add_stream(name=name, subjects=[f"{name}.>"], storage=natspull.StorageType.FILE, num_replicas=3)
+    _idempotent(
+        lambda: js.add_stream(
+            name=name, subjects=[f"{name}.>"], storage=natspull.StorageType.FILE, num_replicas=3
+        )
+    )
     _leader("stream", lambda: js.stream_info(name))
-    js.add_consumer(name, durable_name="c", ack_wait=4)
+    _idempotent(lambda: js.add_consumer(name, durable_name="c", ack_wait=4))
     _leader("consumer", lambda: js.consumer_info(name, "c"))
     # A new stream's subject interest reaches the other nodes a moment after its leader is
     # elected: until then a publish finds no responders (503).
     wait_until(lambda: _try_publish(js, f"{name}.m", b"%08d" % 0), 10, f"{name} to accept publishes")
     js.publish_many((f"{name}.m", b"%08d" % i) for i in range(1, TOTAL))
     return js
+
+
+def _idempotent(create: Callable[[], Any], attempts: int = 3) -> None:
+    """Run a create call, again if it timed out.
+
+    A request can go unanswered when the meta leader changes while it is in flight (seen once
+    in CI on a loaded machine, right after the cluster had elected its first leader).
+    Creating the same stream or consumer again with the same config is a no-op, so a retry is safe.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            create()
+            return
+        except natspull.TimeoutError:
+            if attempt == attempts:
+                raise
 
 
 def _try_publish(js: natspull.JetStream, subject: str, data: bytes) -> bool:
