@@ -4,7 +4,7 @@
 loop, and thousands of them per second from many threads must not cost one
 cross-thread wake-up each. They append to a deque; the first append after a
 flush schedules one flush callback on the loop, which writes everything that
-has accumulated by then into nats-py's write buffer. One wake-up per burst.
+has accumulated by then to the socket. One wake-up and one write per burst.
 
 Ordering: entries leave in the order they were appended.
 """
@@ -70,22 +70,56 @@ class Outbox:
             self._closed = True
 
     def _start_flush(self) -> None:
-        self._loop_thread.loop.create_task(self.flush())
+        """Loop thread: the callback that the first put() after a flush scheduled."""
+        if not self._write_now():
+            self._loop_thread.loop.create_task(self.flush())
 
-    async def flush(self) -> None:
-        """Write every accepted entry to nats-py's write buffer, then kick its flusher. Loop thread only.
+    def _write_now(self) -> bool:
+        """Write the accepted plain entries straight to the socket; False when flush() must go on.
 
-        Entries without headers (acks, pull requests: nearly all of them) are
-        formatted as ``PUB`` commands and handed to nats-py as one buffer: one
-        call per burst instead of a ``publish()`` coroutine per entry, which was
-        the largest natspull cost on the loop thread (see benchmarks/README.md).
+        Loop thread only. A plain callback, no task: an ack burst costs one
+        ``transport.write``. It writes only when nats-py has nothing queued
+        ahead (its ``_pending`` is empty and it is connected), so the order of
+        everything on the connection is kept: a pull request never overtakes
+        the SUB of its inbox, an UNSUB never overtakes a pull. Otherwise, or at
+        an entry with headers, it stops and :meth:`flush` takes the rest
+        through nats-py's own write buffer.
         """
         with self._lock:
             self._scheduled = False
+        nc = self._nc
+        entries = self._entries
+        if not entries:
+            return True
+        flusher, transport = nc._flusher_task, nc._transport
+        if nc._pending or not nc.is_connected or transport is None or flusher is None or flusher.done():
+            return False
+        commands = []
+        done = True
+        while entries:
+            entry = entries.popleft()
+            if entry[3] is not None:  # headers: nats-py formats it (rare)
+                entries.appendleft(entry)  # the loop thread is the only consumer
+                done = False
+                break
+            commands.append(pub_cmd(entry[0], entry[2], entry[1]))
+        if commands:
+            transport.write(b"".join(commands))
+        # (an entry appended after the loop scheduled its own flush, see put())
+        return done
+
+    async def flush(self) -> None:
+        """Write every accepted entry, then kick nats-py's flusher. Loop thread only.
+
+        Entries without headers (acks, pull requests: nearly all of them) are
+        formatted as ``PUB`` commands and written as one buffer: one call per
+        burst instead of a ``publish()`` coroutine per entry, which was the
+        largest natspull cost on the loop thread (see benchmarks/README.md).
+        """
+        if self._write_now():
+            return
         entries = self._entries
         nc = self._nc
-        if not entries:
-            return
         if nc.is_closed:
             log.warning("natspull: connection closed: %d publishes/acks not sent", len(entries))
             entries.clear()
