@@ -22,6 +22,7 @@ from nats.aio.client import Client as NatsClient
 from ._loop import LoopThread, keep_signals_for_main_thread
 from ._msg import Msg
 from ._outbox import Outbox
+from ._parser import FastParser
 from ._translate import api_error, translate
 from ._validate import check_bytes, check_headers, check_int, check_number, check_subject, check_timeout
 from .errors import ConnectError, ConnectionClosedError, Error
@@ -124,6 +125,8 @@ class Client:
         self._close_timeout: float = options.pop("close_timeout", 5.0)
         self._loop_thread = LoopThread()
         self._nc = NatsClient()
+        # Pull inboxes' messages skip nats-py's per-message work (see _parser).
+        self._parser = self._nc._ps = FastParser(self._nc)
         self._outbox = Outbox(self._loop_thread, self._nc)
         self._engines: set[PullEngine] = set()  # loop thread only
         self._user_callbacks = callbacks

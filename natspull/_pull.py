@@ -150,6 +150,7 @@ class PullEngine:
         self.inbox = nc.new_inbox()
         self._sub = await nc.subscribe(self.inbox, pending_msgs_limit=0, pending_bytes_limit=0)
         self._sub._pending_queue = _Direct(self._on_msg)  # type: ignore[assignment]
+        self._client._parser.routes[self._sub._id] = self._deliver  # plain MSGs skip nats-py
         self._client._engines.add(self)
         self._last_activity = self._loop_thread.loop.time()
         if self._opts.heartbeat:
@@ -170,6 +171,8 @@ class PullEngine:
         """Take the subscription down; what is in flight is handed out (DRAINING) or NAKed (CLOSED)."""
         self._cancel_heartbeat()
         sub, self._sub = self._sub, None
+        if sub is not None:
+            self._client._parser.routes.pop(sub._id, None)  # stragglers: through nats-py (_Direct)
         nc = self._client._nc
         if sub is not None and not nc.is_closed:
             try:
@@ -241,13 +244,15 @@ class PullEngine:
             self._last_activity = self._loop_thread.loop.time()
             self._on_status(headers)
             return
-        data = raw.data
+        self._deliver(raw.subject, raw.reply, raw.data, headers or None)
+
+    def _deliver(self, subject: str, reply: str, data: bytes, headers: dict[str, str] | None = None) -> None:
+        """One message for the application; also called by the parser's fast path (no headers)."""
+        size = len(data) + len(subject)
         if headers:
-            size = len(data) + len(raw.subject) + sum(len(k) + len(v) + 4 for k, v in headers.items())
-        else:
-            size = len(data) + len(raw.subject)
+            size += sum(len(k) + len(v) + 4 for k, v in headers.items())
         burst = self._burst
-        burst.append(Msg(raw.subject, data, raw.reply, headers, self._client, size))
+        burst.append(Msg(subject, data, reply, headers, self._client, size))
         if len(burst) == 1:
             self._loop_thread.loop.call_soon(self._flush_burst)
         if self._opts.one_shot:

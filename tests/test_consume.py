@@ -5,10 +5,12 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
 from collections import Counter
+from typing import IO
 
 import pytest
 from conftest import fill, natspull_threads, wait_until
@@ -207,7 +209,8 @@ def test_consume_argument_checks(js: natspull.JetStream, stream: str) -> None:
 
 SIGNAL_SCRIPT = textwrap.dedent(
     """
-    import sys, threading, natspull
+    import faulthandler, signal, sys, threading, natspull
+    faulthandler.register(signal.SIGUSR2, all_threads=True)  # the test asks for it on a hang
     client = natspull.connect(sys.argv[1])
     consumer = client.jetstream().consumer("SIGC", sys.argv[3])
     lock = threading.Lock()
@@ -227,6 +230,34 @@ SIGNAL_SCRIPT = textwrap.dedent(
 )
 
 
+def _read_rest(proc: subprocess.Popen[str], stderr: IO[bytes], timeout: float = 10) -> str:
+    """The rest of the child's stdout; if it does not exit in time, fail with its threads' stacks.
+
+    (Not ``communicate()``: it reads the pipe itself and would skip what ``readline()`` buffered.)
+    """
+    assert proc.stdout is not None
+    hung = threading.Event()
+
+    def dump_and_kill() -> None:
+        hung.set()
+        proc.send_signal(signal.SIGUSR2)  # faulthandler in the child: every thread's stack
+        time.sleep(0.5)  # (the dump's time to reach stderr; only on the failure path)
+        proc.kill()
+
+    watchdog = threading.Timer(timeout, dump_and_kill)
+    watchdog.start()
+    try:
+        out = proc.stdout.read()
+    finally:
+        watchdog.cancel()
+    if hung.is_set():
+        watchdog.join()
+        stderr.seek(0)
+        threads = stderr.read().decode(errors="replace")
+        pytest.fail(f"the child did not exit {timeout:g} s after SIGTERM; its threads:\n{threads}")
+    return out
+
+
 def test_sigterm_drains_a_consume_context(nats_server: NatsServer) -> None:
     with natspull.connect(nats_server.url) as client:
         js = client.jetstream()
@@ -234,11 +265,15 @@ def test_sigterm_drains_a_consume_context(nats_server: NatsServer) -> None:
         js.publish_many(("sigc.m", b"x") for _ in range(3_000))
         for run, max_messages in enumerate([1, 10, 100, 500, 50]):
             consumer = js.add_consumer("SIGC", durable_name=f"c{run}", ack_wait=60)
-            with subprocess.Popen(
-                [sys.executable, "-c", SIGNAL_SCRIPT, nats_server.url, str(max_messages), consumer.name],
-                stdout=subprocess.PIPE,
-                text=True,
-            ) as proc:
+            with (
+                tempfile.TemporaryFile() as stderr,
+                subprocess.Popen(
+                    [sys.executable, "-c", SIGNAL_SCRIPT, nats_server.url, str(max_messages), consumer.name],
+                    stdout=subprocess.PIPE,
+                    stderr=stderr,
+                    text=True,
+                ) as proc,
+            ):
                 assert proc.stdout is not None
                 lines = []
                 while (line := proc.stdout.readline()).strip() != "ready":
@@ -247,7 +282,7 @@ def test_sigterm_drains_a_consume_context(nats_server: NatsServer) -> None:
                 lines += [proc.stdout.readline() for _ in range(50 * run)]
                 t0 = time.monotonic()
                 proc.send_signal(signal.SIGTERM)
-                lines += proc.stdout.read().split()
+                lines += _read_rest(proc, stderr).split()
                 assert proc.wait(timeout=10) == 0
                 assert time.monotonic() - t0 < 2.0
             assert_printed_were_acked(consumer, [int(x) for x in lines], max_messages)

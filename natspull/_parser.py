@@ -1,0 +1,95 @@
+"""nats-py's protocol parser, with a fast path for the messages of pull inboxes.
+
+nats-py parses every ``MSG`` with a chain of regular expressions, awaits
+``_process_msg``, builds a ``nats.aio.msg.Msg`` (a dataclass of ten fields)
+and only then reaches the engine, which wraps it again. For the pull engines'
+inboxes that was most of the loop thread's time (benchmarks/README.md). This
+parser takes header-less ``MSG`` frames whose subscription id belongs to an
+engine straight to that engine's ``deliver(subject, reply, payload)``; every
+other frame (``HMSG``, status messages, ``PING``, ``INFO``, other
+subscriptions) is handed, one whole frame at a time, to nats-py's own parser,
+so the order of everything on the connection is unchanged.
+
+Loop thread only, like nats-py's parser.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from nats.errors import ProtocolError
+from nats.protocol.parser import AWAITING_CONTROL_LINE, Parser
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client as NatsClient
+
+__all__ = ["Deliver", "FastParser"]
+
+#: An engine's entry point for one message: (subject, reply, payload).
+Deliver = Callable[[str, str, bytes], None]
+
+log = logging.getLogger("natspull")
+
+_CRLF = b"\r\n"
+
+
+class FastParser(Parser):
+    """A ``nats.protocol.parser.Parser`` whose ``routes`` map subscription ids to engines."""
+
+    def __init__(self, nc: NatsClient) -> None:
+        super().__init__(nc)
+        self.routes: dict[int, Deliver] = {}
+
+    async def parse(self, data: bytes = b"") -> None:
+        buf = self.buf
+        buf.extend(data)
+        routes = self.routes
+        stats = self.nc.stats
+        while buf and self.state == AWAITING_CONTROL_LINE:
+            end = buf.find(_CRLF)
+            if end < 0:
+                return  # a split control line: wait for more
+            if buf.startswith(b"MSG "):
+                args = buf[4:end].split()  # subject sid [reply] size
+                if not 3 <= len(args) <= 4:
+                    raise ProtocolError("nats: malformed MSG")
+                try:
+                    sid, size = int(args[1]), int(args[-1])
+                except ValueError:
+                    raise ProtocolError("nats: malformed MSG") from None
+                start = end + 2
+                frame = start + size + 2
+                if len(buf) < frame:
+                    return  # the payload is still on its way
+                deliver = routes.get(sid)
+                if deliver is not None:
+                    payload = bytes(buf[start : start + size])
+                    subject = args[0].decode()
+                    reply = args[2].decode() if len(args) == 4 else ""
+                    del buf[:frame]
+                    stats["in_msgs"] += 1
+                    stats["in_bytes"] += size
+                    try:
+                        deliver(subject, reply, payload)
+                    except Exception:  # a bug there must not kill the connection's reader
+                        log.exception("natspull: failed to handle a message on a pull inbox")
+                    continue
+            elif buf.startswith(b"HMSG "):
+                args = buf[5:end].split()  # subject sid [reply] header-size total-size
+                try:
+                    frame = end + 2 + int(args[-1]) + 2
+                except (ValueError, IndexError):
+                    raise ProtocolError("nats: malformed HMSG") from None
+                if len(buf) < frame:
+                    return
+            else:
+                frame = end + 2
+            # Anything else: nats-py's parser takes exactly this one complete frame.
+            rest = buf[frame:]
+            del buf[frame:]
+            await super().parse()
+            if self.buf is not buf:  # reset() by a reconnect: the old connection's bytes are void
+                return
+            buf.extend(rest)

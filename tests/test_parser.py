@@ -1,0 +1,156 @@
+"""The parser's fast path sees the same wire as nats-py's own parser: same events, same order.
+
+Unit level on purpose: every split of the byte stream (a frame cut anywhere, many frames in
+one read) is hard to provoke with a real server; tests/test_messages.py covers the real wire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from conftest import wait_until
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from nats.errors import ProtocolError
+from nats.protocol.parser import Parser
+
+import natspull
+from natspull._parser import FastParser
+from natspull.testing import NatsServer
+
+ROUTED = 7  # the sid of a pull inbox
+
+Event = tuple[Any, ...]
+
+
+class Recorder:
+    """Stands in for nats-py's client on the parser's upcalls and records them in order."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.stats = {"in_msgs": 0, "in_bytes": 0}
+
+    async def _process_msg(
+        self, sid: int, subject: bytes, reply: bytes, data: bytes, hdr: bytes | None
+    ) -> None:
+        self.stats["in_msgs"] += 1
+        self.stats["in_bytes"] += len(data)
+        self.events.append(("msg", sid, bytes(subject).decode(), bytes(reply).decode(), data, hdr))
+
+    async def _process_ping(self) -> None:
+        self.events.append(("ping",))
+
+    async def _process_pong(self) -> None:
+        self.events.append(("pong",))
+
+    async def _process_info(self, info: dict[str, Any]) -> None:
+        self.events.append(("info", info))
+
+    async def _process_err(self, err: str) -> None:
+        self.events.append(("err", err))
+
+
+def _msg(sid: int, subject: str, reply: str, payload: bytes) -> bytes:
+    line = f"MSG {subject} {sid} {reply} {len(payload)}" if reply else f"MSG {subject} {sid} {len(payload)}"
+    return line.encode() + b"\r\n" + payload + b"\r\n"
+
+
+def _hmsg(sid: int, subject: str, reply: str, headers: bytes, payload: bytes) -> bytes:
+    sizes = f"{len(headers)} {len(headers) + len(payload)}"
+    line = f"HMSG {subject} {sid} {reply} {sizes}" if reply else f"HMSG {subject} {sid} {sizes}"
+    return line.encode() + b"\r\n" + headers + payload + b"\r\n"
+
+
+payloads = st.binary(max_size=40)  # may hold CRLF: payloads are length-delimited
+replies = st.sampled_from(["", "$JS.ACK.S.c.1.2.3.4.0", "_INBOX.x"])
+frames = st.one_of(
+    st.builds(_msg, st.sampled_from([ROUTED, 3]), st.sampled_from(["s", "a.b"]), replies, payloads),
+    st.builds(
+        _hmsg,
+        st.sampled_from([ROUTED, 3]),
+        st.just("s"),
+        replies,
+        st.sampled_from([b"NATS/1.0 408 Request Timeout\r\n\r\n", b"NATS/1.0\r\nK: v\r\n\r\n"]),
+        payloads,
+    ),
+    st.sampled_from([b"PING\r\n", b"PONG\r\n", b"+OK\r\n", b'INFO {"x":1}\r\n', b"-ERR 'oops'\r\n"]),
+)
+
+
+def _feed(parser: Parser, wire: bytes, cuts: list[int]) -> None:
+    async def run() -> None:
+        last = 0
+        for cut in [*sorted(cuts), len(wire)]:
+            await parser.parse(wire[last:cut])
+            last = cut
+
+    asyncio.run(run())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(frames, max_size=12), st.lists(st.integers(0, 10_000), max_size=6))
+def test_fast_path_events_match_nats_py(wire_frames: list[bytes], cut_points: list[int]) -> None:
+    wire = b"".join(wire_frames)
+    cuts = [c % (len(wire) + 1) for c in cut_points]
+
+    plain = Recorder()
+    _feed(Parser(plain), wire, cuts)
+
+    fast = Recorder()
+    parser = FastParser(fast)  # type: ignore[arg-type]
+    parser.routes[ROUTED] = lambda subject, reply, data: fast.events.append(
+        ("msg", ROUTED, subject, reply, data, None)
+    )
+    _feed(parser, wire, cuts)
+
+    assert fast.events == plain.events
+    assert fast.stats == plain.stats
+    assert not parser.buf  # every frame was complete
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [b"MSG s\r\n", b"MSG s x 3\r\nabc\r\n", b"MSG s 7 r r 3\r\nabc\r\n", b"HMSG s 7 x\r\n", b"NOPE\r\n"],
+)
+def test_malformed_frames_raise_protocol_error(wire: bytes) -> None:
+    parser = FastParser(Recorder())  # type: ignore[arg-type]
+    parser.routes[ROUTED] = lambda *args: None
+    with pytest.raises(ProtocolError):
+        _feed(parser, wire, [])
+
+
+def test_a_failing_engine_does_not_stop_the_reader() -> None:
+    rec = Recorder()
+    parser = FastParser(rec)  # type: ignore[arg-type]
+
+    def broken(subject: str, reply: str, data: bytes) -> None:
+        raise RuntimeError("bug")
+
+    parser.routes[ROUTED] = broken
+    _feed(parser, _msg(ROUTED, "s", "", b"x") + b"PING\r\n", [])
+    assert rec.events == [("ping",)]
+
+
+@pytest.mark.timeout(30)
+def test_messages_with_and_without_headers_interleave_in_order(nats_server: NatsServer) -> None:
+    """On the real wire: plain messages take the fast path, ones with headers nats-py's; order holds."""
+    with natspull.connect(nats_server.url) as client:
+        js = client.jetstream()
+        js.add_stream(name="P", subjects=["P.>"])
+        consumer = js.add_consumer("P", durable_name="c")
+        for i in range(200):
+            headers = {"N": str(i)} if i % 3 == 0 else None
+            js.publish("P.m", json.dumps(i).encode(), headers=headers)
+        got = []
+        with consumer.messages(max_messages=37) as msgs:
+            for msg in msgs:
+                got.append((json.loads(msg.data), msg.headers))
+                msg.ack()
+                if len(got) == 200:
+                    break
+        assert [n for n, _ in got] == list(range(200))
+        assert all((h or {}).get("N") == (str(n) if n % 3 == 0 else None) for n, h in got)
+        wait_until(lambda: not client._parser.routes, message="the engine to take its route away")
