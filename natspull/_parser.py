@@ -41,8 +41,21 @@ class FastParser(Parser):
     def __init__(self, nc: NatsClient) -> None:
         super().__init__(nc)
         self.routes: dict[int, Deliver] = {}
+        #: callbacks to run once the current read is parsed (engines hand their burst over)
+        self.after_read: list[Callable[[], None]] = []
 
     async def parse(self, data: bytes = b"") -> None:
+        try:
+            await self._parse(data)
+        finally:
+            after, self.after_read = self.after_read, []
+            for callback in after:
+                try:
+                    callback()
+                except Exception:
+                    log.exception("natspull: failed to hand a burst over")
+
+    async def _parse(self, data: bytes) -> None:
         buf = self.buf
         buf.extend(data)
         routes = self.routes

@@ -154,3 +154,20 @@ def test_messages_with_and_without_headers_interleave_in_order(nats_server: Nats
         assert [n for n, _ in got] == list(range(200))
         assert all((h or {}).get("N") == (str(n) if n % 3 == 0 else None) for n, h in got)
         wait_until(lambda: not client._parser.routes, message="the engine to take its route away")
+
+
+def test_after_read_callbacks_run_once_per_read_even_when_parsing_fails() -> None:
+    parser = FastParser(Recorder())  # type: ignore[arg-type]
+    runs: list[int] = []
+
+    def deliver(subject: str, reply: str, data: bytes) -> None:
+        if not parser.after_read:
+            parser.after_read.append(lambda: runs.append(len(runs)))
+
+    parser.routes[ROUTED] = deliver
+    _feed(parser, _msg(ROUTED, "s", "", b"a") + _msg(ROUTED, "s", "", b"b"), [])
+    assert runs == [0]
+    with pytest.raises(ProtocolError):
+        _feed(parser, _msg(ROUTED, "s", "", b"c") + b"NOPE\r\n", [])
+    assert runs == [0, 1]
+    assert parser.after_read == []
