@@ -60,7 +60,9 @@ def _unfilled(headers: dict[str, str]) -> tuple[int, int]:
 
 class _Direct:
     """Stands in for a nats-py subscription's pending ``asyncio.Queue``: nats-py's reader
-    calls ``put_nowait(msg)`` for each message, and this hands it straight to the engine.
+    calls ``put_nowait(msg)`` for each message it parsed itself (status messages, messages
+    with headers: plain ones take ``_parser.FastParser``'s path), and this hands it straight
+    to the engine.
 
     A nats-py callback subscription instead queues every message and runs a task that
     awaits ``queue.get()`` and the callback coroutine per message; skipping that hop is
