@@ -43,11 +43,14 @@ class FastParser(Parser):
         self.routes: dict[int, Deliver] = {}
         #: callbacks to run once the current read is parsed (engines hand their burst over)
         self.after_read: list[Callable[[], None]] = []
+        self.parsing = False  # True while parse() runs: after_read callbacks will run
 
     async def parse(self, data: bytes = b"") -> None:
+        self.parsing = True
         try:
             await self._parse(data)
         finally:
+            self.parsing = False
             after, self.after_read = self.after_read, []
             for callback in after:
                 try:

@@ -256,9 +256,13 @@ class PullEngine:
         burst = self._burst
         burst.append(Msg(subject, data, reply, headers, self._client, size))
         if len(burst) == 1:
-            # Every message comes through the client's parser (nats-py's reader calls
-            # it per read), fast path or not: hand the read's burst over when it is parsed.
-            self._client._parser.after_read.append(self._flush_burst)
+            # Messages come through the client's parser (nats-py's reader calls it per
+            # read), fast path or not: hand the read's burst over when it is parsed.
+            parser = self._client._parser
+            if parser.parsing:
+                parser.after_read.append(self._flush_burst)
+            else:  # (not seen: a nats-py path that delivers outside its reader)
+                self._loop_thread.loop.call_soon(self._flush_burst)
         if self._opts.one_shot:
             self._received += 1
             if self._received >= self.queue.flow.max_msgs:
