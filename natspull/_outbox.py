@@ -14,8 +14,10 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from nats.aio.transport import TcpTransport
 from nats.protocol.command import pub_cmd
 
 from ._loop import LoopThread
@@ -79,7 +81,7 @@ class Outbox:
 
         Loop thread only. A plain callback, no task: an ack burst costs one
         ``transport.write``. It writes only when nats-py has nothing queued
-        ahead (its ``_pending`` is empty and it is connected), so the order of
+        ahead (its ``_pending`` is empty and it is connected over TCP), so the order of
         everything on the connection is kept: a pull request never overtakes
         the SUB of its inbox, an UNSUB never overtakes a pull. Otherwise, or at
         an entry with headers, it stops and :meth:`flush` takes the rest
@@ -92,8 +94,12 @@ class Outbox:
         if not entries:
             return True
         flusher, transport = nc._flusher_task, nc._transport
-        if nc._pending or not nc.is_connected or transport is None or flusher is None or flusher.done():
+        if nc._pending or not nc.is_connected or flusher is None or flusher.done():
             return False
+        # (a WebSocket transport only queues in write(); it sends when nats-py's flusher drains it)
+        if not isinstance(transport, TcpTransport):
+            return False
+        write: Callable[[bytes], None] = transport.write  # TcpTransport.write has no annotations
         commands = []
         done = True
         while entries:
@@ -104,7 +110,7 @@ class Outbox:
                 break
             commands.append(pub_cmd(entry[0], entry[2], entry[1]))
         if commands:
-            transport.write(b"".join(commands))
+            write(b"".join(commands))
         # (an entry appended after the loop scheduled its own flush, see put())
         return done
 

@@ -127,6 +127,10 @@ def test_stop_during_long_partition_leaves_the_connection_usable(
         # the engine gives up draining after its 5 s timeout, and unsubscribes
         wait_until(lambda: not client._engines, 10, "the engine to give up draining")
         chaos_proxy.heal()
+        # The held UNSUB reaches the server with the heal. Until the server has processed it,
+        # the old pull (expires=10) may still take the message into the dead inbox (a server-side
+        # race, docs/reliability.md): a round trip on this connection orders the two.
+        client.flush(timeout=5)
         js_admin.publish("PS.m", b"after")
         with consumer.messages() as again:
             assert again.next(timeout=3).data == b"after"
