@@ -121,9 +121,10 @@ def test_drain_mid_run_handles_every_buffered_message(js: natspull.JetStream, st
     assert not [t for t in natspull_threads() if t.name.startswith("natspull-worker")]
     assert len(handled) == len(set(handled)) == ctx.stats()["delivered"]
     js._client.flush()  # type: ignore[attr-defined]
-    info = consumer.info()
-    assert info.num_ack_pending == 0  # every buffered message was handled
-    assert info.ack_floor.stream_seq == len(handled)
+    # Every buffered message was handled and acked. The drain comes while the server is still
+    # sending the first pull's batch: a message it routes to the pull while it processes the
+    # inbox's UNSUB never arrives (docs/reliability.md), and waits above the ack floor.
+    assert_printed_were_acked(consumer, handled, 100)
 
 
 def test_stop_mid_run_returns_buffered_for_prompt_redelivery(js: natspull.JetStream, stream: str) -> None:
