@@ -210,8 +210,8 @@ def test_consume_argument_checks(js: natspull.JetStream, stream: str) -> None:
 
 SIGNAL_SCRIPT = textwrap.dedent(
     """
-    import faulthandler, signal, sys, threading, natspull
-    faulthandler.register(signal.SIGUSR2, all_threads=True)  # the test asks for it on a hang
+    import faulthandler, sys, threading, natspull
+    faulthandler.enable()  # on a hang the test sends SIGABRT: every thread's stack, then the end
     client = natspull.connect(sys.argv[1])
     consumer = client.jetstream().consumer("SIGC", sys.argv[3])
     lock = threading.Lock()
@@ -241,9 +241,11 @@ def _read_rest(proc: subprocess.Popen[str], stderr: IO[bytes], timeout: float = 
 
     def dump_and_kill() -> None:
         hung.set()
-        proc.send_signal(signal.SIGUSR2)  # faulthandler in the child: every thread's stack
-        time.sleep(0.5)  # (the dump's time to reach stderr; only on the failure path)
-        proc.kill()
+        proc.send_signal(signal.SIGABRT)  # faulthandler in the child dumps every thread, then it dies
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
     watchdog = threading.Timer(timeout, dump_and_kill)
     watchdog.start()
