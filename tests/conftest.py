@@ -7,6 +7,7 @@ import itertools
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -27,6 +28,32 @@ def wait_until(predicate: Callable[[], object], timeout: float = 10.0, message: 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {message}")
         time.sleep(0.005)
+
+
+def connection(server: NatsServer, name: str) -> dict[str, Any] | None:
+    """The ``/connz?subs=1`` entry of the client connection named *name*, None once it is gone.
+
+    Strict: keys are read with ``[]`` so a renamed monitoring field fails the test instead of
+    reading as a default. (The server omits ``name`` for unnamed connections and
+    ``subscriptions_list`` when there are none; ``subscriptions`` is always there.)
+    """
+    found = [c for c in server.connz(subs=1)["connections"] if c.get("name") == name]
+    assert len(found) <= 1, f"{len(found)} connections named {name!r}"
+    if not found:
+        return None
+    conn = found[0]
+    assert isinstance(conn["subscriptions"], int), conn
+    conn.setdefault("subscriptions_list", [])
+    assert len(conn["subscriptions_list"]) == conn["subscriptions"], conn
+    return conn
+
+
+def pull_inboxes(server: NatsServer, name: str) -> list[str]:
+    """Subscriptions of connection *name* besides nats-py's one request inbox (``<prefix>.*``)."""
+    conn = connection(server, name)
+    assert conn is not None, f"no connection named {name!r}"
+    subs: list[str] = conn["subscriptions_list"]
+    return [s for s in subs if not s.endswith(".*")]
 
 
 @pytest.fixture(autouse=True)

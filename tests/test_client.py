@@ -10,7 +10,7 @@ import threading
 import time
 
 import pytest
-from conftest import natspull_threads, wait_until
+from conftest import connection, natspull_threads, pull_inboxes, wait_until
 
 import natspull
 from natspull.testing import NatsServer
@@ -63,15 +63,14 @@ def test_close_is_idempotent_joins_threads_and_leaves_no_subscription(nats_serve
     js.add_stream(name="H", subjects=["h.>"])
     consumer = js.add_consumer("H", durable_name="c")
     msgs = consumer.messages()
-    conns = nats_server.connz(subs=1)["connections"]
-    assert [c for c in conns if c.get("name") == "hygiene" and c.get("subscriptions_list")]
+    assert len(pull_inboxes(nats_server, "hygiene")) == 1
     msgs.stop()
     client.close()
     client.close()
     assert client.is_closed
     assert not natspull_threads()
     wait_until(
-        lambda: not [c for c in nats_server.connz(subs=1)["connections"] if c.get("name") == "hygiene"],
+        lambda: connection(nats_server, "hygiene") is None,
         message="the connection to disappear from /connz",
     )
 

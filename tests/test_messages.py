@@ -16,7 +16,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from conftest import fill, natspull_threads, wait_until
+from conftest import connection, fill, natspull_threads, pull_inboxes, wait_until
 
 import natspull
 from natspull.testing import NatsServer
@@ -321,11 +321,10 @@ def test_thousand_create_stop_cycles_leave_nothing_behind(nats_server: NatsServe
         client.flush()
         assert len(natspull_threads()) == threads
 
-        def subscriptions() -> int:
-            conns = nats_server.connz(subs=1)["connections"]
-            return sum(c.get("num_subscriptions", 0) for c in conns if c.get("name") == "cycles")
-
-        wait_until(lambda: subscriptions() == 0, message="inbox subscriptions to go")
+        # What is left is nats-py's one request inbox (JetStream API calls use it).
+        wait_until(lambda: pull_inboxes(nats_server, "cycles") == [], message="inbox subscriptions to go")
+        conn = connection(nats_server, "cycles")
+        assert conn is not None and conn["subscriptions"] == 1, conn
         wait_until(lambda: consumer.info().num_waiting == 0, message="no waiting pull request")
 
 

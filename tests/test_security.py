@@ -113,7 +113,7 @@ def test_tls_with_a_ca_verified_server_certificate(tls_server: NatsServer, pki: 
         assert client.server_info["tls_required"] is True
         roundtrip(client)
         conns = [c for c in tls_server.connz()["connections"] if c.get("name") == "tls-client"]
-        assert conns and conns[0]["tls_version"].startswith("1.")
+        assert len(conns) == 1 and conns[0]["tls_version"].startswith("1.")
 
 
 def test_tls_with_a_wrong_ca_fails_clearly(tls_server: NatsServer) -> None:
@@ -147,10 +147,10 @@ def test_mutual_tls(tmp_path: Path) -> None:
     pki = Pki(tmp_path, "127.0.0.1")
     with NatsServer(config=pki.server_config(verify=True)) as server:
         with natspull.connect(server.url, tls=pki.client_context(pki.ca), name="mtls") as client:
-            assert client.server_info.get("tls_verify") is True
+            assert client.server_info["tls_verify"] is True
             roundtrip(client)
             conns = [c for c in server.connz(auth=True)["connections"] if c.get("name") == "mtls"]
-            assert conns and conns[0].get("tls_peer_certs")
+            assert len(conns) == 1 and conns[0]["tls_peer_certs"]
         # TLS 1.2: the server checks the client certificate inside the handshake, so the refusal
         # always arrives as a TLS alert. With TLS 1.3 the check comes after the client finished its
         # handshake, and now and then the refusal arrives as a broken pipe (reported to the lead).
