@@ -156,13 +156,23 @@ class Ledger:
 
     def check(self) -> None:
         """Assert the ledger itself: everything handed out, no delivery handed out twice."""
+        self.check_all_handed_out()
+        twice = self.repeated_deliveries()
+        assert not twice, f"handed out twice within one delivery (seq, num_delivered): {twice[:20]}"
+
+    def check_all_handed_out(self) -> None:
+        """Assert that every stream sequence 1..total was handed out at least once."""
         with self._lock:
             seen = self._seen
             missing = [seq for seq in range(1, self.total + 1) if seq >= len(seen) or not seen[seq]]
-            assert not missing, f"never handed out: {missing[:20]} ({len(missing)} in all)"
+        assert not missing, f"never handed out: {missing[:20]} ({len(missing)} in all)"
+
+    def repeated_deliveries(self) -> list[tuple[int, int]]:
+        """Deliveries ``(seq, num_delivered)`` handed out more than once."""
+        with self._lock:
             twice = [(seq, 1) for seq, n in enumerate(self._first) if n > 1]
             twice += [key for key, n in self._again.items() if n > 1]
-            assert not twice, f"handed out twice within one delivery (seq, num_delivered): {twice[:20]}"
+        return twice
 
     def summary(self) -> str:
         return (
