@@ -431,9 +431,16 @@ def test_consume_sigint_mid_stream_acks_exactly_what_was_printed(
     assert proc.stderr is not None
     stderr = proc.stderr.read().decode(errors="replace")
     try:
-        wait_for_info(js, stream, num_ack_pending=0, num_pending=total - last, ack_floor=last)
-    except AssertionError as exc:  # (seen once in ~8 full runs; the CLI's stderr tells more)
+        info = wait_for_info(js, stream, ack_floor=last)
+    except AssertionError as exc:
         raise AssertionError(f"{exc}; the CLI's stderr: {stderr!r}") from None
+    # Stragglers: messages nats-server routed to the pull while the drain unsubscribed its inbox
+    # never reach the CLI; the server redelivers them after ack_wait (docs/reliability.md, seen
+    # once in ~9 full runs under load: 57 of the first 500). They sit right above the ack floor,
+    # within one pull (max_messages 500), and nothing else is outstanding.
+    assert info.delivered.stream_seq - info.num_ack_pending == last, (info, stderr)
+    assert info.num_ack_pending <= 500, (info, stderr)
+    assert info.num_pending == total - info.delivered.stream_seq, (info, stderr)
 
 
 def test_consume_into_a_closed_pipe_exits_quietly(setup: Setup, popen: list[subprocess.Popen[bytes]]) -> None:
