@@ -3,26 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from nats.js.api import ConsumerInfo
-
+from ._consume import ConsumeContext
+from ._fetch import FETCH_GRACE, fetch_steps
+from ._link import Link
 from ._messages import Messages
 from ._msg import Msg
 from ._options import continuous_pull
 from ._pull import PullEngine, PullOptions
 from ._queue import Flow, MsgQueue
+from ._types import ConsumerInfo, consumer_info
 from ._validate import check_int, check_number
-from .errors import TimeoutError
-
-if TYPE_CHECKING:
-    from ._client import Client
-    from ._consume import ConsumeContext
+from .errors import JetStreamAPIError, TimeoutError
 
 __all__ = ["Consumer"]
 
-_FETCH_GRACE = 1.0  # how long past max_wait a fetch waits for the server's 408
-FETCH_DRAIN_WAIT = 6.0  # then, after drain(), how long for what is in flight
 _START_TIMEOUT = 10.0
 
 
@@ -32,16 +28,18 @@ class Consumer:
     Every method may be called from any thread but the client's loop thread.
     """
 
-    def __init__(self, client: Client, api_prefix: str, info: ConsumerInfo) -> None:
-        """Private: use ``JetStream.consumer()`` / ``JetStream.add_consumer()``."""
-        if info.config.deliver_subject:
-            from .errors import JetStreamAPIError
+    def __init__(self, link: Link, api_prefix: str, info: ConsumerInfo, timeout: float) -> None:
+        """Private: use ``JetStream.consumer()`` / ``JetStream.add_consumer()``.
 
+        *timeout* is the JetStream context's: it bounds :meth:`info`.
+        """
+        if info.config.deliver_subject:
             raise JetStreamAPIError(
                 f"consumer {info.stream_name}/{info.name} is a push consumer; natspull needs a pull consumer"
             )
-        self._client = client
+        self._link = link
         self._prefix = api_prefix
+        self._timeout = timeout
         self.stream: str = info.stream_name
         self.name: str = info.name
         self._info = info
@@ -55,18 +53,26 @@ class Consumer:
         return self._info
 
     def info(self) -> ConsumerInfo:
-        """Fetch the consumer's current info (num_pending, num_ack_pending, ...). Blocks on the server."""
-        from ._jetstream import JetStream
+        """Fetch the consumer's current info (num_pending, num_ack_pending, ...).
 
-        js = JetStream(self._client, domain=None, api_prefix=self._prefix, timeout=5.0)
-        self._info = js.consumer_info(self.stream, self.name)
+        Blocks on the server, at most the JetStream context's timeout. Raises
+        ConsumerNotFoundError, natspull.TimeoutError, ConnectionClosedError. Any thread but
+        the loop's.
+        """
+        timeout = self._timeout
+        response = self._link.run(
+            self._link.api_request(self._prefix, f"CONSUMER.INFO.{self.stream}.{self.name}", b"", timeout),
+            timeout + 1.0,
+            "consumer",
+        )
+        self._info = consumer_info(response)
         return self._info
 
     def _engine(
         self, flow: Flow, options: PullOptions, *, error_on_missing_heartbeat: bool = False
     ) -> PullEngine:
         engine = PullEngine(
-            self._client,
+            self._link,
             self._prefix,
             self.stream,
             self.name,
@@ -74,7 +80,7 @@ class Consumer:
             options,
             error_on_missing_heartbeat=error_on_missing_heartbeat,
         )
-        self._client._run(engine.start(), _START_TIMEOUT, "start pulling")
+        self._link.run(engine.start(), _START_TIMEOUT, "start pulling")
         return engine
 
     # ------------------------------------------------------------- one request
@@ -92,14 +98,21 @@ class Consumer:
         ConnectionClosedError. Any thread but the loop's.
         """
         queue, wait = self._start_fetch(batch, max_wait, max_bytes, no_wait)
-        try:
-            if not queue.wait_closed(wait):
-                queue.drain()  # the server never answered: keep what is in flight, then end
-                queue.wait_closed(FETCH_DRAIN_WAIT)
-            return queue.take_all()
-        except BaseException:
-            queue.stop()  # interrupted (e.g. KeyboardInterrupt): hand everything back to the server
-            raise
+        # The shared sequence (_fetch.fetch_steps), driven by blocking waits on the queue; an
+        # interruption (e.g. KeyboardInterrupt) is thrown in and hands everything back.
+        steps = fetch_steps(queue, wait)
+        timeout = next(steps)
+        while True:
+            try:
+                closed = queue.wait_closed(timeout)
+            except BaseException as exc:
+                steps.throw(exc)
+                raise  # (fetch_steps re-raises what is thrown in)
+            try:
+                timeout = steps.send(closed)
+            except StopIteration as done:
+                msgs: list[Msg] = done.value
+                return msgs
 
     def _start_fetch(
         self, batch: int, max_wait: float, max_bytes: int | None, no_wait: bool
@@ -117,7 +130,7 @@ class Consumer:
         engine = self._engine(
             flow, PullOptions(expires=max_wait, heartbeat=None, one_shot=True, no_wait=no_wait)
         )
-        return engine.queue, max_wait + _FETCH_GRACE
+        return engine.queue, max_wait + FETCH_GRACE
 
     def next(self, timeout: float = 30.0) -> Msg:
         """Fetch one message, waiting at most *timeout* seconds.
@@ -195,8 +208,6 @@ class Consumer:
         Blocks on: subscribing and the first pull. Returns a
         :class:`ConsumeContext` (stop, drain, wait). Any thread but the loop's.
         """
-        from ._consume import ConsumeContext
-
         if not callable(handler):
             raise TypeError(f"handler must be callable, got {type(handler).__name__}")
         if error_handler is not None and not callable(error_handler):

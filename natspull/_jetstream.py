@@ -5,17 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, TypeVar, cast
-
-from nats.js.api import ConsumerConfig, ConsumerInfo, PubAck, StreamConfig, StreamInfo
+from typing import Any, TypeVar, cast
 
 from ._consumer import Consumer
+from ._link import Link
 from ._translate import api_error, translate
+from ._types import ConsumerConfig, ConsumerInfo, PubAck, StreamConfig, StreamInfo, consumer_info, stream_info
 from ._validate import check_int, check_name, check_number, check_subject
+from ._wire import Reply
 from .errors import JetStreamAPIError
-
-if TYPE_CHECKING:
-    from ._client import Client
 
 __all__ = ["JetStream"]
 
@@ -29,7 +27,8 @@ class JetStream:
     client's loop thread.
     """
 
-    def __init__(self, client: Client, *, domain: str | None, api_prefix: str | None, timeout: float) -> None:
+    def __init__(self, link: Link, *, domain: str | None, api_prefix: str | None, timeout: float) -> None:
+        """Private: use ``Client.jetstream()``."""
         if domain is not None and api_prefix is not None:
             raise ValueError("give domain or api_prefix, not both")
         if domain is not None:
@@ -37,7 +36,7 @@ class JetStream:
             api_prefix = f"$JS.{domain}.API"
         elif api_prefix is not None:
             check_subject("api_prefix", api_prefix)
-        self._client = client
+        self._link = link
         self._prefix = api_prefix or "$JS.API"
         self._timeout: float = check_number("timeout", timeout, exclusive=True)
 
@@ -54,8 +53,8 @@ class JetStream:
         """Blocking JetStream API request (see the class docstring)."""
         timeout = self._timeout if timeout is None else timeout
         payload = json.dumps(body).encode() if body is not None else b""
-        return self._client._run(
-            self._client._js_api_request(self._prefix, api, payload, timeout),
+        return self._link.run(
+            self._link.api_request(self._prefix, api, payload, timeout),
             timeout + 1.0,
             api.split(".")[0].lower(),
         )
@@ -65,12 +64,12 @@ class JetStream:
     def add_stream(self, config: StreamConfig | None = None, **params: Any) -> StreamInfo:
         """Create a stream (``StreamConfig`` and/or its fields as keywords)."""
         config = _config(StreamConfig, config, params)
-        return _stream_info(self._api(f"STREAM.CREATE.{config.name}", config.as_dict()))
+        return stream_info(self._api(f"STREAM.CREATE.{config.name}", config.as_dict()))
 
     def update_stream(self, config: StreamConfig | None = None, **params: Any) -> StreamInfo:
         """Update a stream's configuration."""
         config = _config(StreamConfig, config, params)
-        return _stream_info(self._api(f"STREAM.UPDATE.{config.name}", config.as_dict()))
+        return stream_info(self._api(f"STREAM.UPDATE.{config.name}", config.as_dict()))
 
     def delete_stream(self, name: str) -> None:
         """Delete a stream. Raises StreamNotFoundError if there is none."""
@@ -82,7 +81,7 @@ class JetStream:
 
     def stream_info(self, name: str) -> StreamInfo:
         """The stream's configuration and state. Raises StreamNotFoundError."""
-        return _stream_info(self._api(f"STREAM.INFO.{check_name('stream', name)}"))
+        return stream_info(self._api(f"STREAM.INFO.{check_name('stream', name)}"))
 
     # ---------------------------------------------------------------- consumers
 
@@ -103,17 +102,17 @@ class JetStream:
                 config = config.evolve(name=name)
         api = f"CONSUMER.CREATE.{stream}.{name}" if name else f"CONSUMER.CREATE.{stream}"
         response = self._api(api, {"stream_name": stream, "config": config.as_dict()})
-        return Consumer(self._client, self._prefix, _consumer_info(response))
+        return Consumer(self._link, self._prefix, consumer_info(response), self._timeout)
 
     def consumer(self, stream: str, name: str) -> Consumer:
         """Bind to an existing pull consumer. Raises ConsumerNotFoundError / StreamNotFoundError."""
-        return Consumer(self._client, self._prefix, self.consumer_info(stream, name))
+        return Consumer(self._link, self._prefix, self.consumer_info(stream, name), self._timeout)
 
     def consumer_info(self, stream: str, name: str) -> ConsumerInfo:
         """The consumer's configuration and state. Raises ConsumerNotFoundError."""
         check_name("stream", stream)
         check_name("consumer", name)
-        return _consumer_info(self._api(f"CONSUMER.INFO.{stream}.{name}"))
+        return consumer_info(self._api(f"CONSUMER.INFO.{stream}.{name}"))
 
     def delete_consumer(self, stream: str, name: str) -> None:
         """Delete a consumer. Raises ConsumerNotFoundError if there is none."""
@@ -139,7 +138,7 @@ class JetStream:
         """
         timeout = self._timeout if timeout is None else check_number("timeout", timeout, exclusive=True)
         entry = self._entry(subject, data, headers, msg_id, expected_stream)
-        return self._client._run(self._publish_all([entry], 1, timeout), timeout + 1.0, "publish")[0]
+        return self._link.run(self._publish_all([entry], 1, timeout), timeout + 1.0, "publish")[0]
 
     def publish_many(
         self,
@@ -170,7 +169,7 @@ class JetStream:
             entries.append(self._entry(item[0], item[1], None, None, expected_stream))
         if not entries:
             return []
-        return self._client._run(self._publish_all(entries, window, timeout), None, "publish_many")
+        return self._link.run(self._publish_all(entries, window, timeout), None, "publish_many")
 
     def _entry(
         self,
@@ -190,7 +189,7 @@ class JetStream:
                 headers["Nats-Msg-Id"] = msg_id
             if expected_stream is not None:
                 headers["Nats-Expected-Stream"] = check_name("expected_stream", expected_stream)
-        data, headers = self._client._check_message(subject, data, headers)
+        data, headers = self._link.check_message(subject, data, headers)
         return subject, data, headers
 
     async def _publish_all(
@@ -200,15 +199,15 @@ class JetStream:
 
         Waiting for a free slot, and for the last acks, each take at most *timeout*.
         """
-        nc = self._client._nc
+        link = self._link
         loop = asyncio.get_running_loop()
-        prefix = nc.new_inbox()
-        replies: list[Any] = [None] * len(entries)
+        prefix = link.new_inbox()
+        replies: list[Reply | None] = [None] * len(entries)
         outstanding = 0  # published, not yet acknowledged
         slot_free = asyncio.Event()
         all_acked = loop.create_future()
 
-        async def on_reply(msg: Any) -> None:
+        def on_reply(msg: Reply) -> None:
             nonlocal outstanding
             index = int(msg.subject.rpartition(".")[2])
             if replies[index] is None:
@@ -219,7 +218,7 @@ class JetStream:
                     all_acked.set_result(None)
 
         index_published = 0
-        sub = await nc.subscribe(f"{prefix}.*", cb=on_reply, pending_msgs_limit=0, pending_bytes_limit=0)
+        sub = await link.subscribe(f"{prefix}.*", on_reply)
         try:
             for index, (subject, data, headers) in enumerate(entries):
                 while outstanding >= window:
@@ -227,7 +226,7 @@ class JetStream:
                     await asyncio.wait_for(slot_free.wait(), timeout)
                 outstanding += 1
                 index_published = index + 1
-                await nc.publish(subject, data, reply=f"{prefix}.{index}", headers=headers)
+                await link.publish(subject, data, f"{prefix}.{index}", headers)
             if outstanding:
                 await asyncio.wait_for(all_acked, timeout)
         except TimeoutError:
@@ -235,7 +234,7 @@ class JetStream:
             raise translate(TimeoutError(), f"publish of message {missing}") from None
         finally:
             await sub.unsubscribe()
-        return [_pub_ack(reply, entries[index][0]) for index, reply in enumerate(replies)]
+        return [_pub_ack(cast(Reply, reply), entries[index][0]) for index, reply in enumerate(replies)]
 
 
 _C = TypeVar("_C", StreamConfig, ConsumerConfig)
@@ -268,7 +267,7 @@ def _config(kind: type[_C], config: _C | None, params: dict[str, Any]) -> _C:
     return result
 
 
-def _pub_ack(reply: Any, subject: str) -> PubAck:
+def _pub_ack(reply: Reply, subject: str) -> PubAck:
     headers = reply.headers or {}
     if not reply.data and headers.get("Status") == "503":
         raise JetStreamAPIError(f"no stream stores subject {subject!r} (no responders)", 503)
@@ -277,11 +276,3 @@ def _pub_ack(reply: Any, subject: str) -> PubAck:
     if error:
         raise api_error(error.get("description", "publish failed"), error.get("code"), error.get("err_code"))
     return PubAck.from_response(response)
-
-
-def _stream_info(response: dict[str, Any]) -> StreamInfo:
-    return cast(StreamInfo, StreamInfo.from_response(response))
-
-
-def _consumer_info(response: dict[str, Any]) -> ConsumerInfo:
-    return cast(ConsumerInfo, ConsumerInfo.from_response(response))

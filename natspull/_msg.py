@@ -11,16 +11,13 @@ import datetime
 import json
 import math
 import threading
+from collections.abc import Iterable
 from typing import Protocol
 
-from nats.aio.msg import Msg as _NatsMsg
-
+from ._types import Metadata, SequencePair
 from .errors import Error, MsgAlreadyAckedError
 
-__all__ = ["Metadata", "Msg"]
-
-Metadata = _NatsMsg.Metadata
-SequencePair = _NatsMsg.Metadata.SequencePair
+__all__ = ["AckSink", "Metadata", "Msg", "nak_unacked", "parse_metadata"]
 
 _ACK = b"+ACK"
 _NAK = b"-NAK"
@@ -185,3 +182,18 @@ def parse_metadata(reply: str) -> Metadata:
         consumer=consumer,
         domain=domain,
     )
+
+
+def nak_unacked(msgs: Iterable[Msg]) -> None:
+    """NAK every message not acknowledged yet, so the server redelivers it now, not after ack_wait.
+
+    Stops NAKing at the first failure (the connection is gone: the server redelivers after
+    ack_wait). Never raises a natspull error; never blocks (the NAKs go through the outbox).
+    Any thread. The one NAK routine of the thread and trio paths.
+    """
+    for msg in msgs:
+        if not msg.acked:
+            try:
+                msg.nak()
+            except Error:
+                return

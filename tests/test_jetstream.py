@@ -95,7 +95,9 @@ def test_fetch_max_bytes(js: natspull.JetStream, stream: str) -> None:
         consumer.fetch(1, max_wait=1, max_bytes=100)
 
 
-def test_every_ack_kind_is_seen_by_the_server(js: natspull.JetStream, stream: str) -> None:
+def test_every_ack_kind_is_seen_by_the_server(
+    client: natspull.Client, js: natspull.JetStream, stream: str
+) -> None:
     consumer = js.add_consumer(stream, durable_name="a", ack_wait=30, ack_policy=natspull.AckPolicy.EXPLICIT)
     fill(js, stream, 4)
     m1, m2, m3, m4 = consumer.fetch(4, max_wait=2)
@@ -109,7 +111,7 @@ def test_every_ack_kind_is_seen_by_the_server(js: natspull.JetStream, stream: st
     with pytest.raises(natspull.MsgAlreadyAckedError):
         m3.nak()
     m4.nak()
-    js._client.flush()  # type: ignore[attr-defined]
+    client.flush()
     redelivered = consumer.fetch(1, max_wait=2)  # nak: redelivered now, not after ack_wait=30
     assert [m.metadata.sequence.stream for m in redelivered] == [4]
     assert redelivered[0].metadata.num_delivered == 2
