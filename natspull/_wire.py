@@ -425,24 +425,34 @@ class Wire:
         """Write every entry through nats-py's buffer and flusher, in order.
 
         Fast path: entries without headers (acks, pull requests: nearly all of them) are
-        formatted as ``PUB`` commands and handed over as one buffer per burst. Portable: one
-        public ``publish()`` each. A failing entry is logged and skipped.
+        formatted as ``PUB`` commands and handed over as one buffer per burst (in chunks of
+        ``WRITE_HIGH_WATER``: nats-py waits for the socket once its own buffer is full, which
+        bounds the memory a peer that stops reading can tie up). Portable: one public
+        ``publish()`` each. A failing entry is logged and skipped.
         """
         nc = self.nc
         if nc.is_closed:
             log.warning("natspull: connection closed: %d publishes/acks not sent", len(entries))
             entries.clear()
             return
-        commands = []
+        commands: list[bytes] = []
+        size = 0
         while entries:
             subject, payload, reply, headers = entries.popleft()
             if headers is None and not self.portable:
-                commands.append(pub_cmd(subject, reply, payload))
+                command = pub_cmd(subject, reply, payload)
+                commands.append(command)
+                size += len(command)
+                if size >= WRITE_HIGH_WATER:
+                    # nats-py's _send_command waits for its flusher (and so for the socket)
+                    # once its buffer is full: hand over in chunks, never all at once.
+                    await nc._send_command(b"".join(commands))
+                    commands, size = [], 0
                 continue
             try:
                 if commands:  # keep the order
                     await nc._send_command(b"".join(commands))
-                    commands = []
+                    commands, size = [], 0
                 await nc.publish(subject, payload, reply=reply, headers=headers)
             except Exception as exc:
                 log.warning("natspull: could not publish to %s: %s", subject, exc)
