@@ -198,6 +198,9 @@ def test_stop_and_drain_from_inside_a_handler(js: natspull.JetStream, stream: st
 def test_wait_reraises_terminal_errors(js: natspull.JetStream, stream: str) -> None:
     consumer = js.add_consumer(stream, durable_name="del")
     ctx = consumer.consume(lambda m: m.ack(), workers=2)
+    # The server answers a deletion with 409 only to pulls it has registered; a pull still queued
+    # for the consumer when it is deleted vanishes, and only the missed heartbeats (30 s) tell.
+    wait_until(lambda: consumer.info().num_waiting == 1, message="the pull to be waiting")
     js.delete_consumer(stream, "del")
     with pytest.raises(natspull.ConsumerDeletedError):
         ctx.wait(10)
