@@ -137,6 +137,11 @@ class LoopThread:
             return False
         return True
 
+    def _prepare(self) -> None:
+        """Loop thread, before the loop runs: signals stay with the main thread; bind the loop."""
+        keep_signals_for_main_thread()
+        asyncio.set_event_loop(self.loop)
+
     def _set_ready(self) -> None:
         if not self._ready.done():
             self._ready.set_result(None)
@@ -150,8 +155,7 @@ class LoopThread:
 
     def _run(self) -> None:
         try:
-            keep_signals_for_main_thread()
-            asyncio.set_event_loop(self.loop)
+            self._prepare()
             # The first callback the loop runs: the loop is running from here on.
             self.loop.call_soon(self._set_ready)
         except BaseException as exc:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
+import time
 
 import pytest
 from conftest import fill, wait_until
 from test_client import assert_ours
 
 import natspull
+from natspull.testing import NatsServer
 
 
 def test_stream_management_and_not_found_errors(js: natspull.JetStream) -> None:
@@ -157,3 +161,23 @@ def test_fetch_on_missing_consumer_is_a_clear_error(js: natspull.JetStream, stre
     js.delete_consumer(stream, "tmp")
     with pytest.raises(natspull.ConsumerNotFoundError):
         consumer.fetch(1, max_wait=2)
+
+
+def test_consumer_info_waits_the_contexts_timeout(nats_server: NatsServer) -> None:
+    """Regression: Consumer.info() built its own JetStream with a fixed 5 s timeout."""
+    with natspull.connect(nats_server.url) as client:
+        js = client.jetstream(timeout=0.5)
+        js.add_stream(name="T", subjects=["t.>"])
+        consumer = js.add_consumer("T", durable_name="c")
+        assert consumer.info().name == "c"
+        pid = nats_server.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)  # the server answers nothing
+        try:
+            start = time.monotonic()
+            with pytest.raises(natspull.TimeoutError):
+                consumer.info()
+            elapsed = time.monotonic() - start
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert 0.5 <= elapsed < 2.5, elapsed
