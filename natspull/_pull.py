@@ -5,8 +5,9 @@ One :class:`PullEngine` serves one ``Consumer.messages()`` iterator, one
 an inbox subscription, sends pull requests to
 ``$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>`` with that inbox as reply,
 hands arriving messages to a :class:`~natspull._queue.MsgQueue` in bursts and
-handles the status messages (100/400/404/408/409/423/503) itself, through one table
-(:data:`_STATUS` and :data:`_CONFLICTS`).
+handles the status messages itself, through one table (:data:`_STATUS` for
+100/400/404/408/503, :data:`_CONFLICTS` for the kinds of 409; any other code, e.g. a 423
+pin-id mismatch, is logged and left to the mode).
 
 Pull sizing follows nats.go: "pending" (kept by the queue) is what was
 requested and not yet released by the application; whenever it drops below

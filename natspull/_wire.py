@@ -1,26 +1,21 @@
 """The door to nats-py: every use of a nats-py internal is here (or in ``_parser.py``).
 
 natspull runs on nats-py's public API, plus a few of its private parts used on purpose for
-speed (benchmarks/README.md):
+speed (benchmarks/README.md; the table with the reasons is in docs/architecture.md):
 
-======================================== ==================================================
-nats-py internal                         what the fast path does with it
-======================================== ==================================================
-``Client._ps`` (a ``Parser``: ``buf``,   replaced by ``_parser.FastParser``: plain ``MSG``
-``state``, ``parse``, ``reset``),        frames of pull inboxes skip nats-py's regex chain,
-``Client._process_msg``, ``Client.stats`` ``_process_msg`` and its ``Msg``
-``Subscription._id``,                    an inbox's other frames (status, headers) reach
-``Subscription._pending_queue``          the engine through :class:`_Direct`, without a
-                                         queue and a task per message
-``Client._pending``, ``_transport``,     :meth:`Wire.write_now`: an ack burst goes straight
-``_flusher_task``,                       to the socket from one loop callback when nats-py
-``TcpTransport._io_writer``              has nothing queued ahead and the socket drains
-``Client._send_command``,                :meth:`Wire.write`: one buffer per burst instead of
-``_flush_pending``                       a ``publish()`` coroutine per ack
-``Client._send_unsubscribe``             :meth:`Inbox.unsubscribe_settled`: UNSUB while the
-                                         subscription keeps receiving what is in flight
-``Client._server_info``                  the full INFO for ``Client.server_info``
-======================================== ==================================================
+* ``Client._ps`` (a ``Parser``: ``buf``, ``state``, ``parse``, ``reset``),
+  ``Client._process_msg``, ``Client.stats`` - replaced by ``_parser.FastParser``: plain
+  ``MSG`` frames of pull inboxes skip nats-py's regex chain, ``_process_msg`` and its ``Msg``;
+* ``Subscription._id``, ``Subscription._pending_queue`` - an inbox's other frames (status,
+  headers) reach the engine through :class:`_Direct`, without a queue and a task per message;
+* ``Client._pending``, ``_transport``, ``_flusher_task``, ``TcpTransport._io_writer`` -
+  :meth:`Wire.write_now`: an ack burst goes straight to the socket from one loop callback
+  when nats-py has nothing queued ahead, up to a high-water mark of the socket's buffer;
+* ``Client._send_command``, ``_flush_pending`` - :meth:`Wire.write`: one buffer per burst
+  instead of a ``publish()`` coroutine per ack;
+* ``Client._send_unsubscribe`` - :meth:`Inbox.unsubscribe_settled`: UNSUB while the
+  subscription keeps receiving what is in flight;
+* ``Client._server_info`` - the full INFO for ``Client.server_info``.
 
 :func:`check_internals` verifies, at connect time, that the installed nats-py has each of
 them with the shape relied on. When it does not - or when the user sets the environment
