@@ -17,8 +17,6 @@ Public names are re-exported here; modules starting with ``_`` are private.
 
 from nats.js.api import (
     AckPolicy,
-    ConsumerConfig,
-    ConsumerInfo,
     DeliverPolicy,
     DiscardPolicy,
     PubAck,
@@ -32,6 +30,7 @@ from nats.js.api import (
 from ._client import Client, connect
 from ._consume import ConsumeContext
 from ._consumer import Consumer
+from ._consumer_types import ConsumerConfig, ConsumerInfo, PauseState, PriorityGroupState, PriorityPolicy
 from ._jetstream import JetStream
 from ._messages import Messages
 from ._msg import Metadata, Msg
@@ -74,7 +73,10 @@ __all__ = [
     "Msg",
     "MsgAlreadyAckedError",
     "NoHeartbeatError",
+    "PauseState",
     "PermissionError",
+    "PriorityGroupState",
+    "PriorityPolicy",
     "PubAck",
     "ReplayPolicy",
     "RetentionPolicy",

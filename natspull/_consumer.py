@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from nats.js.api import ConsumerInfo
-
+from ._consumer_types import ConsumerInfo, PauseState, check_group
 from ._messages import Messages
 from ._msg import Msg
 from ._options import continuous_pull
@@ -18,6 +18,7 @@ from .errors import TimeoutError
 if TYPE_CHECKING:
     from ._client import Client
     from ._consume import ConsumeContext
+    from ._jetstream import JetStream
 
 __all__ = ["Consumer"]
 
@@ -212,3 +213,44 @@ class Consumer:
         )
         engine = self._engine(flow, options)
         return ConsumeContext(engine, engine.queue, handler, error_handler, workers)
+
+    # ---------------------------------------------------------- management
+
+    def pause(self, until: datetime.datetime | float) -> PauseState:
+        """Pause this consumer until *until* (an aware datetime, or seconds from now); see
+        :meth:`JetStream.pause_consumer`. Blocks on the server. Any thread but the loop's."""
+        return self._management().pause_consumer(self.stream, self.name, until)
+
+    def resume(self) -> PauseState:
+        """Resume this consumer now; see :meth:`JetStream.resume_consumer`. Idempotent."""
+        return self._management().resume_consumer(self.stream, self.name)
+
+    def reset(self, seq: int | None = None) -> int:
+        """Reset this consumer to stream sequence *seq* (default: its ack floor + 1) and
+        return the sequence delivery restarts from; see :meth:`JetStream.reset_consumer`.
+
+        Also refreshes :attr:`cached_info` from the server's reply. Blocks on two requests.
+        Any thread but the loop's.
+        """
+        reset_seq, self._info = self._management()._reset(self.stream, self.name, seq)
+        return reset_seq
+
+    def unpin(self, group: str) -> None:
+        """Unpin the client pinned in priority *group*; see :meth:`JetStream.unpin_consumer`.
+
+        Raises ValueError before sending anything when :attr:`cached_info` shows that the
+        consumer has no such group (call :meth:`info` first if its groups changed since).
+        """
+        group = check_group("group", group)
+        groups = self._info.config.priority_groups or []
+        if group not in groups:
+            raise ValueError(
+                f"group {group!r} is not a priority group of consumer {self.stream}/{self.name} "
+                f"(its groups, as of its cached info: {groups!r})"
+            )
+        self._management().unpin_consumer(self.stream, self.name, group)
+
+    def _management(self) -> JetStream:
+        from ._jetstream import JetStream
+
+        return JetStream(self._client, domain=None, api_prefix=self._prefix, timeout=5.0)

@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from nats.js.api import ConsumerConfig, ConsumerInfo, PubAck, StreamConfig, StreamInfo
+from nats.js.api import PubAck, StreamConfig, StreamInfo
 
 from ._consumer import Consumer
+from ._consumer_types import (
+    ConsumerConfig,
+    ConsumerInfo,
+    PauseState,
+    as_consumer_config,
+    check_consumer_config,
+    check_group,
+)
+from ._management import pages, pause_body, pause_state, reset_body, reset_reply
 from ._translate import api_error, translate
 from ._validate import check_int, check_name, check_number, check_subject
 from .errors import JetStreamAPIError
+from .errors import TimeoutError as _TimeoutError  # not the builtin: asyncio's is caught below
 
 if TYPE_CHECKING:
     from ._client import Client
@@ -89,11 +100,17 @@ class JetStream:
     def add_consumer(self, stream: str, config: ConsumerConfig | None = None, **params: Any) -> Consumer:
         """Create (or update) a pull consumer and bind to it.
 
-        Raises StreamNotFoundError, JetStreamAPIError (invalid config),
-        ValueError for a push consumer (``deliver_subject`` set).
+        *config* is a ``natspull.ConsumerConfig`` (a nats-py one is accepted too); with it or
+        alone, keywords set its fields, among them the priority groups: ``priority_groups``,
+        ``priority_policy`` (:class:`natspull.PriorityPolicy` or its string) and
+        ``priority_timeout`` (seconds, ``pinned_client`` only).
+
+        Raises StreamNotFoundError, JetStreamAPIError (invalid config), ValueError/TypeError
+        for a bad field (before anything is sent), ValueError for a push consumer
+        (``deliver_subject`` set).
         """
         check_name("stream", stream)
-        config = _config(ConsumerConfig, config, params)
+        config = check_consumer_config(_config(ConsumerConfig, as_consumer_config(config), params))
         if config.deliver_subject:
             raise ValueError("natspull consumes pull consumers: deliver_subject must not be set")
         name = config.name or config.durable_name
@@ -119,6 +136,104 @@ class JetStream:
         """Delete a consumer. Raises ConsumerNotFoundError if there is none."""
         check_name("stream", stream)
         self._api(f"CONSUMER.DELETE.{stream}.{check_name('consumer', name)}")
+
+    # ------------------------------------------- consumer management: pause, reset, unpin
+
+    def pause_consumer(self, stream: str, name: str, until: datetime.datetime | float) -> PauseState:
+        """Pause a consumer: it delivers nothing until *until* (an aware datetime, or seconds
+        from now). Returns the new :class:`natspull.PauseState`.
+
+        While paused, waiting pull requests get only heartbeats. A time in the past resumes.
+        Raises ValueError/TypeError (a naive datetime, a negative or non-finite number) before
+        anything is sent; ConsumerNotFoundError, StreamNotFoundError. Any thread but the loop's.
+        """
+        check_name("stream", stream)
+        check_name("consumer", name)
+        body = pause_body(until)
+        return pause_state(self._api(f"CONSUMER.PAUSE.{stream}.{name}", body))
+
+    def resume_consumer(self, stream: str, name: str) -> PauseState:
+        """Resume a paused consumer now (idempotent). Returns the new :class:`natspull.PauseState`.
+
+        Pull requests already waiting are not woken: the server serves them at their next
+        heartbeat, or when a new pull arrives. Raises ConsumerNotFoundError, StreamNotFoundError.
+        """
+        check_name("stream", stream)
+        check_name("consumer", name)
+        return pause_state(self._api(f"CONSUMER.PAUSE.{stream}.{name}", {}))
+
+    def reset_consumer(self, stream: str, name: str, seq: int | None = None) -> int:
+        """Reset a consumer's delivery state (ADR-60, nats-server >= 2.14); returns the stream
+        sequence delivery restarts from.
+
+        The next message delivered is stream sequence *seq* (or the first one after it), with
+        ``num_delivered`` 1; without *seq*, the one after the ack floor. Pending acks and
+        redelivery counts are dropped. Refused by the server (JetStreamAPIError, err_code
+        10204) below a consumer's start sequence, and with a *seq* for deliver policy new/last.
+
+        Blocks on two requests: the server does not answer a reset of a missing consumer, so
+        its existence is checked first (ConsumerNotFoundError, StreamNotFoundError at once).
+        Raises ValueError/TypeError for *seq* < 1 or not an int, natspull.TimeoutError.
+        """
+        return self._reset(stream, name, seq)[0]
+
+    def _reset(self, stream: str, name: str, seq: int | None) -> tuple[int, ConsumerInfo]:
+        """reset_consumer(), also returning the consumer's info after the reset."""
+        body = reset_body(seq)
+        self.consumer_info(stream, name)  # checks the names too
+        api = f"CONSUMER.RESET.{stream}.{name}"
+        try:
+            return reset_reply(self._api(api, body))
+        except _TimeoutError:
+            # Deleted since the check? Then say so (ConsumerNotFoundError), not "timed out".
+            self.consumer_info(stream, name)
+            raise
+
+    def unpin_consumer(self, stream: str, name: str, group: str) -> None:
+        """Unpin the client pinned in priority *group* of a ``pinned_client`` consumer: the
+        next pull of that group pins a client anew. Pulls still carrying the old pin id get
+        status 423.
+
+        Raises ValueError/TypeError for a malformed group name (before anything is sent),
+        JetStreamAPIError (err_code 10160) when the consumer has no such group,
+        ConsumerNotFoundError, StreamNotFoundError.
+        """
+        check_name("stream", stream)
+        check_name("consumer", name)
+        self._api(f"CONSUMER.UNPIN.{stream}.{name}", {"group": check_group("group", group)})
+
+    # ------------------------------------------------------------------ lists
+
+    def streams(self) -> Iterator[StreamInfo]:
+        """Iterate over the info of every stream, fetching pages of 256 as it goes.
+
+        Each page is one request on the iterating thread, bounded by the context's timeout
+        (natspull.TimeoutError); the first is sent by the first ``next()``. Streams created or
+        deleted meanwhile may be missed or seen twice. Use from one thread at a time.
+        """
+        return (_stream_info(item) for page in self._pages("STREAM.LIST", "streams") for item in page)
+
+    def stream_names(self) -> Iterator[str]:
+        """Iterate over the name of every stream, fetching pages of 1024; as :meth:`streams`."""
+        return (name for page in self._pages("STREAM.NAMES", "streams") for name in page)
+
+    def consumers(self, stream: str) -> Iterator[ConsumerInfo]:
+        """Iterate over the info of every consumer of *stream*, pages of 256; as :meth:`streams`.
+
+        The first page raises StreamNotFoundError for a missing stream.
+        """
+        check_name("stream", stream)
+        api = f"CONSUMER.LIST.{stream}"
+        return (_consumer_info(item) for page in self._pages(api, "consumers") for item in page)
+
+    def consumer_names(self, stream: str) -> Iterator[str]:
+        """Iterate over the name of every consumer of *stream*, pages of 1024; as :meth:`consumers`."""
+        check_name("stream", stream)
+        return (name for page in self._pages(f"CONSUMER.NAMES.{stream}", "consumers") for name in page)
+
+    def _pages(self, api: str, key: str) -> Iterator[list[Any]]:
+        """The lazy pages of a list API (natspull._management.pages), one request per page."""
+        return pages(self._api, api, key)
 
     # ------------------------------------------------------------------ publish
 
@@ -284,4 +399,4 @@ def _stream_info(response: dict[str, Any]) -> StreamInfo:
 
 
 def _consumer_info(response: dict[str, Any]) -> ConsumerInfo:
-    return cast(ConsumerInfo, ConsumerInfo.from_response(response))
+    return ConsumerInfo.from_response(response)

@@ -1,0 +1,106 @@
+"""Consumer management beyond create/info/delete: pause, reset, unpin, and paged lists.
+
+The request bodies and reply readers for ``$JS.API.CONSUMER.PAUSE`` / ``RESET`` / ``UNPIN`` and
+the offset pager for ``STREAM.LIST`` / ``STREAM.NAMES`` / ``CONSUMER.LIST`` / ``CONSUMER.NAMES``.
+:class:`natspull.JetStream` sends them; nothing here does I/O of its own, except that the pager
+calls the request function it is given, once per page, on the iterating thread.
+
+Server behaviour these rely on (nats-server 2.15.1, /work/shared/PROTOCOL.md):
+
+* Pause: ``{"pause_until": RFC 3339}``; resume is ``{}``. The reply is the new state.
+* Reset (ADR-60): ``{"seq": N}`` (no body: the ack floor + 1); the reply is the consumer's info
+  plus ``reset_seq``. The reset subject is served by the consumer itself, so a missing consumer
+  (or stream) gets no reply at all: the caller checks existence first.
+* List pages hold 256 infos, name pages 1024; a page is asked for with ``{"offset": n}`` and the
+  reply says ``total``, ``offset`` and ``limit``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from ._consumer_types import (
+    UTC,
+    ConsumerInfo,
+    PauseState,
+    check_duration,
+    check_time,
+    format_time,
+)
+
+__all__ = ["pages", "pause_body", "pause_state", "reset_body", "reset_reply"]
+
+log = logging.getLogger("natspull")
+
+MAX_SEQUENCE = 2**64 - 1  # stream sequences are uint64
+
+
+def pause_body(until: Any) -> dict[str, Any]:
+    """The PAUSE request for *until*: an aware datetime, or seconds from now (int/float >= 0).
+
+    Raises TypeError/ValueError (a naive datetime, a negative, infinite or too large number).
+    """
+    if isinstance(until, datetime.datetime):
+        deadline = check_time("until", until)
+    elif isinstance(until, bool) or not isinstance(until, (int, float)):
+        raise TypeError(
+            f"until must be an aware datetime or a number of seconds from now, got {type(until).__name__}"
+        )
+    else:
+        seconds = check_duration("until", until, allow_zero=True)
+        deadline = datetime.datetime.now(UTC) + datetime.timedelta(seconds=seconds)
+    return {"pause_until": format_time(deadline)}
+
+
+def pause_state(response: dict[str, Any]) -> PauseState:
+    return PauseState.from_response(response)
+
+
+def reset_body(seq: Any) -> dict[str, Any] | None:
+    """The RESET request: None (reset to the ack floor + 1) or ``{"seq": seq}`` for 1 <= seq < 2**64."""
+    if seq is None:
+        return None
+    if isinstance(seq, bool) or not isinstance(seq, int):
+        raise TypeError(f"seq must be an int stream sequence or None, got {type(seq).__name__}")
+    if not 1 <= seq <= MAX_SEQUENCE:
+        raise ValueError(f"seq must be a stream sequence between 1 and {MAX_SEQUENCE}, got {seq}")
+    return {"seq": seq}
+
+
+def reset_reply(response: dict[str, Any]) -> tuple[int, ConsumerInfo]:
+    """The stream sequence the consumer was reset to, and its info after the reset."""
+    reset_seq = int(response.pop("reset_seq"))
+    return reset_seq, ConsumerInfo.from_response(response)
+
+
+def pages(
+    request: Callable[[str, dict[str, Any]], dict[str, Any]], api: str, key: str
+) -> Iterator[list[Any]]:
+    """Lazily request the pages of a paged list API and yield each page's ``response[key]``.
+
+    Each page is one blocking ``request(api, {"offset": n})`` on the iterating thread, made
+    only when the previous page has been consumed. The next offset is the reply's offset plus
+    its page size (``limit``): in a cluster a page may leave out entries whose servers did not
+    answer (listed in ``missing``, logged here), and they must not shift the pages. It stops
+    when the offset reaches the latest ``total``. Entries created or deleted while it runs may
+    be missed or seen twice (the server pages by position in its sorted list).
+    """
+    offset = 0
+    while True:
+        response = request(api, {"offset": offset})
+        items: list[Any] = response.get(key) or []  # null past the end
+        missing = response.get("missing") or []
+        if missing:
+            log.warning("natspull: %s: no answer for %d entries: %s", api, len(missing), ", ".join(missing))
+        if items:
+            yield items
+        total = int(response.get("total", 0))
+        step = max(int(response.get("limit") or 0), len(items) + len(missing))
+        if step <= 0:
+            return
+        offset = int(response.get("offset", offset)) + step
+        if offset >= total:
+            return
