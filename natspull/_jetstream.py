@@ -74,8 +74,8 @@ class JetStream:
         client = self._client
         subject = f"{self._prefix}.{api}"
         client._check_line("JetStream API subject", subject, client._request_reply_bytes(), len(payload))
-        return self._client._run(
-            self._client._js_api_request(self._prefix, api, payload, timeout),
+        return client._run(
+            client._js_api_request(self._prefix, api, payload, timeout),
             timeout + 1.0,
             api.split(".")[0].lower(),
         )
