@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import nats.errors
+import nats.nuid
+from nats.aio.client import DEFAULT_INBOX_PREFIX
 from nats.aio.client import Client as NatsClient
 
 from ._loop import LoopThread, keep_signals_for_main_thread
@@ -24,7 +26,15 @@ from ._msg import Msg
 from ._outbox import Outbox
 from ._parser import FastParser
 from ._translate import api_error, translate
-from ._validate import check_bytes, check_headers, check_int, check_number, check_subject, check_timeout
+from ._validate import (
+    MAX_CONTROL_LINE,
+    check_bytes,
+    check_headers,
+    check_int,
+    check_number,
+    check_subject,
+    check_timeout,
+)
 from .errors import ConnectError, ConnectionClosedError, Error
 
 if TYPE_CHECKING:
@@ -59,6 +69,11 @@ _SECONDS = ("connect_timeout", "reconnect_time_wait", "ping_interval", "close_ti
 _CALLBACKS = ("disconnected_cb", "reconnected_cb", "error_cb", "closed_cb")
 
 _NO_FLUSH_TIMEOUT = 3600  # nats-py's own flush timeout: never reached, see Client._ping
+
+# nats-py's reply subjects (nats.aio.client): new_inbox() is "<inbox_prefix>.<nuid>", a
+# request's reply "<inbox_prefix>.<nuid>.<nuid><2 random bytes in hex>".
+_NUID = nats.nuid.TOTAL_LENGTH
+_REQUEST_TOKEN = _NUID + 4
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:
@@ -123,6 +138,8 @@ class Client:
         """Private: use :func:`connect`."""
         self._servers = servers
         self._close_timeout: float = options.pop("close_timeout", 5.0)
+        prefix = options.get("inbox_prefix")
+        self._inbox_prefix_bytes = len(prefix.encode()) if prefix else len(DEFAULT_INBOX_PREFIX)
         self._loop_thread = LoopThread()
         self._nc = NatsClient()
         # Pull inboxes' messages skip nats-py's per-message work (see _parser).
@@ -283,6 +300,46 @@ class Client:
     def max_payload(self) -> int:
         return int(self._server_info.get("max_payload", 1024 * 1024))
 
+    @property
+    def _max_control_line(self) -> int:
+        """The server's max_control_line: from INFO when it announces one, else its default."""
+        return int(self._server_info.get("max_control_line") or MAX_CONTROL_LINE)
+
+    def _inbox_bytes(self) -> int:
+        """Length of an inbox from nats-py's ``new_inbox()`` (pull and publish_many replies)."""
+        return self._inbox_prefix_bytes + 1 + _NUID
+
+    def _request_reply_bytes(self) -> int:
+        """Length of the reply subject of a nats-py request."""
+        return self._inbox_bytes() + 1 + _REQUEST_TOKEN
+
+    def _check_line(
+        self, what: str, subject: str, reply_bytes: int, size: int, header_bytes: int = 0
+    ) -> None:
+        """Refuse a publish whose protocol line is longer than the server accepts: the server
+        would answer -ERR and close the connection for good. Any thread.
+
+        nats-py writes ``PUB <subject> <reply> <size>`` or ``HPUB <subject> <reply> <header
+        size> <total size>`` (the space after an empty reply too); the server's limit is on
+        the part after the operation. The other lines of the same call (the SUB of its inbox)
+        are shorter than this one.
+        """
+        subject_bytes = len(subject.encode())
+        length = subject_bytes + 1 + reply_bytes + 1 + len(str(size))
+        if header_bytes:
+            length += len(str(header_bytes)) + 1
+        limit = self._max_control_line
+        if length <= limit:
+            return
+        inbox = ""
+        if reply_bytes:
+            prefix = self._inbox_prefix_bytes
+            inbox = f" with a {reply_bytes}-byte reply inbox (inbox_prefix is {prefix} bytes)"
+        raise ValueError(
+            f"{what} {subject!r:.60} is {subject_bytes} bytes{inbox}: the protocol line would be "
+            f"{length} bytes, the server allows {limit} (max_control_line) and would close the connection"
+        )
+
     # -------------------------------------------------------------- operations
 
     def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None, what: str) -> T:
@@ -327,7 +384,7 @@ class Client:
         Raises natspull.TimeoutError, natspull.Error (no responders), ConnectionClosedError.
         Any thread but the loop's.
         """
-        data, headers = self._check_message(subject, data, headers)
+        data, headers = self._check_message(subject, data, headers, self._request_reply_bytes())
         timeout = check_number("timeout", timeout, exclusive=True)
         reply = self._run(
             self._request(subject, data, timeout, headers),
@@ -393,24 +450,29 @@ class Client:
             flush.cancel()  # safe: the reconnect took its future out of nats-py's PONG queue
 
     def _check_message(
-        self, subject: str, data: bytes, headers: dict[str, str] | None
+        self, subject: str, data: bytes, headers: dict[str, str] | None, reply_bytes: int = 0
     ) -> tuple[bytes, dict[str, str] | None]:
-        """Validate a message to publish; the server's max_payload counts data and header block.
+        """Validate a message to publish with a reply subject of *reply_bytes*; the server's
+        max_payload counts data and header block, its max_control_line the PUB/HPUB line.
 
         A message the server would refuse must fail here: nats-py closes the
-        connection for good on the server's -ERR.
+        connection for good on the server's -ERR. Returns the data as bytes and a
+        copy of the headers.
         """
         check_subject("subject", subject)
         data = check_bytes("data", data)
         headers = check_headers(headers)
-        size = len(data)
+        header_bytes = 0
         if headers:
-            size += len(b"NATS/1.0\r\n\r\n") + sum(
+            # nats-py's header block: "NATS/1.0\r\n", "<name>: <value>\r\n" each, "\r\n"
+            header_bytes = len(b"NATS/1.0\r\n\r\n") + sum(
                 len(k.encode()) + len(v.encode()) + 4 for k, v in headers.items()
             )
+        size = len(data) + header_bytes
         if size > self.max_payload:
             what = "data and headers are" if headers else "data is"
             raise ValueError(f"{what} {size} bytes, more than the server's max_payload of {self.max_payload}")
+        self._check_line("subject", subject, reply_bytes, size, header_bytes)
         return data, headers
 
     # ----------------------------------------------------------- message sink
@@ -422,6 +484,7 @@ class Client:
     def request_ack(self, subject: str, payload: bytes, timeout: float) -> None:
         """Ack sink for Msg.ack_sync: a request to the ack subject, waiting for the confirmation."""
         timeout = check_number("timeout", timeout, exclusive=True)
+        self._check_line("ack subject", subject, self._request_reply_bytes(), len(payload))
         self._run(self._request(subject, payload, timeout), timeout + 1.0, "ack_sync")
 
     async def _js_api_request(

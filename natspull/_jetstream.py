@@ -8,7 +8,7 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from nats.js.api import PubAck, StreamConfig, StreamInfo
+from nats.js.api import PubAck, StreamConfig, StreamConsumerLimits, StreamInfo
 
 from ._consumer import Consumer
 from ._consumer_types import (
@@ -21,7 +21,14 @@ from ._consumer_types import (
 )
 from ._management import pages, pause_body, pause_state, reset_body, reset_reply
 from ._translate import api_error, translate
-from ._validate import check_int, check_name, check_number, check_subject
+from ._validate import (
+    check_header_value,
+    check_int,
+    check_name,
+    check_nanoseconds,
+    check_number,
+    check_subject,
+)
 from .errors import JetStreamAPIError
 from .errors import TimeoutError as _TimeoutError  # not the builtin: asyncio's is caught below
 
@@ -29,6 +36,9 @@ if TYPE_CHECKING:
     from ._client import Client
 
 __all__ = ["JetStream"]
+
+_MSG_ID = "Nats-Msg-Id"
+_EXPECTED_STREAM = "Nats-Expected-Stream"
 
 
 class JetStream:
@@ -65,8 +75,11 @@ class JetStream:
         """Blocking JetStream API request (see the class docstring)."""
         timeout = self._timeout if timeout is None else timeout
         payload = json.dumps(body).encode() if body is not None else b""
-        return self._client._run(
-            self._client._js_api_request(self._prefix, api, payload, timeout),
+        client = self._client
+        subject = f"{self._prefix}.{api}"
+        client._check_line("JetStream API subject", subject, client._request_reply_bytes(), len(payload))
+        return client._run(
+            client._js_api_request(self._prefix, api, payload, timeout),
             timeout + 1.0,
             api.split(".")[0].lower(),
         )
@@ -253,7 +266,7 @@ class JetStream:
         expected stream; ...), natspull.TimeoutError. Any thread but the loop's.
         """
         timeout = self._timeout if timeout is None else check_number("timeout", timeout, exclusive=True)
-        entry = self._entry(subject, data, headers, msg_id, expected_stream)
+        entry = self._entry(0, subject, data, headers, msg_id, expected_stream)
         return self._client._run(self._publish_all([entry], 1, timeout), timeout + 1.0, "publish")[0]
 
     def publish_many(
@@ -278,34 +291,50 @@ class JetStream:
             raise TypeError(
                 f"messages must be an iterable of (subject, data) pairs, got {type(messages).__name__}"
             )
+        if expected_stream is not None:
+            check_name("expected_stream", expected_stream)
         entries = []
-        for item in messages:
+        for index, item in enumerate(messages):
             if not isinstance(item, tuple) or len(item) != 2:
                 raise TypeError(f"messages must yield (subject, data) pairs, got {item!r:.60}")
-            entries.append(self._entry(item[0], item[1], None, None, expected_stream))
+            try:
+                entries.append(self._entry(index, item[0], item[1], None, None, expected_stream))
+            except (TypeError, ValueError) as exc:
+                raise type(exc)(f"messages[{index}]: {exc}") from None
         if not entries:
             return []
         return self._client._run(self._publish_all(entries, window, timeout), None, "publish_many")
 
     def _entry(
         self,
+        index: int,
         subject: str,
         data: bytes,
         headers: dict[str, str] | None,
         msg_id: str | None,
         expected_stream: str | None,
     ) -> tuple[str, bytes, dict[str, str] | None]:
+        """Validate message *index* of a publish: headers from the options, sizes, the PUB line."""
         if msg_id is not None or expected_stream is not None:
             if headers is not None and not isinstance(headers, dict):
                 raise TypeError(f"headers must be a dict of str to str, got {type(headers).__name__}")
             headers = dict(headers or {})
             if msg_id is not None:
-                if not isinstance(msg_id, str) or not msg_id or "\r" in msg_id or "\n" in msg_id:
-                    raise ValueError(f"msg_id must be a non-empty single-line str, got {msg_id!r}")
-                headers["Nats-Msg-Id"] = msg_id
+                if not isinstance(msg_id, str):
+                    raise TypeError(f"msg_id must be a str, got {type(msg_id).__name__}")
+                if not msg_id:
+                    raise ValueError("msg_id must not be empty")
+                check_header_value("msg_id", msg_id)
+                if headers.get(_MSG_ID, msg_id) != msg_id:
+                    raise ValueError(
+                        f"msg_id {msg_id!r} and headers[{_MSG_ID!r}] {headers[_MSG_ID]!r} differ: give one"
+                    )
+                headers[_MSG_ID] = msg_id
             if expected_stream is not None:
-                headers["Nats-Expected-Stream"] = check_name("expected_stream", expected_stream)
-        data, headers = self._client._check_message(subject, data, headers)
+                headers[_EXPECTED_STREAM] = check_name("expected_stream", expected_stream)
+        # The reply is "<inbox>.<index>" (see _publish_all).
+        reply_bytes = self._client._inbox_bytes() + 1 + len(str(index))
+        data, headers = self._client._check_message(subject, data, headers, reply_bytes)
         return subject, data, headers
 
     async def _publish_all(
@@ -355,7 +384,7 @@ class JetStream:
 
 _C = TypeVar("_C", StreamConfig, ConsumerConfig)
 
-# Config fields in seconds (nats-py converts them to nanoseconds).
+# Config fields in seconds (nats-py converts them to nanoseconds, the server's int64).
 _DURATIONS = (
     "ack_wait",
     "max_age",
@@ -363,6 +392,7 @@ _DURATIONS = (
     "inactive_threshold",
     "idle_heartbeat",
     "max_expires",
+    "subject_delete_marker_ttl",
 )
 
 
@@ -377,7 +407,17 @@ def _config(kind: type[_C], config: _C | None, params: dict[str, Any]) -> _C:
     for field in _DURATIONS:
         value = getattr(result, field, None)
         if value is not None:
-            check_number(field, value)
+            check_nanoseconds(field, value)
+    backoff = getattr(result, "backoff", None)
+    if backoff is not None:
+        # (a str would make nats-py compute "x" * 10**9 for each character)
+        if not isinstance(backoff, (list, tuple)):
+            raise TypeError(f"backoff must be a list of seconds, got {type(backoff).__name__}")
+        for i, value in enumerate(backoff):
+            check_nanoseconds(f"backoff[{i}]", value)
+    limits = getattr(result, "consumer_limits", None)
+    if isinstance(limits, StreamConsumerLimits) and limits.inactive_threshold is not None:
+        check_nanoseconds("consumer_limits.inactive_threshold", limits.inactive_threshold)
     if kind is StreamConfig:
         check_name("stream", result.name)
     return result

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+from typing import Any
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.subscription import Subscription
@@ -46,3 +47,27 @@ def test_connected_client_and_subscription_state(nats_server: NatsServer) -> Non
             await sub.unsubscribe()
 
         client._run(inspect_nc(), 5, "inspect nats-py")
+
+
+def test_reply_subject_lengths(nats_server: NatsServer) -> None:
+    """Client._check_line counts nats-py's reply subjects: "<inbox_prefix>.<nuid>" from
+    new_inbox(), "<inbox_prefix>.<nuid>.<nuid><4 hex>" for a request."""
+    with natspull.connect(nats_server.url, inbox_prefix="_P.xyz") as client:
+
+        async def replies() -> tuple[str, str]:
+            nc = client._nc
+            seen: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+            async def respond(msg: Any) -> None:
+                if not seen.done():
+                    seen.set_result(msg.reply)
+                await msg.respond(b"")
+
+            sub = await nc.subscribe("echo", cb=respond)
+            await nc.request("echo", b"", timeout=5)
+            await sub.unsubscribe()
+            return nc.new_inbox(), seen.result()
+
+        inbox, reply = client._run(replies(), 10, "inspect nats-py")
+        assert inbox.startswith("_P.xyz.") and len(inbox) == client._inbox_bytes()
+        assert reply.startswith("_P.xyz.") and len(reply) == client._request_reply_bytes()
