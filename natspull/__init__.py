@@ -18,14 +18,13 @@ Public names are re-exported here; modules starting with ``_`` are private.
 from ._client import Client, connect
 from ._consume import ConsumeContext
 from ._consumer import Consumer
+from ._consumer_types import ConsumerConfig, ConsumerInfo, PauseState, PriorityGroupState, PriorityPolicy
 from ._jetstream import JetStream
 from ._messages import Messages
 from ._msg import Metadata, Msg
 from ._signals import shutdown_on_signals
 from ._types import (
     AckPolicy,
-    ConsumerConfig,
-    ConsumerInfo,
     DeliverPolicy,
     DiscardPolicy,
     PubAck,
@@ -73,7 +72,10 @@ __all__ = [
     "Msg",
     "MsgAlreadyAckedError",
     "NoHeartbeatError",
+    "PauseState",
     "PermissionError",
+    "PriorityGroupState",
+    "PriorityPolicy",
     "PubAck",
     "ReplayPolicy",
     "RetentionPolicy",

@@ -196,7 +196,7 @@ class Client:
         Raises natspull.TimeoutError, natspull.Error (no responders), ConnectionClosedError.
         Any thread but the loop's.
         """
-        data, headers = self._conn.check_message(subject, data, headers)
+        data, headers = self._conn.check_message(subject, data, headers, self._conn.request_reply_bytes())
         timeout = check_number("timeout", timeout, exclusive=True)
         reply = self._conn.run(
             self._conn.request(subject, data, timeout, headers),

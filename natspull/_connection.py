@@ -27,8 +27,18 @@ from ._loop import LoopThread
 from ._outbox import Outbox
 from ._parser import Deliver
 from ._translate import api_error, translate
-from ._validate import check_bytes, check_headers, check_number, check_subject
-from ._wire import Inbox, OnMsg, Reply, Wire, describe_connect_error, is_fatal_connect_error
+from ._validate import MAX_CONTROL_LINE, check_bytes, check_headers, check_number, check_subject
+from ._wire import (
+    INBOX_TOKEN_BYTES,
+    REQUEST_TOKEN_BYTES,
+    Inbox,
+    OnMsg,
+    Reply,
+    Wire,
+    describe_connect_error,
+    inbox_prefix_bytes,
+    is_fatal_connect_error,
+)
 from .errors import ConnectError, ConnectionClosedError, Error
 
 __all__ = ["Connection"]
@@ -63,6 +73,7 @@ class Connection:
     ) -> None:
         self._loop_thread = loop_thread
         self._servers = servers
+        self._inbox_prefix_bytes = inbox_prefix_bytes(options.get("inbox_prefix"))
         self._tried = tried  # the servers, for messages (credentials redacted by the caller)
         self._secured = secured
         self._dispatch = dispatch  # (callback name, *args): hands a user callback to its thread
@@ -196,6 +207,19 @@ class Connection:
         return int(self._server_info.get("max_payload", 1024 * 1024))
 
     @property
+    def max_control_line(self) -> int:
+        """The server's max_control_line: from INFO when it announces one, else its default."""
+        return int(self._server_info.get("max_control_line") or MAX_CONTROL_LINE)
+
+    def inbox_bytes(self) -> int:
+        """Length of an inbox from nats-py's ``new_inbox()`` (pull and publish_many replies)."""
+        return self._inbox_prefix_bytes + 1 + INBOX_TOKEN_BYTES
+
+    def request_reply_bytes(self) -> int:
+        """Length of the reply subject of a nats-py request."""
+        return self.inbox_bytes() + 1 + REQUEST_TOKEN_BYTES
+
+    @property
     def engines(self) -> frozenset[Engine]:
         """The running engines (a snapshot, for tests and stats). Any thread."""
         return frozenset(self._engines)
@@ -214,25 +238,55 @@ class Connection:
         except Exception as exc:
             raise translate(exc, what) from exc
 
+    def check_line(self, what: str, subject: str, reply_bytes: int, size: int, header_bytes: int = 0) -> None:
+        """Refuse a publish whose protocol line is longer than the server accepts: the server
+        would answer -ERR and close the connection for good. Any thread.
+
+        nats-py writes ``PUB <subject> <reply> <size>`` or ``HPUB <subject> <reply> <header
+        size> <total size>`` (the space after an empty reply too); the server's limit is on
+        the part after the operation. The other lines of the same call (the SUB of its inbox)
+        are shorter than this one.
+        """
+        subject_bytes = len(subject.encode())
+        length = subject_bytes + 1 + reply_bytes + 1 + len(str(size))
+        if header_bytes:
+            length += len(str(header_bytes)) + 1
+        limit = self.max_control_line
+        if length <= limit:
+            return
+        inbox = ""
+        if reply_bytes:
+            prefix = self._inbox_prefix_bytes
+            inbox = f" with a {reply_bytes}-byte reply inbox (inbox_prefix is {prefix} bytes)"
+        raise ValueError(
+            f"{what} {subject!r:.60} is {subject_bytes} bytes{inbox}: the protocol line would be "
+            f"{length} bytes, the server allows {limit} (max_control_line) and would close the connection"
+        )
+
     def check_message(
-        self, subject: str, data: bytes, headers: dict[str, str] | None
+        self, subject: str, data: bytes, headers: dict[str, str] | None, reply_bytes: int = 0
     ) -> tuple[bytes, dict[str, str] | None]:
-        """Validate a message to publish; the server's max_payload counts data and header block.
+        """Validate a message to publish with a reply subject of *reply_bytes*; the server's
+        max_payload counts data and header block, its max_control_line the PUB/HPUB line.
 
         A message the server would refuse must fail here: nats-py closes the
-        connection for good on the server's -ERR.
+        connection for good on the server's -ERR. Returns the data as bytes and a
+        copy of the headers.
         """
         check_subject("subject", subject)
         data = check_bytes("data", data)
         headers = check_headers(headers)
-        size = len(data)
+        header_bytes = 0
         if headers:
-            size += len(b"NATS/1.0\r\n\r\n") + sum(
+            # nats-py's header block: "NATS/1.0\r\n", "<name>: <value>\r\n" each, "\r\n"
+            header_bytes = len(b"NATS/1.0\r\n\r\n") + sum(
                 len(k.encode()) + len(v.encode()) + 4 for k, v in headers.items()
             )
+        size = len(data) + header_bytes
         if size > self.max_payload:
             what = "data and headers are" if headers else "data is"
             raise ValueError(f"{what} {size} bytes, more than the server's max_payload of {self.max_payload}")
+        self.check_line("subject", subject, reply_bytes, size, header_bytes)
         return data, headers
 
     def publish_nowait(
@@ -244,6 +298,7 @@ class Connection:
     def request_ack(self, subject: str, payload: bytes, timeout: float) -> None:
         """Ack sink for Msg.ack_sync: a request to the ack subject, waiting for the confirmation."""
         timeout = check_number("timeout", timeout, exclusive=True)
+        self.check_line("ack subject", subject, self.request_reply_bytes(), len(payload))
         self.run(self.request(subject, payload, timeout), timeout + 1.0, "ack_sync")
 
     # -------------------------------------------------------------- Link: loop

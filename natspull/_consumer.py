@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Callable
 from typing import Any
 
 from ._consume import ConsumeContext
+from ._consumer_types import ConsumerInfo, PauseState, check_group
 from ._fetch import FETCH_GRACE, fetch_steps
-from ._link import Link
+from ._management import Admin
 from ._messages import Messages
 from ._msg import Msg
 from ._options import continuous_pull
 from ._pull import PullEngine, PullOptions
 from ._queue import Flow, MsgQueue
-from ._types import ConsumerInfo, consumer_info
 from ._validate import check_int, check_number
 from .errors import JetStreamAPIError, TimeoutError
 
@@ -28,18 +29,19 @@ class Consumer:
     Every method may be called from any thread but the client's loop thread.
     """
 
-    def __init__(self, link: Link, api_prefix: str, info: ConsumerInfo, timeout: float) -> None:
+    def __init__(self, admin: Admin, info: ConsumerInfo) -> None:
         """Private: use ``JetStream.consumer()`` / ``JetStream.add_consumer()``.
 
-        *timeout* is the JetStream context's: it bounds :meth:`info`.
+        *admin* carries the JetStream context's connection, API prefix and timeout: the
+        timeout bounds :meth:`info` and the management calls.
         """
         if info.config.deliver_subject:
             raise JetStreamAPIError(
                 f"consumer {info.stream_name}/{info.name} is a push consumer; natspull needs a pull consumer"
             )
-        self._link = link
-        self._prefix = api_prefix
-        self._timeout = timeout
+        self._admin = admin
+        self._link = admin.link
+        self._prefix = admin.prefix
         self.stream: str = info.stream_name
         self.name: str = info.name
         self._info = info
@@ -59,13 +61,7 @@ class Consumer:
         ConsumerNotFoundError, natspull.TimeoutError, ConnectionClosedError. Any thread but
         the loop's.
         """
-        timeout = self._timeout
-        response = self._link.run(
-            self._link.api_request(self._prefix, f"CONSUMER.INFO.{self.stream}.{self.name}", b"", timeout),
-            timeout + 1.0,
-            "consumer",
-        )
-        self._info = consumer_info(response)
+        self._info = self._admin.consumer_info(self.stream, self.name)
         return self._info
 
     def _engine(
@@ -223,3 +219,39 @@ class Consumer:
         )
         engine = self._engine(flow, options)
         return ConsumeContext(engine, engine.queue, handler, error_handler, workers)
+
+    # ---------------------------------------------------------- management
+
+    def pause(self, until: datetime.datetime | float) -> PauseState:
+        """Pause this consumer until *until* (an aware datetime, or seconds from now); see
+        :meth:`JetStream.pause_consumer`. Blocks on the server. Any thread but the loop's."""
+        return self._admin.pause(self.stream, self.name, until)
+
+    def resume(self) -> PauseState:
+        """Resume this consumer now; see :meth:`JetStream.resume_consumer`. Idempotent."""
+        return self._admin.resume(self.stream, self.name)
+
+    def reset(self, seq: int | None = None) -> int:
+        """Reset this consumer to stream sequence *seq* (default: its ack floor + 1) and
+        return the sequence delivery restarts from; see :meth:`JetStream.reset_consumer`.
+
+        Also refreshes :attr:`cached_info` from the server's reply. Blocks on two requests.
+        Any thread but the loop's.
+        """
+        reset_seq, self._info = self._admin.reset(self.stream, self.name, seq)
+        return reset_seq
+
+    def unpin(self, group: str) -> None:
+        """Unpin the client pinned in priority *group*; see :meth:`JetStream.unpin_consumer`.
+
+        Raises ValueError before sending anything when :attr:`cached_info` shows that the
+        consumer has no such group (call :meth:`info` first if its groups changed since).
+        """
+        group = check_group("group", group)
+        groups = self._info.config.priority_groups or []
+        if group not in groups:
+            raise ValueError(
+                f"group {group!r} is not a priority group of consumer {self.stream}/{self.name} "
+                f"(its groups, as of its cached info: {groups!r})"
+            )
+        self._admin.unpin(self.stream, self.name, group)

@@ -3,19 +3,39 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar, cast
 
 from ._consumer import Consumer
+from ._consumer_types import (
+    ConsumerConfig,
+    ConsumerInfo,
+    PauseState,
+    as_consumer_config,
+    check_consumer_config,
+)
 from ._link import Link
+from ._management import Admin, pages
 from ._translate import api_error, translate
-from ._types import ConsumerConfig, ConsumerInfo, PubAck, StreamConfig, StreamInfo, consumer_info, stream_info
-from ._validate import check_int, check_name, check_number, check_subject
+from ._types import PubAck, StreamConfig, StreamConsumerLimits, StreamInfo
+from ._types import stream_info as _stream_info
+from ._validate import (
+    check_header_value,
+    check_int,
+    check_name,
+    check_nanoseconds,
+    check_number,
+    check_subject,
+)
 from ._wire import Reply
 from .errors import JetStreamAPIError
 
 __all__ = ["JetStream"]
+
+_MSG_ID = "Nats-Msg-Id"
+_EXPECTED_STREAM = "Nats-Expected-Stream"
 
 
 class JetStream:
@@ -39,6 +59,8 @@ class JetStream:
         self._link = link
         self._prefix = api_prefix or "$JS.API"
         self._timeout: float = check_number("timeout", timeout, exclusive=True)
+        # API requests with this context's prefix and timeout, shared with its consumers
+        self._admin = Admin(link, self._prefix, self._timeout)
 
     def __repr__(self) -> str:
         return f"<natspull.JetStream prefix={self._prefix!r}>"
@@ -51,25 +73,19 @@ class JetStream:
         self, api: str, body: dict[str, Any] | None = None, timeout: float | None = None
     ) -> dict[str, Any]:
         """Blocking JetStream API request (see the class docstring)."""
-        timeout = self._timeout if timeout is None else timeout
-        payload = json.dumps(body).encode() if body is not None else b""
-        return self._link.run(
-            self._link.api_request(self._prefix, api, payload, timeout),
-            timeout + 1.0,
-            api.split(".")[0].lower(),
-        )
+        return self._admin.request(api, body, timeout)
 
     # ------------------------------------------------------------------ streams
 
     def add_stream(self, config: StreamConfig | None = None, **params: Any) -> StreamInfo:
         """Create a stream (``StreamConfig`` and/or its fields as keywords)."""
         config = _config(StreamConfig, config, params)
-        return stream_info(self._api(f"STREAM.CREATE.{config.name}", config.as_dict()))
+        return _stream_info(self._api(f"STREAM.CREATE.{config.name}", config.as_dict()))
 
     def update_stream(self, config: StreamConfig | None = None, **params: Any) -> StreamInfo:
         """Update a stream's configuration."""
         config = _config(StreamConfig, config, params)
-        return stream_info(self._api(f"STREAM.UPDATE.{config.name}", config.as_dict()))
+        return _stream_info(self._api(f"STREAM.UPDATE.{config.name}", config.as_dict()))
 
     def delete_stream(self, name: str) -> None:
         """Delete a stream. Raises StreamNotFoundError if there is none."""
@@ -81,18 +97,24 @@ class JetStream:
 
     def stream_info(self, name: str) -> StreamInfo:
         """The stream's configuration and state. Raises StreamNotFoundError."""
-        return stream_info(self._api(f"STREAM.INFO.{check_name('stream', name)}"))
+        return _stream_info(self._api(f"STREAM.INFO.{check_name('stream', name)}"))
 
     # ---------------------------------------------------------------- consumers
 
     def add_consumer(self, stream: str, config: ConsumerConfig | None = None, **params: Any) -> Consumer:
         """Create (or update) a pull consumer and bind to it.
 
-        Raises StreamNotFoundError, JetStreamAPIError (invalid config),
-        ValueError for a push consumer (``deliver_subject`` set).
+        *config* is a ``natspull.ConsumerConfig`` (a nats-py one is accepted too); with it or
+        alone, keywords set its fields, among them the priority groups: ``priority_groups``,
+        ``priority_policy`` (:class:`natspull.PriorityPolicy` or its string) and
+        ``priority_timeout`` (seconds, ``pinned_client`` only).
+
+        Raises StreamNotFoundError, JetStreamAPIError (invalid config), ValueError/TypeError
+        for a bad field (before anything is sent), ValueError for a push consumer
+        (``deliver_subject`` set).
         """
         check_name("stream", stream)
-        config = _config(ConsumerConfig, config, params)
+        config = check_consumer_config(_config(ConsumerConfig, as_consumer_config(config), params))
         if config.deliver_subject:
             raise ValueError("natspull consumes pull consumers: deliver_subject must not be set")
         name = config.name or config.durable_name
@@ -102,22 +124,99 @@ class JetStream:
                 config = config.evolve(name=name)
         api = f"CONSUMER.CREATE.{stream}.{name}" if name else f"CONSUMER.CREATE.{stream}"
         response = self._api(api, {"stream_name": stream, "config": config.as_dict()})
-        return Consumer(self._link, self._prefix, consumer_info(response), self._timeout)
+        return Consumer(self._admin, ConsumerInfo.from_response(response))
 
     def consumer(self, stream: str, name: str) -> Consumer:
         """Bind to an existing pull consumer. Raises ConsumerNotFoundError / StreamNotFoundError."""
-        return Consumer(self._link, self._prefix, self.consumer_info(stream, name), self._timeout)
+        return Consumer(self._admin, self.consumer_info(stream, name))
 
     def consumer_info(self, stream: str, name: str) -> ConsumerInfo:
         """The consumer's configuration and state. Raises ConsumerNotFoundError."""
-        check_name("stream", stream)
-        check_name("consumer", name)
-        return consumer_info(self._api(f"CONSUMER.INFO.{stream}.{name}"))
+        return self._admin.consumer_info(stream, name)
 
     def delete_consumer(self, stream: str, name: str) -> None:
         """Delete a consumer. Raises ConsumerNotFoundError if there is none."""
         check_name("stream", stream)
         self._api(f"CONSUMER.DELETE.{stream}.{check_name('consumer', name)}")
+
+    # ------------------------------------------- consumer management: pause, reset, unpin
+
+    def pause_consumer(self, stream: str, name: str, until: datetime.datetime | float) -> PauseState:
+        """Pause a consumer: it delivers nothing until *until* (an aware datetime, or seconds
+        from now). Returns the new :class:`natspull.PauseState`.
+
+        While paused, waiting pull requests get only heartbeats. A time in the past resumes.
+        Raises ValueError/TypeError (a naive datetime, a negative or non-finite number) before
+        anything is sent; ConsumerNotFoundError, StreamNotFoundError. Any thread but the loop's.
+        """
+        return self._admin.pause(stream, name, until)
+
+    def resume_consumer(self, stream: str, name: str) -> PauseState:
+        """Resume a paused consumer now (idempotent). Returns the new :class:`natspull.PauseState`.
+
+        Pull requests already waiting are not woken: the server serves them at their next
+        heartbeat, or when a new pull arrives. Raises ConsumerNotFoundError, StreamNotFoundError.
+        """
+        return self._admin.resume(stream, name)
+
+    def reset_consumer(self, stream: str, name: str, seq: int | None = None) -> int:
+        """Reset a consumer's delivery state (ADR-60, nats-server >= 2.14); returns the stream
+        sequence delivery restarts from.
+
+        The next message delivered is stream sequence *seq* (or the first one after it), with
+        ``num_delivered`` 1; without *seq*, the one after the ack floor. Pending acks and
+        redelivery counts are dropped. Refused by the server (JetStreamAPIError, err_code
+        10204) below a consumer's start sequence, and with a *seq* for deliver policy new/last.
+
+        Blocks on two requests: the server does not answer a reset of a missing consumer, so
+        its existence is checked first (ConsumerNotFoundError, StreamNotFoundError at once).
+        Raises ValueError/TypeError for *seq* < 1 or not an int, natspull.TimeoutError.
+        """
+        return self._admin.reset(stream, name, seq)[0]
+
+    def unpin_consumer(self, stream: str, name: str, group: str) -> None:
+        """Unpin the client pinned in priority *group* of a ``pinned_client`` consumer: the
+        next pull of that group pins a client anew. Pulls still carrying the old pin id get
+        status 423.
+
+        Raises ValueError/TypeError for a malformed group name (before anything is sent),
+        JetStreamAPIError (err_code 10160) when the consumer has no such group,
+        ConsumerNotFoundError, StreamNotFoundError.
+        """
+        self._admin.unpin(stream, name, group)
+
+    # ------------------------------------------------------------------ lists
+
+    def streams(self) -> Iterator[StreamInfo]:
+        """Iterate over the info of every stream, fetching pages of 256 as it goes.
+
+        Each page is one request on the iterating thread, bounded by the context's timeout
+        (natspull.TimeoutError); the first is sent by the first ``next()``. Streams created or
+        deleted meanwhile may be missed or seen twice. Use from one thread at a time.
+        """
+        return (_stream_info(item) for page in self._pages("STREAM.LIST", "streams") for item in page)
+
+    def stream_names(self) -> Iterator[str]:
+        """Iterate over the name of every stream, fetching pages of 1024; as :meth:`streams`."""
+        return (name for page in self._pages("STREAM.NAMES", "streams") for name in page)
+
+    def consumers(self, stream: str) -> Iterator[ConsumerInfo]:
+        """Iterate over the info of every consumer of *stream*, pages of 256; as :meth:`streams`.
+
+        The first page raises StreamNotFoundError for a missing stream.
+        """
+        check_name("stream", stream)
+        api = f"CONSUMER.LIST.{stream}"
+        return (ConsumerInfo.from_response(item) for page in self._pages(api, "consumers") for item in page)
+
+    def consumer_names(self, stream: str) -> Iterator[str]:
+        """Iterate over the name of every consumer of *stream*, pages of 1024; as :meth:`consumers`."""
+        check_name("stream", stream)
+        return (name for page in self._pages(f"CONSUMER.NAMES.{stream}", "consumers") for name in page)
+
+    def _pages(self, api: str, key: str) -> Iterator[list[Any]]:
+        """The lazy pages of a list API (natspull._management.pages), one request per page."""
+        return pages(self._api, api, key)
 
     # ------------------------------------------------------------------ publish
 
@@ -137,7 +236,7 @@ class JetStream:
         expected stream; ...), natspull.TimeoutError. Any thread but the loop's.
         """
         timeout = self._timeout if timeout is None else check_number("timeout", timeout, exclusive=True)
-        entry = self._entry(subject, data, headers, msg_id, expected_stream)
+        entry = self._entry(0, subject, data, headers, msg_id, expected_stream)
         return self._link.run(self._publish_all([entry], 1, timeout), timeout + 1.0, "publish")[0]
 
     def publish_many(
@@ -162,34 +261,50 @@ class JetStream:
             raise TypeError(
                 f"messages must be an iterable of (subject, data) pairs, got {type(messages).__name__}"
             )
+        if expected_stream is not None:
+            check_name("expected_stream", expected_stream)
         entries = []
-        for item in messages:
+        for index, item in enumerate(messages):
             if not isinstance(item, tuple) or len(item) != 2:
                 raise TypeError(f"messages must yield (subject, data) pairs, got {item!r:.60}")
-            entries.append(self._entry(item[0], item[1], None, None, expected_stream))
+            try:
+                entries.append(self._entry(index, item[0], item[1], None, None, expected_stream))
+            except (TypeError, ValueError) as exc:
+                raise type(exc)(f"messages[{index}]: {exc}") from None
         if not entries:
             return []
         return self._link.run(self._publish_all(entries, window, timeout), None, "publish_many")
 
     def _entry(
         self,
+        index: int,
         subject: str,
         data: bytes,
         headers: dict[str, str] | None,
         msg_id: str | None,
         expected_stream: str | None,
     ) -> tuple[str, bytes, dict[str, str] | None]:
+        """Validate message *index* of a publish: headers from the options, sizes, the PUB line."""
         if msg_id is not None or expected_stream is not None:
             if headers is not None and not isinstance(headers, dict):
                 raise TypeError(f"headers must be a dict of str to str, got {type(headers).__name__}")
             headers = dict(headers or {})
             if msg_id is not None:
-                if not isinstance(msg_id, str) or not msg_id or "\r" in msg_id or "\n" in msg_id:
-                    raise ValueError(f"msg_id must be a non-empty single-line str, got {msg_id!r}")
-                headers["Nats-Msg-Id"] = msg_id
+                if not isinstance(msg_id, str):
+                    raise TypeError(f"msg_id must be a str, got {type(msg_id).__name__}")
+                if not msg_id:
+                    raise ValueError("msg_id must not be empty")
+                check_header_value("msg_id", msg_id)
+                if headers.get(_MSG_ID, msg_id) != msg_id:
+                    raise ValueError(
+                        f"msg_id {msg_id!r} and headers[{_MSG_ID!r}] {headers[_MSG_ID]!r} differ: give one"
+                    )
+                headers[_MSG_ID] = msg_id
             if expected_stream is not None:
-                headers["Nats-Expected-Stream"] = check_name("expected_stream", expected_stream)
-        data, headers = self._link.check_message(subject, data, headers)
+                headers[_EXPECTED_STREAM] = check_name("expected_stream", expected_stream)
+        # The reply is "<inbox>.<index>" (see _publish_all).
+        reply_bytes = self._link.inbox_bytes() + 1 + len(str(index))
+        data, headers = self._link.check_message(subject, data, headers, reply_bytes)
         return subject, data, headers
 
     async def _publish_all(
@@ -239,7 +354,7 @@ class JetStream:
 
 _C = TypeVar("_C", StreamConfig, ConsumerConfig)
 
-# Config fields in seconds (nats-py converts them to nanoseconds).
+# Config fields in seconds (nats-py converts them to nanoseconds, the server's int64).
 _DURATIONS = (
     "ack_wait",
     "max_age",
@@ -247,6 +362,7 @@ _DURATIONS = (
     "inactive_threshold",
     "idle_heartbeat",
     "max_expires",
+    "subject_delete_marker_ttl",
 )
 
 
@@ -261,7 +377,17 @@ def _config(kind: type[_C], config: _C | None, params: dict[str, Any]) -> _C:
     for field in _DURATIONS:
         value = getattr(result, field, None)
         if value is not None:
-            check_number(field, value)
+            check_nanoseconds(field, value)
+    backoff = getattr(result, "backoff", None)
+    if backoff is not None:
+        # (a str would make nats-py compute "x" * 10**9 for each character)
+        if not isinstance(backoff, (list, tuple)):
+            raise TypeError(f"backoff must be a list of seconds, got {type(backoff).__name__}")
+        for i, value in enumerate(backoff):
+            check_nanoseconds(f"backoff[{i}]", value)
+    limits = getattr(result, "consumer_limits", None)
+    if isinstance(limits, StreamConsumerLimits) and limits.inactive_threshold is not None:
+        check_nanoseconds("consumer_limits.inactive_threshold", limits.inactive_threshold)
     if kind is StreamConfig:
         check_name("stream", result.name)
     return result

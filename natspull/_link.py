@@ -67,10 +67,24 @@ class Link(Protocol):
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None, what: str) -> T:
         """Run *coro* on the loop and wait, every error a natspull error. Any thread but the loop's."""
 
+    @property
+    def max_payload(self) -> int:
+        """The server's max_payload. Any thread."""
+
     def check_message(
-        self, subject: str, data: bytes, headers: dict[str, str] | None
+        self, subject: str, data: bytes, headers: dict[str, str] | None, reply_bytes: int = 0
     ) -> tuple[bytes, dict[str, str] | None]:
-        """Validate a message to publish against the server's max_payload. Any thread."""
+        """Validate a message to publish (with a reply of *reply_bytes*) against the server's
+        max_payload and max_control_line; returns the data and a copy of the headers. Any thread."""
+
+    def check_line(self, what: str, subject: str, reply_bytes: int, size: int, header_bytes: int = 0) -> None:
+        """Refuse (ValueError) a protocol line longer than the server's max_control_line. Any thread."""
+
+    def inbox_bytes(self) -> int:
+        """Length of an inbox from :meth:`new_inbox`. Any thread."""
+
+    def request_reply_bytes(self) -> int:
+        """Length of a request's reply subject. Any thread."""
 
     # ------------------------------------------------------ fire and forget
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import datetime
 import json
-import math
 import threading
 from collections.abc import Iterable
 from typing import Protocol
 
 from ._types import Metadata, SequencePair
+from ._validate import check_nanoseconds
 from .errors import Error, MsgAlreadyAckedError
 
 __all__ = ["AckSink", "Metadata", "Msg", "nak_unacked", "parse_metadata"]
@@ -31,6 +31,9 @@ _ack_lock = threading.Lock()
 
 class AckSink(Protocol):
     """What a message needs from its client to acknowledge itself."""
+
+    @property
+    def max_payload(self) -> int: ...
 
     def publish_nowait(self, subject: str, payload: bytes) -> None: ...
 
@@ -97,13 +100,14 @@ class Msg:
     def nak(self, delay: float | None = None) -> None:
         """Ask for redelivery, now or after *delay* seconds. Returns at once.
 
-        Raises as :meth:`ack`; ValueError for a negative or non-finite delay. Any thread.
+        Raises as :meth:`ack`; ValueError for a negative or non-finite delay, or one longer
+        than the server's int64 nanoseconds (about 292 years). Any thread.
         """
         if delay is None:
             self._send(_NAK, terminal=True)
             return
-        delay = _check_delay(delay)
-        self._send(_NAK + b" " + json.dumps({"delay": int(delay * 1e9)}).encode(), terminal=True)
+        nanoseconds = check_nanoseconds("delay", delay)
+        self._send(_NAK + b" " + json.dumps({"delay": nanoseconds}).encode(), terminal=True)
 
     def in_progress(self) -> None:
         """Tell the server work is still going on (resets ``ack_wait``). May repeat.
@@ -113,10 +117,25 @@ class Msg:
         self._send(_WPI, terminal=False)
 
     def term(self, reason: str | None = None) -> None:
-        """Tell the server never to redeliver this message. Returns at once. Any thread."""
+        """Tell the server never to redeliver this message. Returns at once.
+
+        Raises as :meth:`ack`; ValueError for a reason that is not UTF-8 or does not fit
+        the server's max_payload (the server would close the connection). Any thread.
+        """
         if reason is not None and not isinstance(reason, str):
             raise TypeError(f"reason must be a str or None, got {type(reason).__name__}")
-        self._send(_TERM + b" " + reason.encode() if reason else _TERM, terminal=True)
+        payload = _TERM
+        if reason:
+            try:
+                payload = _TERM + b" " + reason.encode()
+            except UnicodeEncodeError:
+                raise ValueError(f"reason {reason!r:.60} is not encodable as UTF-8") from None
+            if self._sink is not None and len(payload) > self._sink.max_payload:
+                raise ValueError(
+                    f"reason is {len(payload) - len(_TERM) - 1} bytes: the +TERM message would exceed "
+                    f"the server's max_payload of {self._sink.max_payload}"
+                )
+        self._send(payload, terminal=True)
 
     def ack_sync(self, timeout: float = 5.0) -> None:
         """Acknowledge and wait until the server confirms it ("double ack").
@@ -151,14 +170,6 @@ class Msg:
             if terminal:
                 self._acked = False
             raise
-
-
-def _check_delay(delay: float) -> float:
-    if isinstance(delay, bool) or not isinstance(delay, int | float):
-        raise TypeError(f"delay must be a number of seconds, got {type(delay).__name__}")
-    if not math.isfinite(delay) or delay < 0:
-        raise ValueError(f"delay must be a finite number of seconds >= 0, got {delay!r}")
-    return float(delay)
 
 
 def parse_metadata(reply: str) -> Metadata:

@@ -7,26 +7,32 @@ side, like the iterator in ``_trio_messages.py``.
 
 from __future__ import annotations
 
+import datetime
 import functools
-from collections.abc import AsyncIterator, Iterable
+import itertools
+from collections import deque
+from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 
 from ._client import Client as _SyncClient
 from ._client import connect as _sync_connect
 from ._consumer import Consumer as _SyncConsumer
+from ._consumer_types import ConsumerConfig, ConsumerInfo, PauseState
 from ._fetch import fetch_steps
 from ._jetstream import JetStream as _SyncJetStream
 from ._msg import Msg as _SyncMsg
 from ._options import continuous_pull
 from ._trio_messages import Messages, Msg, Waker, in_thread, wait_closed
-from ._types import ConsumerConfig, ConsumerInfo, PubAck, StreamConfig, StreamInfo
+from ._types import PubAck, StreamConfig, StreamInfo
 from ._validate import check_number
 from .errors import TimeoutError
 
 __all__ = ["Client", "Consumer", "JetStream", "open_client"]
+
+T = TypeVar("T")
 
 
 class Consumer:
@@ -135,6 +141,24 @@ class Consumer:
         options["error_on_missing_heartbeat"] = error_on_missing_heartbeat
         return Messages(self._sync, options)
 
+    # ---------------------------------------------------------- management
+
+    async def pause(self, until: datetime.datetime | float) -> PauseState:
+        """Pause this consumer until *until*; see :meth:`natspull.Consumer.pause`."""
+        return await in_thread(functools.partial(self._sync.pause, until))
+
+    async def resume(self) -> PauseState:
+        """Resume this consumer now; see :meth:`natspull.Consumer.resume`."""
+        return await in_thread(self._sync.resume)
+
+    async def reset(self, seq: int | None = None) -> int:
+        """Reset this consumer's delivery state; see :meth:`natspull.Consumer.reset`."""
+        return await in_thread(functools.partial(self._sync.reset, seq))
+
+    async def unpin(self, group: str) -> None:
+        """Unpin the client pinned in priority *group*; see :meth:`natspull.Consumer.unpin`."""
+        await in_thread(functools.partial(self._sync.unpin, group))
+
 
 # --------------------------------------------------------------------------------- jetstream
 
@@ -190,6 +214,44 @@ class JetStream:
 
     async def delete_consumer(self, stream: str, name: str) -> None:
         await in_thread(functools.partial(self._sync.delete_consumer, stream, name))
+
+    # ------------------------------------------- consumer management: pause, reset, unpin
+
+    async def pause_consumer(self, stream: str, name: str, until: datetime.datetime | float) -> PauseState:
+        """See :meth:`natspull.JetStream.pause_consumer`."""
+        return await in_thread(functools.partial(self._sync.pause_consumer, stream, name, until))
+
+    async def resume_consumer(self, stream: str, name: str) -> PauseState:
+        """See :meth:`natspull.JetStream.resume_consumer`."""
+        return await in_thread(functools.partial(self._sync.resume_consumer, stream, name))
+
+    async def reset_consumer(self, stream: str, name: str, seq: int | None = None) -> int:
+        """See :meth:`natspull.JetStream.reset_consumer`."""
+        return await in_thread(functools.partial(self._sync.reset_consumer, stream, name, seq))
+
+    async def unpin_consumer(self, stream: str, name: str, group: str) -> None:
+        """See :meth:`natspull.JetStream.unpin_consumer`."""
+        await in_thread(functools.partial(self._sync.unpin_consumer, stream, name, group))
+
+    # ------------------------------------------------------------------ lists
+
+    def streams(self) -> AsyncIterator[StreamInfo]:
+        """``async for info in js.streams()``: every stream's info; see
+        :meth:`natspull.JetStream.streams`. Each page is fetched on a worker thread."""
+        return _AsyncList(self._sync.streams(), _INFO_PAGE)
+
+    def stream_names(self) -> AsyncIterator[str]:
+        """``async for name in js.stream_names()``; see :meth:`natspull.JetStream.stream_names`."""
+        return _AsyncList(self._sync.stream_names(), _NAME_PAGE)
+
+    def consumers(self, stream: str) -> AsyncIterator[ConsumerInfo]:
+        """``async for info in js.consumers(stream)``; see :meth:`natspull.JetStream.consumers`."""
+        return _AsyncList(self._sync.consumers(stream), _INFO_PAGE)
+
+    def consumer_names(self, stream: str) -> AsyncIterator[str]:
+        """``async for name in js.consumer_names(stream)``; see
+        :meth:`natspull.JetStream.consumer_names`."""
+        return _AsyncList(self._sync.consumer_names(stream), _NAME_PAGE)
 
     async def publish(
         self,
@@ -313,3 +375,36 @@ async def open_client(
         yield client
     finally:
         await client.aclose()
+
+
+# ------------------------------------------------------------------------------------- lists
+
+_INFO_PAGE = 256  # the server's page of infos (STREAM.LIST, CONSUMER.LIST)
+_NAME_PAGE = 1024  # and of names (STREAM.NAMES, CONSUMER.NAMES)
+
+
+class _AsyncList(AsyncIterator[T]):
+    """An async iterator over a blocking, lazily paged JetStream list.
+
+    Takes up to one server page of entries per worker-thread hop (so at most one request per
+    hop while the pages line up) and hands them out from a buffer on the trio side. Use it
+    from one task at a time; a cancelled ``__anext__`` loses no entry.
+    """
+
+    def __init__(self, entries: Iterator[T], chunk: int) -> None:
+        self._entries = entries
+        self._chunk = chunk
+        self._buffer: deque[T] = deque()
+        self._done = False
+
+    async def __anext__(self) -> T:
+        if not self._buffer and not self._done:
+            # A cancellation waits for the hop (in_thread) and is delivered at the checkpoint
+            # below, once the entries taken from the blocking iterator are in the buffer.
+            chunk = await in_thread(lambda: list(itertools.islice(self._entries, self._chunk)))
+            self._buffer.extend(chunk)
+            self._done = len(chunk) < self._chunk
+        await trio.lowlevel.checkpoint()  # the cancel point, where nothing is held
+        if not self._buffer:
+            raise StopAsyncIteration
+        return self._buffer.popleft()

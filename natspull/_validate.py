@@ -3,13 +3,33 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
-__all__ = ["check_bytes", "check_int", "check_name", "check_number", "check_subject", "check_timeout"]
+__all__ = [
+    "check_bytes",
+    "check_header_value",
+    "check_headers",
+    "check_int",
+    "check_name",
+    "check_nanoseconds",
+    "check_number",
+    "check_subject",
+    "check_timeout",
+]
 
 _MAX_SECONDS = 86400.0 * 365
 # nats-server's max_control_line is 4 KiB for a whole PUB line (subject, reply, sizes).
 MAX_SUBJECT_BYTES = 3900
+# nats-server's default max_control_line: the longest argument part of a protocol line
+# (what follows "PUB "/"HPUB "/"SUB ", without CRLF) it accepts. A longer one is answered
+# with -ERR and the connection is closed for good.
+MAX_CONTROL_LINE = 4096
+# The server keeps durations as Go time.Duration: int64 nanoseconds.
+MAX_NANOSECONDS = 2**63 - 1
+# RFC 9110 field-name = token (tchar). nats-py refuses any other name (BadHeaderError) and
+# its parser drops or splits one it receives (non-ASCII, whitespace, ':').
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 def check_number(
@@ -37,6 +57,24 @@ def check_timeout(name: str, value: Any) -> float | None:
     """None (no bound) or a finite number of seconds >= 0."""
     result: float | None = check_number(name, value, allow_none=True)
     return result
+
+
+def check_nanoseconds(name: str, value: Any) -> int:
+    """A finite number of seconds >= 0 that fits the server's int64 nanoseconds; returns the ns.
+
+    The conversion is nats-py's (``int(seconds * 10**9)``), so the check is on what is sent.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
+    nanoseconds = int(value * 10**9)
+    if nanoseconds > MAX_NANOSECONDS:
+        raise ValueError(
+            f"{name} must be at most {MAX_NANOSECONDS / 10**9:.0f} s (the server's int64 nanoseconds), "
+            f"got {value!r}"
+        )
+    return nanoseconds
 
 
 def check_int(
@@ -102,8 +140,28 @@ def check_bytes(name: str, value: Any) -> bytes:
     raise TypeError(f"{name} must be bytes, got {type(value).__name__} (encode str payloads first)")
 
 
+def check_header_value(name: str, value: str) -> str:
+    """A header value that is sent exactly as given: one line, no surrounding whitespace, UTF-8.
+
+    nats-py strips a value's surrounding whitespace and turns CR/LF into spaces: a value it
+    would change (``msg_id="order-1 "`` deduplicated as "order-1") is refused instead.
+    """
+    if "\r" in value or "\n" in value:
+        raise ValueError(f"{name} {value!r:.80} must not contain CR or LF")
+    if value != value.strip():
+        raise ValueError(
+            f"{name} {value!r:.80} must not start or end with whitespace (it would be sent trimmed)"
+        )
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise ValueError(f"{name} {value!r:.80} is not encodable as UTF-8") from None
+    return value
+
+
 def check_headers(value: Any) -> dict[str, str] | None:
-    """None or a dict of str -> str with valid header names and single-line values."""
+    """None or a dict of str -> str: token names, values sent exactly as given. Returns a copy,
+    so that changing the dict after a publish cannot change the message on its way."""
     if value is None:
         return None
     if not isinstance(value, dict):
@@ -111,8 +169,10 @@ def check_headers(value: Any) -> dict[str, str] | None:
     for key, val in value.items():
         if not isinstance(key, str) or not isinstance(val, str):
             raise TypeError(f"headers must map str to str, got {key!r}: {val!r}")
-        if not key or any(c.isspace() or c == ":" or not c.isprintable() for c in key):
-            raise ValueError(f"header name {key!r} must be non-empty, without whitespace or ':'")
-        if "\r" in val or "\n" in val:
-            raise ValueError(f"header {key!r} value must not contain CR or LF")
-    return value
+        if not _HEADER_NAME.fullmatch(key):
+            raise ValueError(
+                f"header name {key!r} is not allowed: use ASCII letters, digits and "
+                "!#$%&'*+-.^_`|~ (an HTTP token: no spaces, ':', '/', '@', '=', '(', ')' ...)"
+            )
+        check_header_value(f"header {key!r} value", val)
+    return dict(value)

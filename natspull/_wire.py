@@ -15,7 +15,10 @@ speed (benchmarks/README.md; the table with the reasons is in docs/architecture.
   instead of a ``publish()`` coroutine per ack;
 * ``Client._send_unsubscribe`` - :meth:`Inbox.unsubscribe_settled`: UNSUB while the
   subscription keeps receiving what is in flight;
-* ``Client._server_info`` - the full INFO for ``Client.server_info``.
+* ``Client._server_info`` - the full INFO for ``Client.server_info``;
+* the length of nats-py's reply subjects (``new_inbox()`` is ``<inbox_prefix>.<nuid>``, a
+  request's reply ``<inbox_prefix>.<nuid>.<nuid><4 hex>``) - :func:`inbox_prefix_bytes`: a publish
+  whose protocol line the server would refuse raises ValueError before it is sent.
 
 :func:`check_internals` verifies, at connect time, that the installed nats-py has each of
 them with the shape relied on. When it does not - or when the user sets the environment
@@ -39,6 +42,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
 
 import nats.errors
+import nats.nuid
+from nats.aio.client import DEFAULT_INBOX_PREFIX
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg as NatsMsg
 from nats.aio.subscription import Subscription
@@ -57,6 +62,7 @@ __all__ = [
     "Wire",
     "check_internals",
     "describe_connect_error",
+    "inbox_prefix_bytes",
     "is_fatal_connect_error",
     "portable_requested",
 ]
@@ -91,6 +97,17 @@ WRITE_HIGH_WATER = 256 * 1024
 
 _NO_FLUSH_TIMEOUT = 3600  # nats-py's own flush timeout: never reached, see Connection.ping
 _AUTH_FAILURES = ("authorization violation", "authentication", "user authentication expired")
+
+
+# nats-py's reply subjects (nats.aio.client): new_inbox() is "<inbox_prefix>.<nuid>", a
+# request's reply "<inbox_prefix>.<nuid>.<nuid><2 random bytes in hex>".
+INBOX_TOKEN_BYTES = nats.nuid.TOTAL_LENGTH
+REQUEST_TOKEN_BYTES = INBOX_TOKEN_BYTES + 4
+
+
+def inbox_prefix_bytes(inbox_prefix: str | None) -> int:
+    """Length of the prefix nats-py gives inboxes: *inbox_prefix*, or its default for None."""
+    return len(inbox_prefix.encode()) if inbox_prefix else len(DEFAULT_INBOX_PREFIX)
 
 
 def portable_requested() -> bool:

@@ -11,9 +11,13 @@ Everything goes through the public API (``natspull``, ``natspull.testing``), as
 an application would. Expected failures end with one line on stderr and an exit
 code (``_EPILOG``); a traceback means a bug.
 
-Signals belong to the main thread. While messages flow, SIGINT/SIGTERM go to
-``natspull.shutdown_on_signals`` (first: drain, second: stop). Outside that
-window SIGTERM raises KeyboardInterrupt, like SIGINT, so both end the same way.
+Signals belong to the main thread. SIGHUP (the terminal closed) is treated
+like SIGTERM, unless it was ignored when the program started (``nohup``).
+While messages flow, SIGINT/SIGTERM/SIGHUP go to ``natspull.shutdown_on_signals``
+(first: drain, second: stop). Outside that window SIGTERM and SIGHUP raise
+KeyboardInterrupt, like SIGINT, so all three end the same way: the embedded
+nats-server is stopped and its temporary store dir removed. A nats-server the
+CLI starts also dies when the CLI is killed (see ``natspull.testing``).
 
 Progress goes to stdout: a ``rich`` bar on a terminal (the ``progress`` extra,
 imported only then), plain lines otherwise.
@@ -59,15 +63,15 @@ _POLL = 0.05  # seconds between progress refreshes while worker threads consume
 
 _EPILOG = """\
 exit codes:
-  0    success; consume and server also exit 0 when SIGINT/SIGTERM ends them
-       (consume drains first: every printed message is acked)
+  0    success; consume and server also exit 0 when SIGINT/SIGTERM/SIGHUP
+       ends them (consume drains first: every printed message is acked)
   1    error (the server refused, nats-server missing or failing to start, ...)
   2    usage: bad arguments
   3    not found: stream or consumer (publish: no stream stores the subject)
   4    cannot connect to the server
-  130  interrupted: a demo ended early by SIGINT/SIGTERM (it drains and
-       prints what it handled), or any command interrupted before it started
-       its work
+  130  interrupted: a demo ended early by SIGINT/SIGTERM/SIGHUP (it drains
+       and prints what it handled), or any command interrupted before it
+       started its work
 
 The default server is $NATS_URL, else nats://127.0.0.1:4222 (demo: an embedded
 nats-server unless --server is given). Comma-separated URLs are a server list.
@@ -99,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     run: Callable[[argparse.Namespace], int] = args.run
     with _logging(args.verbose):
         try:
-            with _sigterm_as_interrupt():
+            with _stop_signals_as_interrupt():
                 return run(args)
         except _CliError as exc:
             return _fail(exc.code, str(exc))
@@ -168,7 +172,7 @@ def _build_parser() -> argparse.ArgumentParser:
         _cmd_demo,
         "Creates a stream and a durable pull consumer (explicit ack), publishes with\n"
         "js.publish_many and consumes with a for-loop over consumer.messages() (or\n"
-        "consumer.consume() with --workers). The first SIGINT/SIGTERM drains: what is\n"
+        "consumer.consume() with --workers). The first SIGINT/SIGTERM/SIGHUP drains: what is\n"
         "already delivered is still handled and acked, then the counts are printed and\n"
         "the exit code is 130. The stream is deleted at the end.",
     )
@@ -192,7 +196,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "print the messages of a pull consumer and ack each one after printing it",
         _cmd_consume,
         "Each message is written and flushed before it is acked (unless --no-ack), so every\n"
-        "printed message is acked and none is acked unprinted. The first SIGINT/SIGTERM\n"
+        "printed message is acked and none is acked unprinted. The first SIGINT/SIGTERM/SIGHUP\n"
         "drains (stops pulling, prints and acks what was already delivered) and exits 0;\n"
         "a second one stops at once and hands the rest back to the server (NAK).",
     )
@@ -221,7 +225,9 @@ def _build_parser() -> argparse.ArgumentParser:
     publish.add_argument("--server", type=_server_urls, default=default_url, metavar="URL", help=server_help)
 
     server = command(
-        "server", "run a local nats-server with JetStream in the foreground until SIGINT/SIGTERM", _cmd_server
+        "server",
+        "run a local nats-server with JetStream in the foreground until SIGINT/SIGTERM/SIGHUP",
+        _cmd_server,
     )
     server.add_argument("--port", type=_port, default=4222, metavar="P", help="client port (default 4222)")
     server.add_argument(
@@ -312,17 +318,33 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+def _stop_signals() -> tuple[signal.Signals, ...]:
+    """The signals that end a command: SIGINT, SIGTERM and SIGHUP (a closed terminal).
+
+    SIGHUP only when it is not ignored: ``nohup natspull server`` must survive the terminal.
+    Main thread only (reads the current handler).
+    """
+    hangup = getattr(signal, "SIGHUP", None)  # not on Windows
+    if hangup is None or signal.getsignal(hangup) is signal.SIG_IGN:
+        return (signal.SIGINT, signal.SIGTERM)
+    return (signal.SIGINT, signal.SIGTERM, hangup)
+
+
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM raises KeyboardInterrupt, so it ends a command like Ctrl-C. Main thread only."""
+def _stop_signals_as_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise KeyboardInterrupt, so they end a command like Ctrl-C.
+
+    Main thread only; elsewhere it does nothing.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    previous = {sig: signal.signal(sig, _raise_interrupt) for sig in _stop_signals() if sig != signal.SIGINT}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _silence_stdout() -> None:
@@ -413,7 +435,7 @@ def _cmd_consume(args: argparse.Namespace) -> int:
         consumer = _bind(client.jetstream(), args.stream, args.consumer)
         with (
             consumer.messages(stop_after=args.count) as msgs,
-            natspull.shutdown_on_signals(msgs) as signals,
+            natspull.shutdown_on_signals(msgs, signals=_stop_signals()) as signals,
         ):
             while True:
                 try:
@@ -471,7 +493,7 @@ def _cmd_server(args: argparse.Namespace) -> int:
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, on_signal) for sig in _stop_signals()}
     try:
         server = _start_server(args.port, args.store_dir)
         try:
@@ -694,7 +716,7 @@ class _Demo:
         try:
             with (
                 consumer.messages(stop_after=self._n) as msgs,
-                natspull.shutdown_on_signals(msgs),
+                natspull.shutdown_on_signals(msgs, signals=_stop_signals()),
             ):
                 for msg in msgs:
                     self._progress.update(self._handle(msg))
@@ -713,7 +735,7 @@ class _Demo:
         started = time.monotonic()
         try:
             ctx = consumer.consume(handler, workers=workers)
-            with ctx, natspull.shutdown_on_signals(ctx):
+            with ctx, natspull.shutdown_on_signals(ctx, signals=_stop_signals()):
                 while not ctx.wait(_POLL):
                     if done.is_set():
                         ctx.drain()

@@ -21,7 +21,16 @@ Lifecycle of a :class:`NatsServer`::
                             +--stop()--> stopped (temporary store dir removed)
 
 ``kill()`` and ``restart()`` keep the store dir, so JetStream file-store data survives them.
-These objects are not thread-safe: drive each one from a single thread.
+These objects are not thread-safe: drive each one from a single thread (any thread).
+
+A server never outlives the process that started it. On Linux the kernel SIGKILLs it when that
+process dies, even by SIGKILL (``PR_SET_PDEATHSIG``; a server started by a thread other than the
+main one is forked by a helper thread ``natspull-server-parent`` that lives as long as the server,
+because the kernel ties the signal to the forking thread). Elsewhere a server outlives a process
+killed before it could stop it. A temporary store dir is removed by :meth:`NatsServer.stop`, at
+exit, or, when the process was killed before it could clean up (SIGKILL, or a SIGTERM/SIGHUP it
+does not handle: Python then skips ``atexit``), by the next ``NatsServer`` that makes a temporary
+dir, once the killed process and its server are both gone.
 """
 
 from __future__ import annotations
@@ -41,9 +50,11 @@ import urllib.parse
 import urllib.request
 import uuid
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, Self
+
+from ._child import mark_owner, no_release, remove_stale_dirs, spawn
 
 __all__ = ["NatsCluster", "NatsServer", "find_server_binary"]
 
@@ -54,6 +65,7 @@ _POLL_INTERVAL = 0.01
 _PORT_ATTEMPTS = 4
 _CONFIG_NAME = "natspull-server.conf"
 _LOG_NAME = "natspull-server.log"
+_TEMP_PREFIX = "natspull-"
 
 
 def find_server_binary() -> str:
@@ -133,6 +145,7 @@ class _Owned:
 
     def __init__(self) -> None:
         self.proc: subprocess.Popen[bytes] | None = None
+        self.release: Callable[[], None] = no_release  # from _child.spawn: call once proc is reaped
         self.temp_dir: str | None = None
 
     def kill(self) -> None:
@@ -141,6 +154,8 @@ class _Owned:
                 self.proc.kill()
             self.proc.wait()
             self.proc = None
+            release, self.release = self.release, no_release
+            release()
 
     def cleanup(self) -> None:
         self.kill()
@@ -383,8 +398,10 @@ class NatsServer:
     def _spawn(self) -> None:
         """Write the config and launch the process without waiting for it to become ready."""
         binary = find_server_binary()
+        self._owned.kill()  # reap a process that exited on its own before replacing it
         if self._user_store_dir is None and self._owned.temp_dir is None:
-            self._owned.temp_dir = tempfile.mkdtemp(prefix="natspull-")
+            remove_stale_dirs(_TEMP_PREFIX)  # left by programs killed before they could clean up
+            self._owned.temp_dir = tempfile.mkdtemp(prefix=_TEMP_PREFIX)
         os.makedirs(self.store_dir, exist_ok=True)
         config_path = os.path.join(self.store_dir, _CONFIG_NAME)
         with open(config_path, "w", encoding="utf-8") as f:
@@ -392,15 +409,18 @@ class NatsServer:
         # A file, not a pipe: nobody reads the output while tests run, and a pipe would fill up.
         with open(self.log_path, "ab") as log:
             self._log_offset = log.tell()
-            self._owned.proc = subprocess.Popen(
+            # Dies with this process (on Linux, see natspull._child), however this process ends.
+            self._owned.proc, self._owned.release = spawn(
                 [binary, "-c", config_path, *self._args],
-                stdin=subprocess.DEVNULL,
                 stdout=log,
-                stderr=subprocess.STDOUT,
-                # Its own session: a Ctrl-C meant for the program (e.g. `natspull demo`)
-                # must not kill the server before the program has drained and acked.
+                # Its own session: a Ctrl-C meant for the program (e.g. `natspull demo`), or the
+                # SIGHUP of a closing terminal, must not kill the server before the program has
+                # drained and acked; the program stops the server itself.
                 start_new_session=True,
             )
+        if self._owned.temp_dir is not None:
+            with contextlib.suppress(OSError):  # only costs the clean-up after a killed program
+                mark_owner(self._owned.temp_dir, self._owned.proc.pid)
 
     def _wait_ready(self, deadline: float) -> None:
         """Poll until ``/healthz`` is 200 and the client port accepts TCP, or raise.

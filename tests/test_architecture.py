@@ -12,7 +12,14 @@ from pathlib import Path
 
 import natspull
 
-WIRE = {"natspull._wire", "natspull._parser", "natspull._translate", "natspull._types"}
+# The door to nats-py, and the two modules that re-export (and extend) its JetStream dataclasses.
+WIRE = {
+    "natspull._wire",
+    "natspull._parser",
+    "natspull._translate",
+    "natspull._types",
+    "natspull._consumer_types",
+}
 
 
 def _modules() -> set[str]:

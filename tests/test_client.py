@@ -63,6 +63,7 @@ def test_close_is_idempotent_joins_threads_and_leaves_no_subscription(nats_serve
     js.add_stream(name="H", subjects=["h.>"])
     consumer = js.add_consumer("H", durable_name="c")
     msgs = consumer.messages()
+    client.flush()  # the server has processed the inbox's SUB
     assert len(pull_inboxes(nats_server, "hygiene")) == 1
     msgs.stop()
     client.close()

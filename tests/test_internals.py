@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import threading
+from typing import Any
 
 import pytest
 from conftest import fill, wait_until
@@ -186,3 +187,27 @@ def test_direct_writes_stop_at_the_high_water_mark(nats_server: NatsServer) -> N
             os.kill(pid, signal.SIGCONT)
         client.flush(timeout=60)
         wait_until(lambda: nats_server.varz()["in_msgs"] - before == count, 30, "every publish")
+
+
+def test_reply_subject_lengths(nats_server: NatsServer) -> None:
+    """Connection.check_line counts nats-py's reply subjects: "<inbox_prefix>.<nuid>" from
+    new_inbox(), "<inbox_prefix>.<nuid>.<nuid><4 hex>" for a request."""
+    with natspull.connect(nats_server.url, inbox_prefix="_P.xyz") as client:
+
+        async def replies() -> tuple[str, str]:
+            nc = client._conn.wire.nc
+            seen: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+            async def respond(msg: Any) -> None:
+                if not seen.done():
+                    seen.set_result(msg.reply)
+                await msg.respond(b"")
+
+            sub = await nc.subscribe("echo", cb=respond)
+            await nc.request("echo", b"", timeout=5)
+            await sub.unsubscribe()
+            return nc.new_inbox(), seen.result()
+
+        inbox, reply = client._conn.run(replies(), 10, "inspect nats-py")
+        assert inbox.startswith("_P.xyz.") and len(inbox) == client._conn.inbox_bytes()
+        assert reply.startswith("_P.xyz.") and len(reply) == client._conn.request_reply_bytes()

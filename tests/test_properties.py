@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import string
 from collections import deque
 from typing import Any
 
@@ -135,6 +136,40 @@ def test_the_server_accepts_what_the_checks_accept(nats_server_session: NatsServ
                 js.delete_stream(name)
 
         check()
+
+
+# Header names: mostly RFC 9110 tokens (so that values get exercised), and any text.
+header_names = st.text("!#$%&'*+-.^_`|~" + string.ascii_letters + string.digits, min_size=1, max_size=6)
+header_dicts = st.dictionaries(
+    header_names | st.text(max_size=6), st.text(max_size=12), min_size=1, max_size=3
+)
+
+
+def test_headers_are_delivered_exactly_or_refused(nats_server_session: NatsServer) -> None:
+    """Any headers: publish() refuses them with ValueError at once, or they arrive unchanged."""
+    counter = itertools.count()
+    with natspull.connect(nats_server_session.url) as client:
+        js = client.jetstream(timeout=5)
+        js.add_stream(name="HEADERS", subjects=["headers.>"])
+        try:
+            consumer = js.add_consumer("HEADERS", durable_name="c")
+
+            @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+            @given(header_dicts)
+            def check(headers: dict[str, str]) -> None:
+                payload = b"%d" % next(counter)
+                try:
+                    client.publish("headers.x", payload, headers)
+                except ValueError as exc:
+                    assert "header" in str(exc)
+                    return
+                msg = consumer.next(timeout=5)
+                msg.ack()
+                assert (msg.data, msg.headers) == (payload, headers)
+
+            check()
+        finally:
+            js.delete_stream("HEADERS")
 
 
 # -------------------------------------------------------------- pull-threshold arithmetic

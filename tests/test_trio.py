@@ -617,3 +617,31 @@ async def test_stop_wakes_every_waiting_task_at_once(client: natspull.trio.Clien
             msgs.stop()
     assert len(ended) == 4
     assert max(ended) - stopped_at < 0.5
+
+
+@pytest.mark.trio
+async def test_bad_headers_and_too_long_lines_are_refused_at_once(nats_server: NatsServer) -> None:
+    async with natspull.trio.open_client(nats_server.url, inbox_prefix="I" * 2500) as client:
+        js, stream = await new_stream(client)
+        client_id = client.server_info["client_id"]
+        with pytest.raises(ValueError, match="header name 'é'"):
+            client.publish(f"{stream}.a", b"", {"é": "v"})
+        with pytest.raises(ValueError, match=r"header name 'a\(b\)'"):
+            await client.request(f"{stream}.a", b"", timeout=1, headers={"a(b)": "v"})
+        with pytest.raises(ValueError, match="header 'K' value 'v '"):
+            await js.publish(f"{stream}.a", b"", {"K": "v "})
+        with pytest.raises(ValueError, match="msg_id 'order-1 '"):
+            await js.publish(f"{stream}.a", b"", msg_id="order-1 ")
+        with pytest.raises(ValueError, match="max_control_line"):
+            await client.request("ctl." + "x" * 3000, timeout=1)
+        with pytest.raises(ValueError, match=r"messages\[0\]: .*max_control_line"):
+            await js.publish_many([(f"{stream}." + "x" * 1600, b"")])
+        # nothing was sent, the connection was never lost, and it still publishes
+        ack = await js.publish(f"{stream}.a", b"ok", {"K": "a  b"}, msg_id="order-1")
+        assert (ack.stream, ack.seq) == (stream, 1)
+        await client.flush()
+        assert client.server_info["client_id"] == client_id
+        consumer = await new_consumer(js, stream)
+        msg = await consumer.next(timeout=5)
+        assert (msg.data, msg.headers) == (b"ok", {"K": "a  b", "Nats-Msg-Id": "order-1"})
+        await msg.ack_sync()
