@@ -140,6 +140,7 @@ class World:
     consumer: natspull.Consumer
     msgs: natspull.Messages
     held: natspull.Msg  # handed out by msgs, not acked
+    acked: natspull.Msg  # handed out by msgs and acked by the parent
     ctx: natspull.ConsumeContext
 
 
@@ -153,10 +154,12 @@ def world() -> Iterator[World]:
         pool = js.add_consumer("FORK", durable_name="pool", ack_wait=60)
         with consumer.messages(max_messages=20) as msgs:
             held = msgs.next(timeout=5)
+            acked = msgs.next(timeout=5)
+            acked.ack()
             wait_until(lambda: msgs.stats()["buffered"] > 0, message="buffered messages")
             with pool.consume(lambda msg: msg.ack(), workers=2) as ctx:
                 wait_until(lambda: ctx.stats()["handled"] == 100, message="the pool to handle 100")
-                yield World(client, js, "FORK", consumer, msgs, held, ctx)
+                yield World(client, js, "FORK", consumer, msgs, held, acked, ctx)
                 ctx.stop()
 
 
@@ -185,6 +188,7 @@ INHERITED_CALLS: dict[str, Callable[[World], object]] = {
     "Msg.nak": lambda w: w.held.nak(),
     "Msg.term": lambda w: w.held.term(),
     "Msg.in_progress": lambda w: w.held.in_progress(),
+    "Msg.ack (acked by the parent)": lambda w: w.acked.ack(),
     "ConsumeContext.wait": lambda w: w.ctx.wait(timeout=5),
     "ConsumeContext.stop": lambda w: w.ctx.stop(),
     "ConsumeContext.drain": lambda w: w.ctx.drain(),
@@ -195,6 +199,12 @@ INHERITED_CALLS: dict[str, Callable[[World], object]] = {
 def test_an_inherited_call_raises_forked_error_at_once(world: World, name: str) -> None:
     call = INHERITED_CALLS[name]
     assert_forked(run_in_child(lambda: attempt(lambda: call(world))), name)
+
+
+def test_a_grandchild_is_refused_too(world: World) -> None:
+    """Forked twice: the grandchild's error still names the process that created the client."""
+    result = run_in_child(lambda: run_in_child(lambda: attempt(lambda: world.client.publish("FORK.x"))))
+    assert_forked(result, "Client.publish in a grandchild")
 
 
 def test_in_the_child_stats_work_and_leaving_the_parents_with_blocks_does_nothing(world: World) -> None:
