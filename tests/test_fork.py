@@ -141,6 +141,7 @@ class World:
     msgs: natspull.Messages
     held: natspull.Msg  # handed out by msgs, not acked
     acked: natspull.Msg  # handed out by msgs and acked by the parent
+    idle: natspull.Messages  # nothing to deliver: next() waits
     ctx: natspull.ConsumeContext
 
 
@@ -152,14 +153,15 @@ def world() -> Iterator[World]:
         fill(js, "FORK", 100)
         consumer = js.add_consumer("FORK", durable_name="iter", ack_wait=60)
         pool = js.add_consumer("FORK", durable_name="pool", ack_wait=60)
-        with consumer.messages(max_messages=20) as msgs:
+        empty = js.add_consumer("FORK", durable_name="empty", filter_subject="FORK.nothing")
+        with consumer.messages(max_messages=20) as msgs, empty.messages() as idle:
             held = msgs.next(timeout=5)
             acked = msgs.next(timeout=5)
             acked.ack()
             wait_until(lambda: msgs.stats()["buffered"] > 0, message="buffered messages")
             with pool.consume(lambda msg: msg.ack(), workers=2) as ctx:
                 wait_until(lambda: ctx.stats()["handled"] == 100, message="the pool to handle 100")
-                yield World(client, js, "FORK", consumer, msgs, held, acked, ctx)
+                yield World(client, js, "FORK", consumer, msgs, held, acked, idle, ctx)
                 ctx.stop()
 
 
@@ -180,6 +182,7 @@ INHERITED_CALLS: dict[str, Callable[[World], object]] = {
     "Consumer.consume": lambda w: w.consumer.consume(lambda msg: None),
     "Messages.next()": lambda w: w.msgs.next(),
     "Messages.next(timeout)": lambda w: w.msgs.next(timeout=5),
+    "Messages.next() with nothing buffered": lambda w: w.idle.next(),
     "Messages iteration": lambda w: next(iter(w.msgs)),
     "Messages.stop": lambda w: w.msgs.stop(),
     "Messages.drain": lambda w: w.msgs.drain(),
