@@ -21,6 +21,7 @@ import nats.nuid
 from nats.aio.client import DEFAULT_INBOX_PREFIX
 from nats.aio.client import Client as NatsClient
 
+from . import _fork
 from ._loop import LoopThread, keep_signals_for_main_thread
 from ._msg import Msg
 from ._outbox import Outbox
@@ -130,6 +131,10 @@ class Client:
     nats-py runs on one background event-loop thread (``natspull-loop-N``);
     calls from user threads hand work to it and wait with a timeout. A
     context manager: ``with natspull.connect(url) as client: ...`` closes it.
+
+    A client cannot cross ``os.fork()``: in the child every call on it (and on
+    its JetStream, consumers, iterators and messages) raises ForkedError at
+    once, and the at-exit flush skips it; the child connects on its own.
     """
 
     def __init__(
@@ -148,9 +153,10 @@ class Client:
         self._engines: set[PullEngine] = set()  # loop thread only
         self._user_callbacks = callbacks
         self._callback_thread = _CallbackThread() if callbacks else None
-        self._state = "connecting"  # written on the loop thread; read anywhere
+        # written on the loop thread; read anywhere. "forked": set in a child after os.fork()
+        self._state = "connecting"
         self._server_info: dict[str, Any] = {}
-        self._close_lock = threading.Lock()  # guards _closing; leaf lock
+        self._close_lock = threading.Lock()  # guards _closing; leaf lock; replaced in a forked child
         self._closing = False
         self._connect_error: BaseException | None = None
         self._secured = any(key in options for key in _SECURED)
@@ -165,7 +171,9 @@ class Client:
         except BaseException:
             self._shutdown_threads()
             raise
+        self._created_in = _fork.pid
         _open_clients.add(self)
+        _fork.track(self)
 
     def __repr__(self) -> str:
         servers = ", ".join(_redact(s) for s in self._servers)
@@ -175,7 +183,29 @@ class Client:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        if self._state == "forked":
+            # A forked child leaving the parent's `with` block: close() would raise
+            # ForkedError over the child's own exception or exit; nothing is the child's to close.
+            return
         self.close()
+
+    # ------------------------------------------------------------------ fork
+
+    def _after_fork_in_child(self) -> None:
+        """Child process after os.fork(), single-threaded (see ``_fork.py``): refuse every call.
+
+        The loop thread did not survive the fork and the socket is the parent's:
+        nothing is sent, flushed or closed from here, not even at exit.
+        """
+        self._state = "forked"
+        self._close_lock = threading.Lock()
+        self._outbox.after_fork_in_child(self._check_fork)
+        _open_clients.discard(self)
+
+    def _check_fork(self) -> None:
+        """Raise ForkedError in a child process that inherited this client. Any thread."""
+        if self._state == "forked":
+            raise _fork.forked_error("this Client", self._created_in)
 
     # ------------------------------------------------------------ connecting
 
@@ -289,7 +319,8 @@ class Client:
 
     @property
     def is_closed(self) -> bool:
-        return self._state == "closed" or self._closing
+        """True once closed, and in a child process after os.fork() (nothing works there)."""
+        return self._state in ("closed", "forked") or self._closing
 
     @property
     def server_info(self) -> dict[str, Any]:
@@ -346,6 +377,7 @@ class Client:
         """Run *coro* on the loop and wait, translating every error into a natspull error."""
         if self.is_closed:
             coro.close()
+            self._check_fork()
             raise ConnectionClosedError(f"{what}: the connection is closed")
         try:
             return self._loop_thread.run(coro, timeout, what)
@@ -358,7 +390,7 @@ class Client:
         """Publish a core NATS message. Returns at once; the loop writes it in the next burst.
 
         Raises ValueError/TypeError for a bad subject, payload or headers,
-        ConnectionClosedError once closed. Any thread.
+        ConnectionClosedError once closed (ForkedError in a forked child). Any thread.
         """
         data, headers = self._check_message(subject, data, headers)
         self._outbox.put(subject, data, "", headers)
@@ -416,9 +448,13 @@ class Client:
     def jetstream(
         self, domain: str | None = None, api_prefix: str | None = None, timeout: float = 5.0
     ) -> JetStream:
-        """A JetStream context (management, publish, consumers). Cheap; no network call."""
+        """A JetStream context (management, publish, consumers). Cheap; no network call.
+
+        Raises ForkedError in a child process after os.fork().
+        """
         from ._jetstream import JetStream
 
+        self._check_fork()
         return JetStream(self, domain=domain, api_prefix=api_prefix, timeout=timeout)
 
     async def _ping(self, timeout: float) -> None:
@@ -516,7 +552,10 @@ class Client:
         the ``close_timeout`` given to connect, 5 s). Every pending ``next()``
         raises ConnectionClosedError. This method is idempotent. Any thread
         but the loop thread (RuntimeError there: the loop cannot wait for itself).
+        Raises ForkedError in a child process after os.fork(): the connection
+        is the parent's (leaving a ``with`` block the parent entered does nothing).
         """
+        self._check_fork()
         self._loop_thread.check_not_in_loop("Client.close()")
         timeout = self._close_timeout if timeout is None else check_number("timeout", timeout)
         with self._close_lock:
@@ -598,7 +637,10 @@ _open_clients: weakref.WeakSet[Client] = weakref.WeakSet()
 
 @atexit.register
 def _close_open_clients() -> None:
-    """At interpreter exit, flush and close clients the script never closed (bounded: 1 s each)."""
+    """At interpreter exit, flush and close clients the script never closed (bounded: 1 s each).
+
+    A forked child's set holds none of the parent's clients (see Client._after_fork_in_child).
+    """
     for client in list(_open_clients):
         try:
             client.close(timeout=1.0)
