@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from . import _fork
 from ._connection import Connection
 from ._jetstream import JetStream
 from ._loop import LoopThread, keep_signals_for_main_thread
@@ -95,6 +96,10 @@ class Client:
 
     The public facade over a :class:`~natspull._connection.Connection`, which owns
     everything on the loop side (docs/architecture.md).
+
+    A client cannot cross ``os.fork()``: in the child every call on it (and on
+    its JetStream, consumers, iterators and messages) raises ForkedError at
+    once, and the at-exit flush skips it; the child connects on its own.
     """
 
     def __init__(
@@ -104,7 +109,7 @@ class Client:
         self._servers = servers
         self._close_timeout: float = options.pop("close_timeout", 5.0)
         self._user_callbacks = callbacks
-        self._close_lock = threading.Lock()  # guards _closing; leaf lock
+        self._close_lock = threading.Lock()  # guards _closing; leaf lock; replaced in a forked child
         self._closing = False
         self._loop_thread = LoopThread()
         self._callback_thread = _CallbackThread() if callbacks else None
@@ -121,6 +126,7 @@ class Client:
             self._shutdown_threads()
             raise
         _open_clients.add(self)
+        _fork.track(self)
 
     def __repr__(self) -> str:
         servers = ", ".join(_redact(s) for s in self._servers)
@@ -130,12 +136,32 @@ class Client:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        if self._state == "forked":
+            # A forked child leaving the parent's `with` block: close() would raise
+            # ForkedError over the child's own exception or exit; nothing is the child's to close.
+            return
         self.close()
 
     @property
     def _state(self) -> str:
         conn = getattr(self, "_conn", None)
         return "closed" if conn is None else conn.state
+
+    # ------------------------------------------------------------------ fork
+
+    def _after_fork_in_child(self) -> None:
+        """Child process after os.fork(), single-threaded (see ``_fork.py``): refuse every call.
+
+        The loop thread did not survive the fork and the socket is the parent's:
+        nothing is sent, flushed or closed from here, not even at exit.
+        """
+        self._close_lock = threading.Lock()
+        self._conn.after_fork_in_child()
+        _open_clients.discard(self)
+
+    def _check_fork(self) -> None:
+        """Raise ForkedError in a child process that inherited this client. Any thread."""
+        self._conn.check_fork()
 
     def _dispatch(self, name: str, *args: object) -> None:
         """Hand the user's callback *name* to the callback thread. Any thread; never blocks."""
@@ -152,7 +178,8 @@ class Client:
 
     @property
     def is_closed(self) -> bool:
-        return self._conn.state == "closed" or self._closing
+        """True once closed, and in a child process after os.fork() (nothing works there)."""
+        return self._conn.state in ("closed", "forked") or self._closing
 
     @property
     def server_info(self) -> dict[str, Any]:
@@ -169,7 +196,7 @@ class Client:
         """Publish a core NATS message. Returns at once; the loop writes it in the next burst.
 
         Raises ValueError/TypeError for a bad subject, payload or headers,
-        ConnectionClosedError once closed. Any thread.
+        ConnectionClosedError once closed (ForkedError in a forked child). Any thread.
         """
         data, headers = self._conn.check_message(subject, data, headers)
         self._conn.publish_nowait(subject, data, "", headers)
@@ -208,7 +235,11 @@ class Client:
     def jetstream(
         self, domain: str | None = None, api_prefix: str | None = None, timeout: float = 5.0
     ) -> JetStream:
-        """A JetStream context (management, publish, consumers). Cheap; no network call."""
+        """A JetStream context (management, publish, consumers). Cheap; no network call.
+
+        Raises ForkedError in a child process after os.fork().
+        """
+        self._check_fork()
         return JetStream(self._conn, domain=domain, api_prefix=api_prefix, timeout=timeout)
 
     # ----------------------------------------------------------------- closing
@@ -220,7 +251,10 @@ class Client:
         the ``close_timeout`` given to connect, 5 s). Every pending ``next()``
         raises ConnectionClosedError. This method is idempotent. Any thread
         but the loop thread (RuntimeError there: the loop cannot wait for itself).
+        Raises ForkedError in a child process after os.fork(): the connection
+        is the parent's (leaving a ``with`` block the parent entered does nothing).
         """
+        self._check_fork()
         self._loop_thread.check_not_in_loop("Client.close()")
         timeout = self._close_timeout if timeout is None else check_number("timeout", timeout)
         with self._close_lock:
@@ -276,7 +310,10 @@ _open_clients: weakref.WeakSet[Client] = weakref.WeakSet()
 
 @atexit.register
 def _close_open_clients() -> None:
-    """At interpreter exit, flush and close clients the script never closed (bounded: 1 s each)."""
+    """At interpreter exit, flush and close clients the script never closed (bounded: 1 s each).
+
+    A forked child's set holds none of the parent's clients (see Client._after_fork_in_child).
+    """
     for client in list(_open_clients):
         try:
             client.close(timeout=1.0)

@@ -22,6 +22,7 @@ import re
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+from . import _fork
 from ._link import Engine, Unsubscribe
 from ._loop import LoopThread
 from ._outbox import Outbox
@@ -77,7 +78,9 @@ class Connection:
         self._tried = tried  # the servers, for messages (credentials redacted by the caller)
         self._secured = secured
         self._dispatch = dispatch  # (callback name, *args): hands a user callback to its thread
-        self.state = "connecting"  # written on the loop thread; read anywhere
+        # written on the loop thread; read anywhere. "forked": set in a child after os.fork()
+        self.state = "connecting"
+        self._created_in = _fork.pid
         self.closing = False  # set by Client.close() (under its close lock); read anywhere
         self._server_info: dict[str, Any] = {}
         self._engines: set[Engine] = set()  # loop thread only
@@ -224,12 +227,29 @@ class Connection:
         """The running engines (a snapshot, for tests and stats). Any thread."""
         return frozenset(self._engines)
 
+    # ------------------------------------------------------------------ fork
+
+    def after_fork_in_child(self) -> None:
+        """Child process after os.fork(), single-threaded (``_fork.py``): refuse every call.
+
+        The loop thread did not survive the fork and the socket is the parent's: nothing is
+        sent, flushed or closed from here. Called by the owning Client's fork hook.
+        """
+        self.state = "forked"
+        self.outbox.after_fork_in_child(self.check_fork)
+
+    def check_fork(self) -> None:
+        """Raise ForkedError in a child process that inherited this connection. Any thread."""
+        if self.state == "forked":
+            raise _fork.forked_error("this Client", self._created_in)
+
     # ------------------------------------------------------------ Link: any thread
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None, what: str) -> T:
         """Run *coro* on the loop and wait, translating every error into a natspull error."""
-        if self.state == "closed" or self.closing:
+        if self.state in ("closed", "forked") or self.closing:
             coro.close()
+            self.check_fork()
             raise ConnectionClosedError(f"{what}: the connection is closed")
         try:
             return self._loop_thread.run(coro, timeout, what)

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from . import _fork
 from ._loop import keep_signals_for_main_thread
 from ._msg import Msg
 from ._pull import PullEngine
@@ -43,7 +44,8 @@ class ConsumeContext:
         self._queue = queue
         self._handler = handler
         self._error_handler = error_handler
-        self._errors_lock = threading.Lock()  # guards errors and _handled; leaf lock
+        # guards errors, _handled and _failed; leaf lock; replaced in a forked child
+        self._errors_lock = threading.Lock()
         self.errors: list[BaseException] = []  # terminal conditions that ended the workers
         self._handled = 0
         self._failed = 0
@@ -53,6 +55,7 @@ class ConsumeContext:
         ]
         for thread in self._threads:
             thread.start()
+        _fork.track(self)
 
     def __repr__(self) -> str:
         engine = self._engine
@@ -62,8 +65,17 @@ class ConsumeContext:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        if self._queue.forked is not None:  # a forked child leaving the parent's block: see Client.__exit__
+            return
         self.drain()
         self.wait()
+
+    def _after_fork_in_child(self) -> None:
+        """Child process after os.fork(), single-threaded: a worker may have held the lock.
+
+        The workers did not survive the fork; the queue refuses every call (ForkedError).
+        """
+        self._errors_lock = threading.Lock()
 
     def _work(self) -> None:
         keep_signals_for_main_thread()
@@ -124,8 +136,10 @@ class ConsumeContext:
 
         Returns False if *timeout* passed first. Re-raises the first terminal
         error (ConsumerDeletedError, ConnectionClosedError, ...) once the
-        workers are gone. Any thread but a worker's own.
+        workers are gone. Any thread but a worker's own. Raises ForkedError in
+        a child process after os.fork() (as stop() and drain() do).
         """
+        self._queue.check_fork()
         timeout = check_timeout("timeout", timeout)
         if threading.current_thread() in self._threads:
             raise RuntimeError("wait() called from a natspull worker would wait for itself")

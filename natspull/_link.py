@@ -64,6 +64,9 @@ class Link(Protocol):
     def is_closed(self) -> bool:
         """nats-py is closed for good. Any thread."""
 
+    def check_fork(self) -> None:
+        """Raise ForkedError in a child process after os.fork() (the connection is the parent's)."""
+
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None, what: str) -> T:
         """Run *coro* on the loop and wait, every error a natspull error. Any thread but the loop's."""
 

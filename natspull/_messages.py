@@ -25,6 +25,8 @@ class Messages:
     ``drain()``; a broken consumer or connection raises from the loop
     (ConsumerDeletedError, ConnectionClosedError, ...). Any number of threads
     may call :meth:`next` at once; each message goes to exactly one of them.
+    In a child process after ``os.fork()`` every call but :meth:`stats` raises
+    ForkedError at once, and none hands out the parent's buffered messages.
     """
 
     def __init__(self, engine: PullEngine, queue: MsgQueue) -> None:
@@ -49,7 +51,8 @@ class Messages:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+        if self._queue.forked is None:  # a forked child leaving the parent's block: see Client.__exit__
+            self.stop()
 
     def next(self, timeout: float | None = None) -> Msg:
         """The next message.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import threading
 from collections.abc import Iterable
 from typing import Protocol
@@ -26,7 +27,17 @@ _TERM = b"+TERM"
 
 # Guards the check-and-set of every Msg's terminal-ack flag, so two threads
 # acking one message cannot both succeed. Leaf lock: nothing is called under it.
+# Replaced in a child after os.fork(): another thread may have held it at the fork.
 _ack_lock = threading.Lock()
+
+
+def _new_ack_lock_in_child() -> None:
+    global _ack_lock
+    _ack_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_new_ack_lock_in_child)
 
 
 class AckSink(Protocol):
@@ -38,6 +49,8 @@ class AckSink(Protocol):
     def publish_nowait(self, subject: str, payload: bytes) -> None: ...
 
     def request_ack(self, subject: str, payload: bytes, timeout: float) -> None: ...
+
+    def check_fork(self) -> None: ...
 
 
 class Msg:
@@ -93,7 +106,8 @@ class Msg:
         """Acknowledge the message. Returns at once; the ack is flushed by the loop.
 
         Raises MsgAlreadyAckedError after a previous ack/nak/term,
-        ConnectionClosedError after the client closed. Any thread.
+        ConnectionClosedError after the client closed, ForkedError in a child
+        process after os.fork() (the message is the parent's). Any thread.
         """
         self._send(_ACK, terminal=True)
 
@@ -157,6 +171,7 @@ class Msg:
             raise Error("not a JetStream message: it has no ack subject")
         with _ack_lock:
             if self._acked:
+                sink.check_fork()  # in a forked child the message is the parent's, acked or not
                 raise MsgAlreadyAckedError(f"message {self.reply} was already acknowledged")
             if terminal:
                 self._acked = True

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Callable
 
 from ._loop import LoopThread
 from ._wire import Entry, Wire
@@ -33,6 +34,8 @@ class Outbox:
         self._lock = threading.Lock()
         self._scheduled = False
         self._closed = False
+        # Set only in a child process after os.fork(), with _closed: raises the ForkedError.
+        self._check_fork: Callable[[], None] | None = None
 
     def put(
         self, subject: str, payload: bytes, reply: str = "", headers: dict[str, str] | None = None
@@ -40,9 +43,12 @@ class Outbox:
         """Accept one publish; returns at once. Any thread.
 
         Raises ConnectionClosedError once the client is closing: an accepted
-        entry is always flushed, a refused one is reported, none is dropped.
+        entry is always flushed, a refused one is reported, none is dropped;
+        ForkedError in a child process after os.fork().
         """
         if self._closed:
+            if self._check_fork is not None:
+                self._check_fork()
             raise ConnectionClosedError("the connection is closed")
         self._entries.append((subject, payload, reply, headers))
         # Benign race: _flush clears _scheduled *before* it takes entries, so an
@@ -58,6 +64,17 @@ class Outbox:
         """Refuse new entries (accepted ones are still flushed by :meth:`flush`). Any thread."""
         with self._lock:
             self._closed = True
+
+    def after_fork_in_child(self, check_fork: Callable[[], None]) -> None:
+        """Child process after os.fork(), single-threaded: every put() calls *check_fork*, which raises.
+
+        The lock is replaced (the loop thread or an acking thread may have held
+        it at the fork); the entries are the parent's to send, not the child's.
+        """
+        self._lock = threading.Lock()
+        self._entries.clear()
+        self._check_fork = check_fork
+        self._closed = True
 
     def _start_flush(self) -> None:
         """Loop thread: the callback that the first put() after a flush scheduled."""

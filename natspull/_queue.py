@@ -40,6 +40,11 @@ not re-entrant. So a transition requested by a thread that already holds the
 lock is handed to a short-lived helper thread, which takes the lock as soon as
 the interrupted ``get()`` releases it in ``wait()``, and wakes it.
 
+After ``os.fork()`` the child's copy of a queue is CLOSED with a ForkedError as
+its terminal error, its buffer (the parent's deliveries) emptied and its lock
+replaced (see ``_fork.py``): ``get()`` raises at once and hands out nothing,
+``stop()``/``drain()`` raise, ``stats()`` works.
+
 Flow control ("pending", as in nats.go): messages and bytes requested by pull
 requests and not yet released by the application (``get()`` releases at once;
 ``get(lease=True)`` releases on ``release()``, after a handler ran). The
@@ -57,8 +62,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from . import _fork
 from ._msg import Msg
-from .errors import IteratorClosedError, TimeoutError
+from .errors import ForkedError, IteratorClosedError, TimeoutError
 
 __all__ = ["Flow", "MsgQueue", "State"]
 
@@ -123,6 +129,31 @@ class MsgQueue:
         self._low_armed = True  # on_low fires at most once per reserve()
         self._delivered = 0  # handed out by get(), ever
         self._waiters = 0
+        self._created_in = _fork.pid
+        # Set only in a child process after os.fork(), together with CLOSED (see _after_fork_in_child).
+        self.forked: ForkedError | None = None
+        _fork.track(self)
+
+    def _after_fork_in_child(self) -> None:
+        """Child process after os.fork(), single-threaded: refuse everything from now on.
+
+        The lock is replaced (a thread of the parent may have held it at the
+        fork); the buffer is dropped unseen: those deliveries are the parent's,
+        which hands them out and acks them.
+        """
+        self._cond = threading.Condition(threading.RLock())
+        self.forked = _fork.forked_error("this messages()/consume() iterator", self._created_in)
+        self._error = self.forked
+        self._state = State.CLOSED
+        self._items.clear()
+        self._notice = None
+        self._buffered_bytes = self._pending_msgs = self._pending_bytes = 0
+        self._leased_msgs = self._leased_bytes = self._waiters = 0
+
+    def check_fork(self) -> None:
+        """Raise ForkedError in a child process that inherited this queue. Any thread."""
+        if self.forked is not None:
+            raise self.forked
 
     # ---------------------------------------------------------------- reading
 
@@ -330,14 +361,16 @@ class MsgQueue:
         """OPEN -> DRAINING: no new pulls; what is buffered or in flight is still handed out.
 
         Never blocks (see the module docstring about signal handlers).
-        Idempotent; does nothing after stop(). Any thread.
+        Idempotent; does nothing after stop(). Any thread. Raises
+        ForkedError in a child process that inherited the queue.
         """
         self._transition(self._drain_locked)
 
     def stop(self) -> None:
         """-> CLOSED now: every waiter wakes and sees the end; buffered messages go to on_discard.
 
-        Never blocks. Idempotent; cuts a drain short. Any thread.
+        Never blocks. Idempotent; cuts a drain short. Any thread. Raises
+        ForkedError in a child process that inherited the queue.
         """
         self._transition(lambda: self._close_locked(None))
 
@@ -359,6 +392,7 @@ class MsgQueue:
     # ---------------------------------------------------------------- helpers
 
     def _transition(self, change: Callable[[], list[Msg] | None]) -> None:
+        self.check_fork()
         if self._cond._is_owned():  # type: ignore[attr-defined]
             # A signal handler interrupted this thread while it held the lock.
             threading.Thread(

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
+from . import _fork
 from ._msg import Metadata, nak_unacked
 from ._msg import Msg as _SyncMsg
 from ._queue import MsgQueue, State
@@ -216,6 +217,15 @@ class Messages:
         # Written by stop()/drain() from any thread; read on the trio thread.
         self._stopped = False
         self._drain_requested = False
+        _fork.track(self)
+
+    def _after_fork_in_child(self) -> None:
+        """Child process after os.fork(): the deque holds the parent's deliveries; drop them.
+
+        Every call then reaches the wrapped queue, which raises ForkedError.
+        """
+        self._local.clear()
+        self._clean_close = False
 
     def __repr__(self) -> str:
         c = self._consumer

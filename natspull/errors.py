@@ -10,6 +10,7 @@ Hierarchy::
     Error
     ├── ConnectError                  could not connect (names the servers tried)
     ├── ConnectionClosedError         the connection is closed (by close() or for good)
+    │   └── ForkedError               a client created before os.fork() used in the child
     ├── TimeoutError                  a bounded wait ran out (also a builtin TimeoutError)
     ├── NoHeartbeatError              no traffic for 2 x heartbeat on a pull (recoverable)
     ├── MsgAlreadyAckedError          a second terminal ack of one message
@@ -37,6 +38,7 @@ __all__ = [
     "ConsumerDeletedError",
     "ConsumerNotFoundError",
     "Error",
+    "ForkedError",
     "IteratorClosedError",
     "JetStreamAPIError",
     "MsgAlreadyAckedError",
@@ -57,6 +59,17 @@ class ConnectError(Error):
 
 class ConnectionClosedError(Error):
     """The connection is closed: by ``Client.close()`` or for good after reconnects ran out."""
+
+
+class ForkedError(ConnectionClosedError):
+    """A natspull object created before ``os.fork()`` was used in the child process.
+
+    A client is a socket, an event-loop thread and locks: ``fork()`` copies none of them usefully
+    (the thread is gone, the socket is the parent's). Every call on an inherited Client,
+    JetStream, Consumer, iterator, consume() context or Msg raises this at once; the child calls
+    ``natspull.connect()`` for its own client. A ConnectionClosedError, so code that reconnects
+    when the connection is gone does the right thing.
+    """
 
 
 class TimeoutError(Error, builtins.TimeoutError):

@@ -30,6 +30,7 @@ EXPECTED_ALL = [
     "DeliverPolicy",
     "DiscardPolicy",
     "Error",
+    "ForkedError",
     "IteratorClosedError",
     "JetStream",
     "JetStreamAPIError",
