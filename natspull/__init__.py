@@ -22,6 +22,7 @@ from ._consumer_types import ConsumerConfig, ConsumerInfo, PauseState, PriorityG
 from ._jetstream import JetStream
 from ._messages import Messages
 from ._msg import Metadata, Msg
+from ._pull import PullEvent
 from ._signals import shutdown_on_signals
 from ._types import (
     AckPolicy,
@@ -79,6 +80,7 @@ __all__ = [
     "PriorityGroupState",
     "PriorityPolicy",
     "PubAck",
+    "PullEvent",
     "ReplayPolicy",
     "RetentionPolicy",
     "StorageType",

@@ -44,6 +44,7 @@ EXPECTED_ALL = [
     "PriorityGroupState",
     "PriorityPolicy",
     "PubAck",
+    "PullEvent",
     "ReplayPolicy",
     "RetentionPolicy",
     "StorageType",
