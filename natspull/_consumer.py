@@ -45,9 +45,10 @@ class Consumer:
         self.stream: str = info.stream_name
         self.name: str = info.name
         self._info = info
-        # The last Nats-Pin-Id a fetch() saw, per group: the next fetch sends it. Written by
-        # the fetching thread after its engine ended; a plain dict store/lookup.
-        self._fetch_pins: dict[str, str] = {}
+        # The Nats-Pin-Id this object's pulls last saw, per group (pinned_client): a new fetch,
+        # iterator or consume() starts with it. Written by the engines on the loop thread, read
+        # by user threads starting one: single dict operations, no lock needed.
+        self._pins: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"<natspull.Consumer {self.stream}/{self.name}>"
@@ -73,7 +74,6 @@ class Consumer:
         options: PullOptions,
         *,
         error_on_missing_heartbeat: bool = False,
-        pin_store: dict[str, str] | None = None,
         on_event: Callable[[PullEvent], None] | None = None,
     ) -> PullEngine:
         engine = PullEngine(
@@ -84,7 +84,7 @@ class Consumer:
             flow,
             options,
             error_on_missing_heartbeat=error_on_missing_heartbeat,
-            pin_store=pin_store,
+            pin_store=self._pins,
             on_event=on_event,
         )
         self._link.run(engine.start(), _START_TIMEOUT, "start pulling")
@@ -124,9 +124,9 @@ class Consumer:
         available at once. ``heartbeat`` (0.5-30 s, at most max_wait/2) asks for idle
         heartbeats: when two intervals pass in silence the fetch ends early (NoHeartbeatError
         if nothing came). Priority groups: see :meth:`messages` (``group`` and its options);
-        on a ``pinned_client`` consumer the pin a fetch saw is sent by the next fetch of this
-        object for that group, and a 423 (the pin moved on) re-sends the request once, at once,
-        without it. Raises ValueError/TypeError for bad arguments, ConsumerDeletedError,
+        on a ``pinned_client`` consumer the pulls of this Consumer object share the pin they
+        last saw (so the next fetch sends it), and a 423 (the pin moved on) re-sends the request
+        once, at once, without it. Raises ValueError/TypeError for bad arguments, ConsumerDeletedError,
         ConsumerNotFoundError, JetStreamAPIError (e.g. a message larger than *max_bytes*),
         NoHeartbeatError, ConnectionClosedError. Any thread but the loop's.
         """
@@ -193,7 +193,7 @@ class Consumer:
         options = PullOptions(
             expires=max_wait, heartbeat=heartbeat, one_shot=True, no_wait=no_wait, group=pull
         )
-        engine = self._engine(flow, options, pin_store=self._fetch_pins)
+        engine = self._engine(flow, options)
         return engine.queue, max_wait + FETCH_GRACE
 
     def next(
@@ -271,7 +271,8 @@ class Consumer:
         ``min_ack_pending`` (``overflow`` policy) have the server serve these pulls only while
         the consumer has at least that many messages pending / unacknowledged; ``priority``
         (0-9, ``prioritized`` policy) serves lower numbers first. With ``pinned_client`` the
-        iterator keeps the pin it is given (``Nats-Pin-Id``) and sends it on every pull; a 423
+        iterator keeps the pin it is given (``Nats-Pin-Id``; shared with the other pulls of this
+        Consumer object) and sends it on every pull; a 423
         makes it forget the pin and pull again at once; ``expires`` then defaults to half of
         the consumer's ``priority_timeout`` (1-30 s) - a larger value is refused - so that an
         idle iterator renews its pin in time.

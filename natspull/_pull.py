@@ -255,9 +255,9 @@ class PullEngine:
         self.error_on_missing_heartbeat = error_on_missing_heartbeat
         self._group = options.group
         self._pinned = options.group is not None and options.group.pinned
-        # The group's pin as this engine last saw it (Nats-Pin-Id); loop thread only. A fetch
-        # starts from, and keeps up to date, its consumer's *pin_store* (group -> pin), so that
-        # the next fetch sends it: the only other place a pin is kept.
+        # The group's pin as this engine last saw it (Nats-Pin-Id); loop thread only. It starts
+        # from, and keeps up to date, its Consumer's *pin_store* (group -> pin), so that the
+        # next fetch or iterator of that Consumer object sends it too.
         self._pin_store = pin_store if self._pinned else None
         self.pin_id: str | None = None
         if self._pin_store is not None and options.group is not None:
@@ -482,12 +482,14 @@ class PullEngine:
         self._mode.on_pin_lost(msgs, nbytes, exact)
 
     def _set_pin(self, pin: str | None) -> None:
-        self.pin_id = pin
-        if self._pin_store is not None and self._group is not None:
-            if pin is None:
-                self._pin_store.pop(self._group.group, None)
-            else:
-                self._pin_store[self._group.group] = pin
+        old, self.pin_id = self.pin_id, pin
+        store = self._pin_store
+        if store is not None and self._group is not None:
+            name = self._group.group
+            if pin is not None:
+                store[name] = pin
+            elif old is not None and store.get(name) == old:  # not a newer one of another engine
+                del store[name]
 
     def _emit(self, kind: str, *, code: int = 0, description: str = "", pin_id: str | None = None) -> None:
         if self._on_event is not None:

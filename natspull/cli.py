@@ -4,6 +4,7 @@
 
     natspull demo [--messages N] [--size BYTES] [--workers N] [--server URL]
     natspull consume STREAM CONSUMER [--server URL] [--count N] [--timeout S] [--no-ack] [--json]
+                     [--group G [--min-pending N]]
     natspull publish SUBJECT [DATA|-] [--count N] [--server URL]
     natspull server [--port P] [--store-dir DIR]
 
@@ -208,6 +209,15 @@ def _build_parser() -> argparse.ArgumentParser:
         "--timeout", type=_positive_seconds, metavar="S", help="exit when no message arrives for S seconds"
     )
     consume.add_argument("--no-ack", action="store_true", help="print without acking")
+    consume.add_argument(
+        "--group", metavar="G", help="pull in priority group G (required for a consumer with priority groups)"
+    )
+    consume.add_argument(
+        "--min-pending",
+        type=_int_at_least(1),
+        metavar="N",
+        help="overflow policy: be served only while the consumer has at least N messages pending",
+    )
     consume.add_argument(
         "--json",
         action="store_true",
@@ -434,7 +444,7 @@ def _cmd_consume(args: argparse.Namespace) -> int:
     with _connect(args.server) as client:
         consumer = _bind(client.jetstream(), args.stream, args.consumer)
         with (
-            consumer.messages(stop_after=args.count) as msgs,
+            consumer.messages(stop_after=args.count, group=args.group, min_pending=args.min_pending) as msgs,
             natspull.shutdown_on_signals(msgs, signals=_stop_signals()) as signals,
         ):
             while True:
