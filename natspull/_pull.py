@@ -137,6 +137,7 @@ class PullEngine:
         self._sub: Subscription | None = None
         self._burst: list[Msg] = []
         self._received = 0  # one-shot: messages received for the single request
+        self._received_bytes = 0  # one-shot: and their size as the server counts it
         self._last_activity = 0.0
         self._hb_handle: asyncio.TimerHandle | None = None
         self._stopping = False
@@ -246,13 +247,25 @@ class PullEngine:
             self._last_activity = self._loop_thread.loop.time()
             self._on_status(headers)
             return
-        self._deliver(raw.subject, raw.reply, raw.data, headers or None)
+        size = self._client._parser.frame_size
+        if size is None:  # (not seen: delivered outside the parser) the header block re-serialised
+            size = len(raw.subject.encode()) + len(raw.reply.encode()) + len(raw.data)
+            if headers:
+                size += len(b"NATS/1.0\r\n\r\n") + sum(
+                    len(k.encode()) + len(v.encode()) + 4 for k, v in headers.items()
+                )
+        self._deliver(raw.subject, raw.reply, raw.data, size, headers or None)
 
-    def _deliver(self, subject: str, reply: str, data: bytes, headers: dict[str, str] | None = None) -> None:
-        """One message for the application; also called by the parser's fast path (no headers)."""
-        size = len(data) + len(subject)
-        if headers:
-            size += sum(len(k) + len(v) + 4 for k, v in headers.items())
+    def _deliver(
+        self, subject: str, reply: str, data: bytes, size: int, headers: dict[str, str] | None = None
+    ) -> None:
+        """One message for the application; also called by the parser's fast path (no headers).
+
+        *size* is what the server charged the message against the request's
+        ``max_bytes``: subject + reply + header block + payload, in bytes on
+        the wire (see ``_parser``). Counting less would leave pending bytes
+        that never drop below the threshold: no re-pull, a stalled iterator.
+        """
         burst = self._burst
         burst.append(Msg(subject, data, reply, headers, self._client, size))
         if len(burst) == 1:
@@ -265,7 +278,11 @@ class PullEngine:
                 self._loop_thread.loop.call_soon(self._flush_burst)
         if self._opts.one_shot:
             self._received += 1
-            if self._received >= self.queue.flow.max_msgs:
+            self._received_bytes += size
+            flow = self.queue.flow
+            # A request whose bytes are used up exactly ends without a status message
+            # (nats-server consumer.go, nextWaiting): count it done here, as nats.go does.
+            if self._received >= flow.max_msgs or (flow.max_bytes and self._received_bytes >= flow.max_bytes):
                 self._request_done()
 
     def _flush_burst(self) -> None:
@@ -334,9 +351,11 @@ class PullEngine:
             self._request_done()
             return
         self.queue.adjust_pending(msgs, nbytes)
-        # Re-pulling now would ask for the same too-small size again (a spin):
-        # wait until the application releases messages (on_low), unless it holds none.
-        if not self.queue.holds_messages():
+        # Re-pulling now would ask for a part of the budget that may again be too
+        # small (a spin of 409s, also when the budget is split over several requests
+        # that are each too small): pull once the whole budget is free - nothing held,
+        # nothing outstanding; releases before that pull through on_low.
+        if not self.queue.holds_messages() and not self.queue.has_outstanding():
             self._pull()
 
     async def _on_no_responders(self) -> None:
