@@ -157,7 +157,7 @@ class Msg:
 
 
 def _check_delay(delay: float) -> float:
-    if isinstance(delay, bool) or not isinstance(delay, int | float):
+    if isinstance(delay, bool) or not isinstance(delay, (int, float)):
         raise TypeError(f"delay must be a number of seconds, got {type(delay).__name__}")
     if not math.isfinite(delay) or delay < 0:
         raise ValueError(f"delay must be a finite number of seconds >= 0, got {delay!r}")
@@ -180,7 +180,7 @@ def parse_metadata(reply: str) -> Metadata:
         sequence=SequencePair(stream=int(sseq), consumer=int(cseq)),
         num_delivered=int(delivered),
         num_pending=int(pending),
-        timestamp=datetime.datetime.fromtimestamp(int(ts) / 1e9, datetime.UTC),
+        timestamp=datetime.datetime.fromtimestamp(int(ts) / 1e9, datetime.timezone.utc),
         stream=stream,
         consumer=consumer,
         domain=domain,
