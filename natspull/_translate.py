@@ -44,7 +44,7 @@ def translate(exc: BaseException, what: str = "") -> BaseException:
         return api_error(f"{prefix}{exc.description or 'JetStream API error'}", exc.code, exc.err_code)
     if isinstance(exc, nats.errors.NoRespondersError):
         return JetStreamAPIError(f"{prefix}no responders (is JetStream enabled, does the stream exist?)", 503)
-    # Three distinct classes before Python 3.11 (asyncio's and the builtin one are the same since).
+    # asyncio.TimeoutError is the builtin TimeoutError only since Python 3.11.
     if isinstance(exc, (nats.errors.TimeoutError, asyncio.TimeoutError, builtins.TimeoutError)):
         return TimeoutError(f"{prefix}timed out")
     if isinstance(exc, (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError)):

@@ -18,8 +18,8 @@ from natspull._translate import translate
     ids=["builtin", "asyncio", "nats"],
 )
 def test_every_timeout_class_becomes_natspull_timeout(exc: BaseException) -> None:
-    # Before Python 3.11 these are three distinct classes; the builtin one is what natspull's
-    # own loop code raises (Client._ping, JetStream.publish_many).
+    # Before Python 3.11 asyncio's TimeoutError is not the builtin one, which natspull's own
+    # loop code raises (Client._ping, JetStream.publish_many).
     translated = translate(exc, "flush")
     assert type(translated) is natspull.TimeoutError
     assert str(translated) == "flush: timed out"
