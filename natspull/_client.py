@@ -218,7 +218,7 @@ class Client:
                 await self._nc.close()
             tried = ", ".join(_redact(s) for s in self._servers)
             cause = self._connect_error or exc
-            if isinstance(exc, asyncio.TimeoutError | TimeoutError) and self._connect_error is None:
+            if isinstance(exc, (asyncio.TimeoutError, TimeoutError)) and self._connect_error is None:
                 reason = f"no connection within {timeout:g} s"
             else:
                 reason = _describe_connect_error(cause)
@@ -280,11 +280,11 @@ class Client:
             self._connect_error = exc
             text = str(exc).lower()
             fatal = (
-                isinstance(exc, nats.errors.AuthorizationError | ssl.SSLError)
+                isinstance(exc, (nats.errors.AuthorizationError, ssl.SSLError))
                 or any(word in text for word in _AUTH_FAILURES)
                 # A server refusing credentials or a client certificate may reset the
                 # connection before its -ERR is read: do not retry that into a storm.
-                or (self._secured and isinstance(exc, ConnectionResetError | BrokenPipeError))
+                or (self._secured and isinstance(exc, (ConnectionResetError, BrokenPipeError)))
             )
             if fatal and not self._connect_failed.done():
                 self._connect_failed.set_result(exc)
@@ -623,7 +623,7 @@ def _describe_connect_error(exc: BaseException) -> str:
         return f"authorization failed ({text})"
     if isinstance(exc, ssl.SSLError):
         return f"TLS failed ({exc})"
-    if isinstance(exc, ConnectionResetError | BrokenPipeError):
+    if isinstance(exc, (ConnectionResetError, BrokenPipeError)):
         return (
             f"the server closed the connection during the handshake: authorization or TLS refused? ({text})"
         )
@@ -674,7 +674,7 @@ def connect(
         [servers]
         if isinstance(servers, str)
         else list(servers)
-        if isinstance(servers, list | tuple)
+        if isinstance(servers, (list, tuple))
         else None
     )
     if not server_list or not all(isinstance(s, str) and s for s in server_list):
