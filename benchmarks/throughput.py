@@ -162,7 +162,7 @@ async def _core_receive(url: str, n: int, size: int, timeout: float) -> float:
         start = time.perf_counter()
         try:
             await asyncio.wait_for(done.wait(), timeout)
-        except TimeoutError:
+        except asyncio.TimeoutError:
             raise BenchmarkError(f"received {received} of {n} core messages in {timeout:g} s") from None
         elapsed = time.perf_counter() - start
         await sub.unsubscribe()

@@ -347,7 +347,7 @@ def connect(
         [servers]
         if isinstance(servers, str)
         else list(servers)
-        if isinstance(servers, list | tuple)
+        if isinstance(servers, (list, tuple))
         else None
     )
     if not server_list or not all(isinstance(s, str) and s for s in server_list):

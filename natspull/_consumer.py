@@ -89,9 +89,12 @@ class Consumer:
         Blocks on: the request, at most *max_wait* seconds (plus a short grace
         for the server's answer). Returns fewer messages, or none, when the
         request expires first; with ``no_wait=True`` it returns what is
-        available at once. Raises ConsumerDeletedError, ConsumerNotFoundError,
-        JetStreamAPIError (e.g. a message larger than *max_bytes*),
-        ConnectionClosedError. Any thread but the loop's.
+        available at once. With *max_bytes* it returns as soon as the
+        messages' sizes (subject + reply + header block + data, as the server
+        counts them) reach it or the next message does not fit. Raises
+        ConsumerDeletedError, ConsumerNotFoundError, JetStreamAPIError (e.g.
+        a message larger than *max_bytes*), ConnectionClosedError. Any thread
+        but the loop's.
         """
         queue, wait = self._start_fetch(batch, max_wait, max_bytes, no_wait)
         # The shared sequence (_fetch.fetch_steps), driven by blocking waits on the queue; an
@@ -163,6 +166,10 @@ class Consumer:
         with idle heartbeats every ``heartbeat`` (default expires/2, at most
         30 s); ``stop_after`` ends the iterator after that many messages.
 
+        Use it with ``with`` or call ``stop()``: an iterator dropped while open
+        is stopped when garbage-collected (its messages NAKed back) with a
+        ResourceWarning naming where it was created.
+
         Blocks on: subscribing and sending the first pull. Raises ValueError /
         TypeError for bad options (naming them), ConnectionClosedError.
         Any thread but the loop's.
@@ -202,7 +209,8 @@ class Consumer:
         buffered plus in handlers. Pull options as :meth:`messages`.
 
         Blocks on: subscribing and the first pull. Returns a
-        :class:`ConsumeContext` (stop, drain, wait). Any thread but the loop's.
+        :class:`ConsumeContext` (stop, drain, wait); it runs until stopped or
+        drained, even when the application drops it. Any thread but the loop's.
         """
         if not callable(handler):
             raise TypeError(f"handler must be callable, got {type(handler).__name__}")

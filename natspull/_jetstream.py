@@ -257,7 +257,7 @@ class JetStream:
         """
         window = check_int("window", window, minimum=1, maximum=65536)
         timeout = self._timeout if timeout is None else check_number("timeout", timeout, exclusive=True)
-        if isinstance(messages, str | bytes) or not isinstance(messages, Iterable):
+        if isinstance(messages, (str, bytes)) or not isinstance(messages, Iterable):
             raise TypeError(
                 f"messages must be an iterable of (subject, data) pairs, got {type(messages).__name__}"
             )
@@ -344,7 +344,7 @@ class JetStream:
                 await link.publish(subject, data, f"{prefix}.{index}", headers)
             if outstanding:
                 await asyncio.wait_for(all_acked, timeout)
-        except TimeoutError:
+        except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
             missing = next(i for i, reply in enumerate(replies) if reply is None)
             raise translate(TimeoutError(), f"publish of message {missing}") from None
         finally:

@@ -52,7 +52,7 @@ import uuid
 import weakref
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, TypeVar
 
 from ._child import mark_owner, no_release, remove_stale_dirs, spawn
 
@@ -66,6 +66,10 @@ _PORT_ATTEMPTS = 4
 _CONFIG_NAME = "natspull-server.conf"
 _LOG_NAME = "natspull-server.log"
 _TEMP_PREFIX = "natspull-"
+
+# Return types of methods returning self, for subclasses (typing.Self needs Python 3.11).
+_ServerT = TypeVar("_ServerT", bound="NatsServer")
+_ClusterT = TypeVar("_ClusterT", bound="NatsCluster")
 
 
 def find_server_binary() -> str:
@@ -257,7 +261,7 @@ class NatsServer:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def start(self) -> Self:
+    def start(self: _ServerT) -> _ServerT:
         """Start the server and block until it is healthy; return ``self``.
 
         Blocks until ``/healthz`` answers 200 and the client port accepts a TCP connection, for
@@ -302,7 +306,7 @@ class NatsServer:
         """
         self._owned.kill()
 
-    def restart(self, timeout: float = 10.0) -> Self:
+    def restart(self: _ServerT, timeout: float = 10.0) -> _ServerT:
         """Stop (if running) and start again on the same ports and store dir; return ``self``.
 
         Blocks and raises like :meth:`start`; no new ports are picked.
@@ -316,7 +320,7 @@ class NatsServer:
             raise
         return self
 
-    def __enter__(self) -> Self:
+    def __enter__(self: _ServerT) -> _ServerT:
         try:
             return self.start()
         except BaseException:
@@ -510,7 +514,7 @@ class NatsCluster:
         """The client URLs of all nodes, running or not."""
         return [s.url for s in self.servers]
 
-    def start(self) -> Self:
+    def start(self: _ClusterT) -> _ClusterT:
         """Start every node and block until each reports healthy; return ``self``.
 
         All processes are launched before any is waited for: ``/healthz`` of a clustered
@@ -614,7 +618,7 @@ class NatsCluster:
         for server in self.servers:
             server.stop()
 
-    def __enter__(self) -> Self:
+    def __enter__(self: _ClusterT) -> _ClusterT:
         return self.start()
 
     def __exit__(

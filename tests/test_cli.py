@@ -331,7 +331,7 @@ def test_consume_json_matches_published(setup: Setup) -> None:
     assert result.code == 0, result
     records = [json.loads(line) for line in result.out.splitlines()]
     assert len(records) == 42
-    for i, (record, data) in enumerate(zip(records, payloads, strict=False)):
+    for i, (record, data) in enumerate(zip(records, payloads)):
         assert record["subject"] == f"{stream}.m.{i}"
         assert record["stream_seq"] == record["consumer_seq"] == i + 1
         assert record["num_delivered"] == 1
