@@ -45,6 +45,8 @@ from urllib.parse import urlsplit
 
 import natspull
 
+from ._redact import redact
+
 if TYPE_CHECKING:
     from natspull.testing import NatsServer
 
@@ -280,14 +282,6 @@ def _server_urls(text: str) -> list[str]:
         if not parts.hostname:
             raise argparse.ArgumentTypeError(f"invalid server URL {url!r}: no host")
     return urls
-
-
-def _redact(url: str) -> str:
-    """A URL without user-info (credentials), for printing."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]).geturl()
 
 
 # ------------------------------------------------------------ process setup
@@ -771,7 +765,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if servers is not None:
         with _connect(servers) as client:
             version = client.server_info.get("version", "?")
-            where = f"{', '.join(_redact(s) for s in servers)} (nats-server {version})"
+            where = f"{', '.join(redact(s) for s in servers)} (nats-server {version})"
             return _Demo(client, args, where, embedded=False).run()
     server = _start_server()
     try:
