@@ -15,8 +15,7 @@ import pytest
 from conftest import wait_until
 from nats.js.api import StorageType
 
-from natspull import testing
-from natspull.testing import NatsCluster, NatsServer, find_server_binary
+from natspull.testing import NatsCluster, NatsServer, _server, find_server_binary
 
 GiB = 1024**3
 
@@ -179,7 +178,7 @@ def test_picked_port_taken_is_retried(monkeypatch: pytest.MonkeyPatch) -> None:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         taken = squatter.getsockname()[1]
-        real_free_ports = testing._free_ports
+        real_free_ports = _server.free_ports
         calls: list[int] = []
 
         def first_pick_is_taken(count: int) -> list[int]:
@@ -187,7 +186,7 @@ def test_picked_port_taken_is_retried(monkeypatch: pytest.MonkeyPatch) -> None:
             ports = real_free_ports(count)
             return [taken, *ports[1:]] if len(calls) == 1 else ports
 
-        monkeypatch.setattr(testing, "_free_ports", first_pick_is_taken)
+        monkeypatch.setattr(_server, "free_ports", first_pick_is_taken)
         server = NatsServer()
         assert server.port == taken
         with server:
