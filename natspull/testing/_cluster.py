@@ -20,7 +20,8 @@ from ._server import NatsServer
 
 __all__ = ["NatsCluster"]
 
-_C = TypeVar("_C", bound="NatsCluster")
+# Return type of methods returning self, for subclasses (typing.Self needs Python 3.11).
+_ClusterT = TypeVar("_ClusterT", bound="NatsCluster")
 
 
 class NatsCluster:
@@ -54,7 +55,7 @@ class NatsCluster:
         """The client URLs of all nodes, running or not."""
         return [s.url for s in self.servers]
 
-    def start(self: _C) -> _C:
+    def start(self: _ClusterT) -> _ClusterT:
         """Start every node and block until each reports healthy; return ``self``.
 
         All processes are launched before any is waited for: ``/healthz`` of a clustered
@@ -158,7 +159,7 @@ class NatsCluster:
         for server in self.servers:
             server.stop()
 
-    def __enter__(self: _C) -> _C:
+    def __enter__(self: _ClusterT) -> _ClusterT:
         return self.start()
 
     def __exit__(

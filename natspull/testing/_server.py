@@ -34,7 +34,8 @@ _CONFIG_NAME = "natspull-server.conf"
 _LOG_NAME = "natspull-server.log"
 _TEMP_PREFIX = "natspull-"
 
-_S = TypeVar("_S", bound="NatsServer")
+# Return type of methods returning self, for subclasses (typing.Self needs Python 3.11).
+_ServerT = TypeVar("_ServerT", bound="NatsServer")
 
 
 def find_server_binary() -> str:
@@ -183,7 +184,7 @@ class NatsServer:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def start(self: _S) -> _S:
+    def start(self: _ServerT) -> _ServerT:
         """Start the server and block until it is healthy; return ``self``.
 
         Blocks until ``/healthz`` answers 200 and the client port accepts a TCP connection, for
@@ -228,7 +229,7 @@ class NatsServer:
         """
         self._owned.kill()
 
-    def restart(self: _S, timeout: float = 10.0) -> _S:
+    def restart(self: _ServerT, timeout: float = 10.0) -> _ServerT:
         """Stop (if running) and start again on the same ports and store dir; return ``self``.
 
         Blocks and raises like :meth:`start`; no new ports are picked.
@@ -242,7 +243,7 @@ class NatsServer:
             raise
         return self
 
-    def __enter__(self: _S) -> _S:
+    def __enter__(self: _ServerT) -> _ServerT:
         try:
             return self.start()
         except BaseException:
