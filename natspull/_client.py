@@ -14,7 +14,6 @@ import threading
 import weakref
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import nats.errors
 import nats.nuid
@@ -26,6 +25,7 @@ from ._loop import LoopThread, keep_signals_for_main_thread
 from ._msg import Msg
 from ._outbox import Outbox
 from ._parser import FastParser
+from ._redact import redact as _redact
 from ._translate import api_error, translate
 from ._validate import (
     MAX_CONTROL_LINE,
@@ -85,17 +85,6 @@ def _retrieve(task: asyncio.Future[Any]) -> None:
 
 _SECURED = ("user", "password", "token", "user_credentials", "nkeys_seed", "nkeys_seed_str", "tls")
 _AUTH_FAILURES = ("authorization violation", "authentication", "user authentication expired")
-
-
-def _redact(server: str) -> str:
-    """A server URL without its user-info (user:password@ or token@)."""
-    parts = urlsplit(server if "://" in server else f"nats://{server}")
-    if parts.username is None and parts.password is None:
-        return server
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
 
 
 class _CallbackThread:
