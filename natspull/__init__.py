@@ -15,7 +15,15 @@
 Public names are re-exported here; modules starting with ``_`` are private.
 """
 
-from nats.js.api import (
+from ._client import Client, connect
+from ._consume import ConsumeContext
+from ._consumer import Consumer
+from ._consumer_types import ConsumerConfig, ConsumerInfo, PauseState, PriorityGroupState, PriorityPolicy
+from ._jetstream import JetStream
+from ._messages import Messages
+from ._msg import Metadata, Msg
+from ._signals import shutdown_on_signals
+from ._types import (
     AckPolicy,
     DeliverPolicy,
     DiscardPolicy,
@@ -26,15 +34,6 @@ from nats.js.api import (
     StreamConfig,
     StreamInfo,
 )
-
-from ._client import Client, connect
-from ._consume import ConsumeContext
-from ._consumer import Consumer
-from ._consumer_types import ConsumerConfig, ConsumerInfo, PauseState, PriorityGroupState, PriorityPolicy
-from ._jetstream import JetStream
-from ._messages import Messages
-from ._msg import Metadata, Msg
-from ._signals import shutdown_on_signals
 from ._version import __version__
 from .errors import (
     ConnectError,

@@ -2,51 +2,28 @@
 
 from __future__ import annotations
 
-import asyncio
 import atexit
-import contextlib
 import itertools
 import logging
 import queue
-import re
 import ssl
 import threading
 import weakref
-from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any, TypeVar
-
-import nats.errors
-import nats.nuid
-from nats.aio.client import DEFAULT_INBOX_PREFIX
-from nats.aio.client import Client as NatsClient
+from collections.abc import Callable
+from typing import Any
 
 from . import _fork
+from ._connection import Connection
+from ._jetstream import JetStream
 from ._loop import LoopThread, keep_signals_for_main_thread
 from ._msg import Msg
-from ._outbox import Outbox
-from ._parser import FastParser
 from ._redact import redact as _redact
-from ._translate import api_error, translate
-from ._validate import (
-    MAX_CONTROL_LINE,
-    check_bytes,
-    check_headers,
-    check_int,
-    check_number,
-    check_subject,
-    check_timeout,
-)
-from .errors import ConnectError, ConnectionClosedError, Error
-
-if TYPE_CHECKING:
-    from ._jetstream import JetStream
-    from ._pull import PullEngine
+from ._translate import translate
+from ._validate import check_int, check_number, check_subject, check_timeout
 
 __all__ = ["Client", "connect"]
 
 log = logging.getLogger("natspull")
-
-T = TypeVar("T")
 
 _callback_ids = itertools.count(1)
 
@@ -69,22 +46,7 @@ _PASSTHROUGH: dict[str, type | tuple[type, ...]] = {
 _SECONDS = ("connect_timeout", "reconnect_time_wait", "ping_interval", "close_timeout")
 _CALLBACKS = ("disconnected_cb", "reconnected_cb", "error_cb", "closed_cb")
 
-_NO_FLUSH_TIMEOUT = 3600  # nats-py's own flush timeout: never reached, see Client._ping
-
-# nats-py's reply subjects (nats.aio.client): new_inbox() is "<inbox_prefix>.<nuid>", a
-# request's reply "<inbox_prefix>.<nuid>.<nuid><2 random bytes in hex>".
-_NUID = nats.nuid.TOTAL_LENGTH
-_REQUEST_TOKEN = _NUID + 4
-
-
-def _retrieve(task: asyncio.Future[Any]) -> None:
-    """Done callback: mark a background task's exception as seen (it is reported elsewhere)."""
-    if not task.cancelled():
-        task.exception()
-
-
 _SECURED = ("user", "password", "token", "user_credentials", "nkeys_seed", "nkeys_seed_str", "tls")
-_AUTH_FAILURES = ("authorization violation", "authentication", "user authentication expired")
 
 
 class _CallbackThread:
@@ -121,6 +83,9 @@ class Client:
     calls from user threads hand work to it and wait with a timeout. A
     context manager: ``with natspull.connect(url) as client: ...`` closes it.
 
+    The public facade over a :class:`~natspull._connection.Connection`, which owns
+    everything on the loop side (docs/architecture.md).
+
     A client cannot cross ``os.fork()``: in the child every call on it (and on
     its JetStream, consumers, iterators and messages) raises ForkedError at
     once, and the at-exit flush skips it; the child connects on its own.
@@ -132,35 +97,23 @@ class Client:
         """Private: use :func:`connect`."""
         self._servers = servers
         self._close_timeout: float = options.pop("close_timeout", 5.0)
-        prefix = options.get("inbox_prefix")
-        self._inbox_prefix_bytes = len(prefix.encode()) if prefix else len(DEFAULT_INBOX_PREFIX)
-        self._loop_thread = LoopThread()
-        self._nc = NatsClient()
-        # Pull inboxes' messages skip nats-py's per-message work (see _parser).
-        self._parser = self._nc._ps = FastParser(self._nc)
-        self._outbox = Outbox(self._loop_thread, self._nc)
-        self._engines: set[PullEngine] = set()  # loop thread only
         self._user_callbacks = callbacks
-        self._callback_thread = _CallbackThread() if callbacks else None
-        # written on the loop thread; read anywhere. "forked": set in a child after os.fork()
-        self._state = "connecting"
-        self._server_info: dict[str, Any] = {}
         self._close_lock = threading.Lock()  # guards _closing; leaf lock; replaced in a forked child
         self._closing = False
-        self._connect_error: BaseException | None = None
-        self._secured = any(key in options for key in _SECURED)
-        self._connect_failed: asyncio.Future[BaseException]
-        self._reconnected: asyncio.Future[None]  # loop thread: completed (and replaced) on each reconnect
-        # Loop thread only: requests in flight by lower-cased subject, failed by a
-        # permissions violation the server reports for that subject (see _request).
-        self._denials: dict[str, asyncio.Future[None]] = {}
+        self._loop_thread = LoopThread()
+        self._callback_thread = _CallbackThread() if callbacks else None
         try:
-            # _connect bounds itself by connect_timeout; the margin only guards against a hang
-            self._loop_thread.run(self._connect(options), options["connect_timeout"] + 5.0, "connect")
+            self._conn = Connection(
+                self._loop_thread,
+                servers,
+                options,
+                tried=", ".join(_redact(s) for s in servers),
+                secured=any(key in options for key in _SECURED),
+                dispatch=self._dispatch,
+            )
         except BaseException:
             self._shutdown_threads()
             raise
-        self._created_in = _fork.pid
         _open_clients.add(self)
         _fork.track(self)
 
@@ -178,6 +131,11 @@ class Client:
             return
         self.close()
 
+    @property
+    def _state(self) -> str:
+        conn = getattr(self, "_conn", None)
+        return "closed" if conn is None else conn.state
+
     # ------------------------------------------------------------------ fork
 
     def _after_fork_in_child(self) -> None:
@@ -186,115 +144,16 @@ class Client:
         The loop thread did not survive the fork and the socket is the parent's:
         nothing is sent, flushed or closed from here, not even at exit.
         """
-        self._state = "forked"
         self._close_lock = threading.Lock()
-        self._outbox.after_fork_in_child(self._check_fork)
+        self._conn.after_fork_in_child()
         _open_clients.discard(self)
 
     def _check_fork(self) -> None:
         """Raise ForkedError in a child process that inherited this client. Any thread."""
-        if self._state == "forked":
-            raise _fork.forked_error("this Client", self._created_in)
-
-    # ------------------------------------------------------------ connecting
-
-    async def _connect(self, options: dict[str, Any]) -> None:
-        timeout: float = options["connect_timeout"]
-        try:
-            await asyncio.wait_for(self._connect_or_fail(options), timeout)
-        except BaseException as exc:
-            with contextlib.suppress(Exception):  # nats-py may not have got far enough to close
-                await self._nc.close()
-            tried = ", ".join(_redact(s) for s in self._servers)
-            cause = self._connect_error or exc
-            if isinstance(exc, (asyncio.TimeoutError, TimeoutError)) and self._connect_error is None:
-                reason = f"no connection within {timeout:g} s"
-            else:
-                reason = _describe_connect_error(cause)
-            raise ConnectError(f"could not connect to {tried}: {reason}") from None
-        self._state = "connected"
-        self._server_info = dict(getattr(self._nc, "_server_info", {}) or {})
-
-    async def _connect_or_fail(self, options: dict[str, Any]) -> None:
-        """nats-py's connect, aborted at the first authentication or TLS failure (no retry storm)."""
-        self._reconnected = asyncio.get_running_loop().create_future()
-        self._connect_failed = asyncio.get_running_loop().create_future()
-        connect = asyncio.ensure_future(
-            self._nc.connect(
-                servers=self._servers,
-                error_cb=self._on_error,
-                disconnected_cb=self._on_disconnected,
-                reconnected_cb=self._on_reconnected,
-                closed_cb=self._on_closed,
-                **options,
-            )
-        )
-        waiting: set[asyncio.Future[Any]] = {connect, self._connect_failed}
-        try:
-            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-        finally:  # also on timeout: nats-py must not go on retrying in the background
-            if not connect.done():
-                connect.cancel()
-        if connect not in done:
-            raise self._connect_failed.result()
-        self._connect_failed.cancel()
-        connect.result()
-
-    # ------------------------------------------------------ loop-side callbacks
-
-    async def _on_disconnected(self) -> None:
-        if self._state != "closed":
-            self._state = "reconnecting"
-        self._dispatch("disconnected_cb")
-
-    async def _on_reconnected(self) -> None:
-        self._state = "connected"
-        reconnected, self._reconnected = self._reconnected, asyncio.get_running_loop().create_future()
-        reconnected.set_result(None)
-        self._server_info = dict(getattr(self._nc, "_server_info", {}) or {})
-        for engine in list(self._engines):
-            engine.on_reconnected()
-        self._dispatch("reconnected_cb")
-
-    async def _on_closed(self) -> None:
-        self._state = "closed"
-        for engine in list(self._engines):
-            engine.on_closed()
-        self._dispatch("closed_cb")
-
-    async def _on_error(self, exc: Exception) -> None:
-        if self._state == "closed":
-            return
-        if self._state == "connecting":
-            self._connect_error = exc
-            text = str(exc).lower()
-            fatal = (
-                isinstance(exc, (nats.errors.AuthorizationError, ssl.SSLError))
-                or any(word in text for word in _AUTH_FAILURES)
-                # A server refusing credentials or a client certificate may reset the
-                # connection before its -ERR is read: do not retry that into a storm.
-                or (self._secured and isinstance(exc, (ConnectionResetError, BrokenPipeError)))
-            )
-            if fatal and not self._connect_failed.done():
-                self._connect_failed.set_result(exc)
-            return
-        error = translate(exc)
-        log.warning("natspull: %s", error)
-        match = re.search(
-            r'permissions violation for (publish|subscription) to "?([^"\s]+)"?', str(exc), re.I
-        )
-        if match:
-            # nats-py lower-cases the server's -ERR text: compare lower-cased subjects.
-            subject = match.group(2).lower()
-            for engine in list(self._engines):
-                if subject in (engine.subject.lower(), engine.inbox.lower()):
-                    engine.queue.fail(error)
-            denied = self._denials.get(subject)
-            if denied is not None and not denied.done():
-                denied.set_exception(error)
-        self._dispatch("error_cb", error)
+        self._conn.check_fork()
 
     def _dispatch(self, name: str, *args: object) -> None:
+        """Hand the user's callback *name* to the callback thread. Any thread; never blocks."""
         callback = self._user_callbacks.get(name)
         if callback is not None and self._callback_thread is not None:
             self._callback_thread.submit(lambda: callback(*args))
@@ -304,76 +163,23 @@ class Client:
     @property
     def is_connected(self) -> bool:
         """True while connected (False while reconnecting and once closed)."""
-        return self._state == "connected"
+        return self._conn.state == "connected"
 
     @property
     def is_closed(self) -> bool:
         """True once closed, and in a child process after os.fork() (nothing works there)."""
-        return self._state in ("closed", "forked") or self._closing
+        return self._conn.state in ("closed", "forked") or self._closing
 
     @property
     def server_info(self) -> dict[str, Any]:
         """The INFO the server sent on the latest (re)connect: server_id, version, max_payload, ..."""
-        return dict(self._server_info)
+        return self._conn.server_info
 
     @property
     def max_payload(self) -> int:
-        return int(self._server_info.get("max_payload", 1024 * 1024))
-
-    @property
-    def _max_control_line(self) -> int:
-        """The server's max_control_line: from INFO when it announces one, else its default."""
-        return int(self._server_info.get("max_control_line") or MAX_CONTROL_LINE)
-
-    def _inbox_bytes(self) -> int:
-        """Length of an inbox from nats-py's ``new_inbox()`` (pull and publish_many replies)."""
-        return self._inbox_prefix_bytes + 1 + _NUID
-
-    def _request_reply_bytes(self) -> int:
-        """Length of the reply subject of a nats-py request."""
-        return self._inbox_bytes() + 1 + _REQUEST_TOKEN
-
-    def _check_line(
-        self, what: str, subject: str, reply_bytes: int, size: int, header_bytes: int = 0
-    ) -> None:
-        """Refuse a publish whose protocol line is longer than the server accepts: the server
-        would answer -ERR and close the connection for good. Any thread.
-
-        nats-py writes ``PUB <subject> <reply> <size>`` or ``HPUB <subject> <reply> <header
-        size> <total size>`` (the space after an empty reply too); the server's limit is on
-        the part after the operation. The other lines of the same call (the SUB of its inbox)
-        are shorter than this one.
-        """
-        subject_bytes = len(subject.encode())
-        length = subject_bytes + 1 + reply_bytes + 1 + len(str(size))
-        if header_bytes:
-            length += len(str(header_bytes)) + 1
-        limit = self._max_control_line
-        if length <= limit:
-            return
-        inbox = ""
-        if reply_bytes:
-            prefix = self._inbox_prefix_bytes
-            inbox = f" with a {reply_bytes}-byte reply inbox (inbox_prefix is {prefix} bytes)"
-        raise ValueError(
-            f"{what} {subject!r:.60} is {subject_bytes} bytes{inbox}: the protocol line would be "
-            f"{length} bytes, the server allows {limit} (max_control_line) and would close the connection"
-        )
+        return self._conn.max_payload
 
     # -------------------------------------------------------------- operations
-
-    def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None, what: str) -> T:
-        """Run *coro* on the loop and wait, translating every error into a natspull error."""
-        if self.is_closed:
-            coro.close()
-            self._check_fork()
-            raise ConnectionClosedError(f"{what}: the connection is closed")
-        try:
-            return self._loop_thread.run(coro, timeout, what)
-        except Error:
-            raise
-        except Exception as exc:
-            raise translate(exc, what) from exc
 
     def publish(self, subject: str, data: bytes = b"", headers: dict[str, str] | None = None) -> None:
         """Publish a core NATS message. Returns at once; the loop writes it in the next burst.
@@ -381,8 +187,8 @@ class Client:
         Raises ValueError/TypeError for a bad subject, payload or headers,
         ConnectionClosedError once closed (ForkedError in a forked child). Any thread.
         """
-        data, headers = self._check_message(subject, data, headers)
-        self._outbox.put(subject, data, "", headers)
+        data, headers = self._conn.check_message(subject, data, headers)
+        self._conn.publish_nowait(subject, data, "", headers)
 
     def flush(self, timeout: float = 5.0) -> None:
         """Block until every publish and ack accepted so far has reached the server (PING/PONG).
@@ -390,12 +196,13 @@ class Client:
         Raises natspull.TimeoutError, ConnectionClosedError. Any thread but the loop's.
         """
         timeout = check_number("timeout", timeout, exclusive=True)
+        conn = self._conn
 
         async def flush() -> None:
-            await self._outbox.flush()
-            await self._ping(timeout)
+            await conn.flush_outbox()
+            await conn.ping(timeout)
 
-        self._run(flush(), timeout + 1.0, "flush")
+        conn.run(flush(), timeout + 1.0, "flush")
 
     def request(
         self, subject: str, data: bytes = b"", timeout: float = 5.0, headers: dict[str, str] | None = None
@@ -405,34 +212,14 @@ class Client:
         Raises natspull.TimeoutError, natspull.Error (no responders), ConnectionClosedError.
         Any thread but the loop's.
         """
-        data, headers = self._check_message(subject, data, headers, self._request_reply_bytes())
+        data, headers = self._conn.check_message(subject, data, headers, self._conn.request_reply_bytes())
         timeout = check_number("timeout", timeout, exclusive=True)
-        reply = self._run(
-            self._request(subject, data, timeout, headers),
+        reply = self._conn.run(
+            self._conn.request(subject, data, timeout, headers),
             timeout + 1.0,
             f"request to {subject}",
         )
-        return Msg(reply.subject, reply.data, reply.reply or "", reply.headers)
-
-    async def _request(
-        self, subject: str, payload: bytes, timeout: float, headers: dict[str, str] | None = None
-    ) -> Any:
-        """Loop thread: nats-py's request, failed at once with PermissionError when the
-        server refuses the publish (instead of waiting for the whole timeout)."""
-        key = subject.lower()
-        denied = self._denials[key] = asyncio.get_running_loop().create_future()
-        request = asyncio.ensure_future(self._nc.request(subject, payload, timeout=timeout, headers=headers))
-        try:
-            await asyncio.wait({request, denied}, return_when=asyncio.FIRST_COMPLETED)
-            if denied.done() and not request.done():
-                request.cancel()
-                denied.result()
-            return request.result()
-        finally:
-            if self._denials.get(key) is denied:
-                del self._denials[key]
-            if not denied.done():
-                denied.cancel()
+        return Msg(reply.subject, reply.data, reply.reply, reply.headers)
 
     def jetstream(
         self, domain: str | None = None, api_prefix: str | None = None, timeout: float = 5.0
@@ -441,96 +228,8 @@ class Client:
 
         Raises ForkedError in a child process after os.fork().
         """
-        from ._jetstream import JetStream
-
         self._check_fork()
-        return JetStream(self, domain=domain, api_prefix=api_prefix, timeout=timeout)
-
-    async def _ping(self, timeout: float) -> None:
-        """Loop thread: a PING/PONG round trip, at most *timeout* seconds.
-
-        Built around two nats-py pitfalls of ``flush(timeout)``: a timed-out flush
-        leaves its cancelled future in the PONG queue, and the late PONG then kills
-        nats-py's reader; and a reconnect forgets pending PONG futures without
-        resolving them. So nats-py's flush is never cancelled here (a late PONG
-        resolves it normally), and a round trip cut by a reconnect is retried on
-        the new connection.
-        """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            reconnected = self._reconnected
-            flush = asyncio.ensure_future(self._nc.flush(timeout=_NO_FLUSH_TIMEOUT))
-            flush.add_done_callback(_retrieve)
-            done, _ = await asyncio.wait(
-                {flush, reconnected},
-                timeout=max(deadline - loop.time(), 0),
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-            if flush in done:
-                flush.result()
-                return
-            if reconnected not in done:
-                raise TimeoutError(f"no PONG within {timeout:g} s")
-            flush.cancel()  # safe: the reconnect took its future out of nats-py's PONG queue
-
-    def _check_message(
-        self, subject: str, data: bytes, headers: dict[str, str] | None, reply_bytes: int = 0
-    ) -> tuple[bytes, dict[str, str] | None]:
-        """Validate a message to publish with a reply subject of *reply_bytes*; the server's
-        max_payload counts data and header block, its max_control_line the PUB/HPUB line.
-
-        A message the server would refuse must fail here: nats-py closes the
-        connection for good on the server's -ERR. Returns the data as bytes and a
-        copy of the headers.
-        """
-        check_subject("subject", subject)
-        data = check_bytes("data", data)
-        headers = check_headers(headers)
-        header_bytes = 0
-        if headers:
-            # nats-py's header block: "NATS/1.0\r\n", "<name>: <value>\r\n" each, "\r\n"
-            header_bytes = len(b"NATS/1.0\r\n\r\n") + sum(
-                len(k.encode()) + len(v.encode()) + 4 for k, v in headers.items()
-            )
-        size = len(data) + header_bytes
-        if size > self.max_payload:
-            what = "data and headers are" if headers else "data is"
-            raise ValueError(f"{what} {size} bytes, more than the server's max_payload of {self.max_payload}")
-        self._check_line("subject", subject, reply_bytes, size, header_bytes)
-        return data, headers
-
-    # ----------------------------------------------------------- message sink
-
-    def publish_nowait(self, subject: str, payload: bytes) -> None:
-        """Ack sink for Msg: fire-and-forget through the outbox. Any thread."""
-        self._outbox.put(subject, payload)
-
-    def request_ack(self, subject: str, payload: bytes, timeout: float) -> None:
-        """Ack sink for Msg.ack_sync: a request to the ack subject, waiting for the confirmation."""
-        timeout = check_number("timeout", timeout, exclusive=True)
-        self._check_line("ack subject", subject, self._request_reply_bytes(), len(payload))
-        self._run(self._request(subject, payload, timeout), timeout + 1.0, "ack_sync")
-
-    async def _js_api_request(
-        self, prefix: str, api: str, payload: bytes = b"", timeout: float = 5.0
-    ) -> dict[str, Any]:
-        """A JetStream API request on the loop thread; raises the matching JetStreamAPIError."""
-        import json
-
-        try:
-            reply = await self._request(f"{prefix}.{api}", payload, timeout)
-        except Error:
-            raise
-        except Exception as exc:
-            raise translate(exc, api) from exc
-        response: dict[str, Any] = json.loads(reply.data or b"{}")
-        error = response.get("error")
-        if error:
-            raise api_error(
-                error.get("description", "JetStream API error"), error.get("code"), error.get("err_code")
-            )
-        return response
+        return JetStream(self._conn, domain=domain, api_prefix=api_prefix, timeout=timeout)
 
     # ----------------------------------------------------------------- closing
 
@@ -551,30 +250,19 @@ class Client:
             if self._closing:
                 return
             self._closing = True
+            self._conn.closing = True
         try:
-            self._loop_thread.run(self._aclose(timeout), timeout + 1.0, "close")
+            self._loop_thread.run(self._conn.aclose(timeout), timeout + 1.0, "close")
         except Exception as exc:
             log.warning("natspull: close: %s", translate(exc))
         finally:
             _open_clients.discard(self)
             self._shutdown_threads()
 
-    async def _aclose(self, timeout: float) -> None:
-        closed = ConnectionClosedError("the connection is closed")
-        for engine in list(self._engines):
-            engine.queue.fail(closed)  # NAKs what was buffered, through the outbox
-        self._outbox.close()
-        await self._outbox.flush()
-        if self._nc.is_connected:
-            try:
-                await self._ping(timeout)
-            except Exception as exc:
-                log.warning("natspull: close: flush failed: %s", translate(exc))
-        await self._nc.close()
-        self._state = "closed"
-
     def _shutdown_threads(self) -> None:
-        self._state = "closed"
+        conn = getattr(self, "_conn", None)
+        if conn is not None:
+            conn.state = "closed"
         self._loop_thread.stop(self._close_timeout)
         if self._callback_thread is not None:
             self._callback_thread.stop(self._close_timeout)
@@ -604,21 +292,6 @@ def _read_creds(path: str) -> str:
             return f.read()
     except OSError as exc:
         raise ValueError(f"user_credentials: cannot read {path!r}: {exc.strerror}") from None
-
-
-def _describe_connect_error(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    if isinstance(exc, nats.errors.AuthorizationError) or any(w in text.lower() for w in _AUTH_FAILURES):
-        return f"authorization failed ({text})"
-    if isinstance(exc, ssl.SSLError):
-        return f"TLS failed ({exc})"
-    if isinstance(exc, (ConnectionResetError, BrokenPipeError)):
-        return (
-            f"the server closed the connection during the handshake: authorization or TLS refused? ({text})"
-        )
-    if isinstance(exc, nats.errors.NoServersError):
-        return "no server reachable"
-    return text
 
 
 _open_clients: weakref.WeakSet[Client] = weakref.WeakSet()

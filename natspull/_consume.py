@@ -7,17 +7,15 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import _fork
 from ._loop import keep_signals_for_main_thread
 from ._msg import Msg
+from ._pull import PullEngine
 from ._queue import MsgQueue, State
 from ._validate import check_timeout
 from .errors import Error, IteratorClosedError
-
-if TYPE_CHECKING:
-    from ._pull import PullEngine
 
 __all__ = ["ConsumeContext"]
 

@@ -4,26 +4,22 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ._consume import ConsumeContext
 from ._consumer_types import ConsumerInfo, PauseState, check_group
+from ._fetch import FETCH_GRACE, fetch_steps
+from ._management import Admin
 from ._messages import Messages
 from ._msg import Msg
 from ._options import continuous_pull
 from ._pull import PullEngine, PullOptions
 from ._queue import Flow, MsgQueue
 from ._validate import check_int, check_number
-from .errors import TimeoutError
-
-if TYPE_CHECKING:
-    from ._client import Client
-    from ._consume import ConsumeContext
-    from ._jetstream import JetStream
+from .errors import JetStreamAPIError, TimeoutError
 
 __all__ = ["Consumer"]
 
-_FETCH_GRACE = 1.0  # how long past max_wait a fetch waits for the server's 408
-FETCH_DRAIN_WAIT = 6.0  # then, after drain(), how long for what is in flight
 _START_TIMEOUT = 10.0
 
 
@@ -33,16 +29,19 @@ class Consumer:
     Every method may be called from any thread but the client's loop thread.
     """
 
-    def __init__(self, client: Client, api_prefix: str, info: ConsumerInfo) -> None:
-        """Private: use ``JetStream.consumer()`` / ``JetStream.add_consumer()``."""
-        if info.config.deliver_subject:
-            from .errors import JetStreamAPIError
+    def __init__(self, admin: Admin, info: ConsumerInfo) -> None:
+        """Private: use ``JetStream.consumer()`` / ``JetStream.add_consumer()``.
 
+        *admin* carries the JetStream context's connection, API prefix and timeout: the
+        timeout bounds :meth:`info` and the management calls.
+        """
+        if info.config.deliver_subject:
             raise JetStreamAPIError(
                 f"consumer {info.stream_name}/{info.name} is a push consumer; natspull needs a pull consumer"
             )
-        self._client = client
-        self._prefix = api_prefix
+        self._admin = admin
+        self._link = admin.link
+        self._prefix = admin.prefix
         self.stream: str = info.stream_name
         self.name: str = info.name
         self._info = info
@@ -56,18 +55,20 @@ class Consumer:
         return self._info
 
     def info(self) -> ConsumerInfo:
-        """Fetch the consumer's current info (num_pending, num_ack_pending, ...). Blocks on the server."""
-        from ._jetstream import JetStream
+        """Fetch the consumer's current info (num_pending, num_ack_pending, ...).
 
-        js = JetStream(self._client, domain=None, api_prefix=self._prefix, timeout=5.0)
-        self._info = js.consumer_info(self.stream, self.name)
+        Blocks on the server, at most the JetStream context's timeout. Raises
+        ConsumerNotFoundError, natspull.TimeoutError, ConnectionClosedError. Any thread but
+        the loop's.
+        """
+        self._info = self._admin.consumer_info(self.stream, self.name)
         return self._info
 
     def _engine(
         self, flow: Flow, options: PullOptions, *, error_on_missing_heartbeat: bool = False
     ) -> PullEngine:
         engine = PullEngine(
-            self._client,
+            self._link,
             self._prefix,
             self.stream,
             self.name,
@@ -75,7 +76,7 @@ class Consumer:
             options,
             error_on_missing_heartbeat=error_on_missing_heartbeat,
         )
-        self._client._run(engine.start(), _START_TIMEOUT, "start pulling")
+        self._link.run(engine.start(), _START_TIMEOUT, "start pulling")
         return engine
 
     # ------------------------------------------------------------- one request
@@ -96,14 +97,21 @@ class Consumer:
         but the loop's.
         """
         queue, wait = self._start_fetch(batch, max_wait, max_bytes, no_wait)
-        try:
-            if not queue.wait_closed(wait):
-                queue.drain()  # the server never answered: keep what is in flight, then end
-                queue.wait_closed(FETCH_DRAIN_WAIT)
-            return queue.take_all()
-        except BaseException:
-            queue.stop()  # interrupted (e.g. KeyboardInterrupt): hand everything back to the server
-            raise
+        # The shared sequence (_fetch.fetch_steps), driven by blocking waits on the queue; an
+        # interruption (e.g. KeyboardInterrupt) is thrown in and hands everything back.
+        steps = fetch_steps(queue, wait)
+        timeout = next(steps)
+        while True:
+            try:
+                closed = queue.wait_closed(timeout)
+            except BaseException as exc:
+                steps.throw(exc)
+                raise  # (fetch_steps re-raises what is thrown in)
+            try:
+                timeout = steps.send(closed)
+            except StopIteration as done:
+                msgs: list[Msg] = done.value
+                return msgs
 
     def _start_fetch(
         self, batch: int, max_wait: float, max_bytes: int | None, no_wait: bool
@@ -121,7 +129,7 @@ class Consumer:
         engine = self._engine(
             flow, PullOptions(expires=max_wait, heartbeat=None, one_shot=True, no_wait=no_wait)
         )
-        return engine.queue, max_wait + _FETCH_GRACE
+        return engine.queue, max_wait + FETCH_GRACE
 
     def next(self, timeout: float = 30.0) -> Msg:
         """Fetch one message, waiting at most *timeout* seconds.
@@ -204,8 +212,6 @@ class Consumer:
         :class:`ConsumeContext` (stop, drain, wait); it runs until stopped or
         drained, even when the application drops it. Any thread but the loop's.
         """
-        from ._consume import ConsumeContext
-
         if not callable(handler):
             raise TypeError(f"handler must be callable, got {type(handler).__name__}")
         if error_handler is not None and not callable(error_handler):
@@ -227,11 +233,11 @@ class Consumer:
     def pause(self, until: datetime.datetime | float) -> PauseState:
         """Pause this consumer until *until* (an aware datetime, or seconds from now); see
         :meth:`JetStream.pause_consumer`. Blocks on the server. Any thread but the loop's."""
-        return self._management().pause_consumer(self.stream, self.name, until)
+        return self._admin.pause(self.stream, self.name, until)
 
     def resume(self) -> PauseState:
         """Resume this consumer now; see :meth:`JetStream.resume_consumer`. Idempotent."""
-        return self._management().resume_consumer(self.stream, self.name)
+        return self._admin.resume(self.stream, self.name)
 
     def reset(self, seq: int | None = None) -> int:
         """Reset this consumer to stream sequence *seq* (default: its ack floor + 1) and
@@ -240,7 +246,7 @@ class Consumer:
         Also refreshes :attr:`cached_info` from the server's reply. Blocks on two requests.
         Any thread but the loop's.
         """
-        reset_seq, self._info = self._management()._reset(self.stream, self.name, seq)
+        reset_seq, self._info = self._admin.reset(self.stream, self.name, seq)
         return reset_seq
 
     def unpin(self, group: str) -> None:
@@ -256,9 +262,4 @@ class Consumer:
                 f"group {group!r} is not a priority group of consumer {self.stream}/{self.name} "
                 f"(its groups, as of its cached info: {groups!r})"
             )
-        self._management().unpin_consumer(self.stream, self.name, group)
-
-    def _management(self) -> JetStream:
-        from ._jetstream import JetStream
-
-        return JetStream(self._client, domain=None, api_prefix=self._prefix, timeout=5.0)
+        self._admin.unpin(self.stream, self.name, group)

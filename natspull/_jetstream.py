@@ -6,9 +6,7 @@ import asyncio
 import datetime
 import json
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any, TypeVar, cast
-
-from nats.js.api import PubAck, StreamConfig, StreamConsumerLimits, StreamInfo
+from typing import Any, TypeVar, cast
 
 from ._consumer import Consumer
 from ._consumer_types import (
@@ -17,10 +15,12 @@ from ._consumer_types import (
     PauseState,
     as_consumer_config,
     check_consumer_config,
-    check_group,
 )
-from ._management import pages, pause_body, pause_state, reset_body, reset_reply
+from ._link import Link
+from ._management import Admin, pages
 from ._translate import api_error, translate
+from ._types import PubAck, StreamConfig, StreamConsumerLimits, StreamInfo
+from ._types import stream_info as _stream_info
 from ._validate import (
     check_header_value,
     check_int,
@@ -29,11 +29,8 @@ from ._validate import (
     check_number,
     check_subject,
 )
+from ._wire import Reply
 from .errors import JetStreamAPIError
-from .errors import TimeoutError as _TimeoutError  # not the builtin: asyncio's is caught below
-
-if TYPE_CHECKING:
-    from ._client import Client
 
 __all__ = ["JetStream"]
 
@@ -50,7 +47,8 @@ class JetStream:
     client's loop thread.
     """
 
-    def __init__(self, client: Client, *, domain: str | None, api_prefix: str | None, timeout: float) -> None:
+    def __init__(self, link: Link, *, domain: str | None, api_prefix: str | None, timeout: float) -> None:
+        """Private: use ``Client.jetstream()``."""
         if domain is not None and api_prefix is not None:
             raise ValueError("give domain or api_prefix, not both")
         if domain is not None:
@@ -58,9 +56,11 @@ class JetStream:
             api_prefix = f"$JS.{domain}.API"
         elif api_prefix is not None:
             check_subject("api_prefix", api_prefix)
-        self._client = client
+        self._link = link
         self._prefix = api_prefix or "$JS.API"
         self._timeout: float = check_number("timeout", timeout, exclusive=True)
+        # API requests with this context's prefix and timeout, shared with its consumers
+        self._admin = Admin(link, self._prefix, self._timeout)
 
     def __repr__(self) -> str:
         return f"<natspull.JetStream prefix={self._prefix!r}>"
@@ -73,16 +73,7 @@ class JetStream:
         self, api: str, body: dict[str, Any] | None = None, timeout: float | None = None
     ) -> dict[str, Any]:
         """Blocking JetStream API request (see the class docstring)."""
-        timeout = self._timeout if timeout is None else timeout
-        payload = json.dumps(body).encode() if body is not None else b""
-        client = self._client
-        subject = f"{self._prefix}.{api}"
-        client._check_line("JetStream API subject", subject, client._request_reply_bytes(), len(payload))
-        return client._run(
-            client._js_api_request(self._prefix, api, payload, timeout),
-            timeout + 1.0,
-            api.split(".")[0].lower(),
-        )
+        return self._admin.request(api, body, timeout)
 
     # ------------------------------------------------------------------ streams
 
@@ -133,17 +124,15 @@ class JetStream:
                 config = config.evolve(name=name)
         api = f"CONSUMER.CREATE.{stream}.{name}" if name else f"CONSUMER.CREATE.{stream}"
         response = self._api(api, {"stream_name": stream, "config": config.as_dict()})
-        return Consumer(self._client, self._prefix, _consumer_info(response))
+        return Consumer(self._admin, ConsumerInfo.from_response(response))
 
     def consumer(self, stream: str, name: str) -> Consumer:
         """Bind to an existing pull consumer. Raises ConsumerNotFoundError / StreamNotFoundError."""
-        return Consumer(self._client, self._prefix, self.consumer_info(stream, name))
+        return Consumer(self._admin, self.consumer_info(stream, name))
 
     def consumer_info(self, stream: str, name: str) -> ConsumerInfo:
         """The consumer's configuration and state. Raises ConsumerNotFoundError."""
-        check_name("stream", stream)
-        check_name("consumer", name)
-        return _consumer_info(self._api(f"CONSUMER.INFO.{stream}.{name}"))
+        return self._admin.consumer_info(stream, name)
 
     def delete_consumer(self, stream: str, name: str) -> None:
         """Delete a consumer. Raises ConsumerNotFoundError if there is none."""
@@ -160,10 +149,7 @@ class JetStream:
         Raises ValueError/TypeError (a naive datetime, a negative or non-finite number) before
         anything is sent; ConsumerNotFoundError, StreamNotFoundError. Any thread but the loop's.
         """
-        check_name("stream", stream)
-        check_name("consumer", name)
-        body = pause_body(until)
-        return pause_state(self._api(f"CONSUMER.PAUSE.{stream}.{name}", body))
+        return self._admin.pause(stream, name, until)
 
     def resume_consumer(self, stream: str, name: str) -> PauseState:
         """Resume a paused consumer now (idempotent). Returns the new :class:`natspull.PauseState`.
@@ -171,9 +157,7 @@ class JetStream:
         Pull requests already waiting are not woken: the server serves them at their next
         heartbeat, or when a new pull arrives. Raises ConsumerNotFoundError, StreamNotFoundError.
         """
-        check_name("stream", stream)
-        check_name("consumer", name)
-        return pause_state(self._api(f"CONSUMER.PAUSE.{stream}.{name}", {}))
+        return self._admin.resume(stream, name)
 
     def reset_consumer(self, stream: str, name: str, seq: int | None = None) -> int:
         """Reset a consumer's delivery state (ADR-60, nats-server >= 2.14); returns the stream
@@ -188,19 +172,7 @@ class JetStream:
         its existence is checked first (ConsumerNotFoundError, StreamNotFoundError at once).
         Raises ValueError/TypeError for *seq* < 1 or not an int, natspull.TimeoutError.
         """
-        return self._reset(stream, name, seq)[0]
-
-    def _reset(self, stream: str, name: str, seq: int | None) -> tuple[int, ConsumerInfo]:
-        """reset_consumer(), also returning the consumer's info after the reset."""
-        body = reset_body(seq)
-        self.consumer_info(stream, name)  # checks the names too
-        api = f"CONSUMER.RESET.{stream}.{name}"
-        try:
-            return reset_reply(self._api(api, body))
-        except _TimeoutError:
-            # Deleted since the check? Then say so (ConsumerNotFoundError), not "timed out".
-            self.consumer_info(stream, name)
-            raise
+        return self._admin.reset(stream, name, seq)[0]
 
     def unpin_consumer(self, stream: str, name: str, group: str) -> None:
         """Unpin the client pinned in priority *group* of a ``pinned_client`` consumer: the
@@ -211,9 +183,7 @@ class JetStream:
         JetStreamAPIError (err_code 10160) when the consumer has no such group,
         ConsumerNotFoundError, StreamNotFoundError.
         """
-        check_name("stream", stream)
-        check_name("consumer", name)
-        self._api(f"CONSUMER.UNPIN.{stream}.{name}", {"group": check_group("group", group)})
+        self._admin.unpin(stream, name, group)
 
     # ------------------------------------------------------------------ lists
 
@@ -237,7 +207,7 @@ class JetStream:
         """
         check_name("stream", stream)
         api = f"CONSUMER.LIST.{stream}"
-        return (_consumer_info(item) for page in self._pages(api, "consumers") for item in page)
+        return (ConsumerInfo.from_response(item) for page in self._pages(api, "consumers") for item in page)
 
     def consumer_names(self, stream: str) -> Iterator[str]:
         """Iterate over the name of every consumer of *stream*, pages of 1024; as :meth:`consumers`."""
@@ -267,7 +237,7 @@ class JetStream:
         """
         timeout = self._timeout if timeout is None else check_number("timeout", timeout, exclusive=True)
         entry = self._entry(0, subject, data, headers, msg_id, expected_stream)
-        return self._client._run(self._publish_all([entry], 1, timeout), timeout + 1.0, "publish")[0]
+        return self._link.run(self._publish_all([entry], 1, timeout), timeout + 1.0, "publish")[0]
 
     def publish_many(
         self,
@@ -303,7 +273,7 @@ class JetStream:
                 raise type(exc)(f"messages[{index}]: {exc}") from None
         if not entries:
             return []
-        return self._client._run(self._publish_all(entries, window, timeout), None, "publish_many")
+        return self._link.run(self._publish_all(entries, window, timeout), None, "publish_many")
 
     def _entry(
         self,
@@ -333,8 +303,8 @@ class JetStream:
             if expected_stream is not None:
                 headers[_EXPECTED_STREAM] = check_name("expected_stream", expected_stream)
         # The reply is "<inbox>.<index>" (see _publish_all).
-        reply_bytes = self._client._inbox_bytes() + 1 + len(str(index))
-        data, headers = self._client._check_message(subject, data, headers, reply_bytes)
+        reply_bytes = self._link.inbox_bytes() + 1 + len(str(index))
+        data, headers = self._link.check_message(subject, data, headers, reply_bytes)
         return subject, data, headers
 
     async def _publish_all(
@@ -344,15 +314,15 @@ class JetStream:
 
         Waiting for a free slot, and for the last acks, each take at most *timeout*.
         """
-        nc = self._client._nc
+        link = self._link
         loop = asyncio.get_running_loop()
-        prefix = nc.new_inbox()
-        replies: list[Any] = [None] * len(entries)
+        prefix = link.new_inbox()
+        replies: list[Reply | None] = [None] * len(entries)
         outstanding = 0  # published, not yet acknowledged
         slot_free = asyncio.Event()
         all_acked = loop.create_future()
 
-        async def on_reply(msg: Any) -> None:
+        def on_reply(msg: Reply) -> None:
             nonlocal outstanding
             index = int(msg.subject.rpartition(".")[2])
             if replies[index] is None:
@@ -363,7 +333,7 @@ class JetStream:
                     all_acked.set_result(None)
 
         index_published = 0
-        sub = await nc.subscribe(f"{prefix}.*", cb=on_reply, pending_msgs_limit=0, pending_bytes_limit=0)
+        sub = await link.subscribe(f"{prefix}.*", on_reply)
         try:
             for index, (subject, data, headers) in enumerate(entries):
                 while outstanding >= window:
@@ -371,7 +341,7 @@ class JetStream:
                     await asyncio.wait_for(slot_free.wait(), timeout)
                 outstanding += 1
                 index_published = index + 1
-                await nc.publish(subject, data, reply=f"{prefix}.{index}", headers=headers)
+                await link.publish(subject, data, f"{prefix}.{index}", headers)
             if outstanding:
                 await asyncio.wait_for(all_acked, timeout)
         except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
@@ -379,7 +349,7 @@ class JetStream:
             raise translate(TimeoutError(), f"publish of message {missing}") from None
         finally:
             await sub.unsubscribe()
-        return [_pub_ack(reply, entries[index][0]) for index, reply in enumerate(replies)]
+        return [_pub_ack(cast(Reply, reply), entries[index][0]) for index, reply in enumerate(replies)]
 
 
 _C = TypeVar("_C", StreamConfig, ConsumerConfig)
@@ -423,7 +393,7 @@ def _config(kind: type[_C], config: _C | None, params: dict[str, Any]) -> _C:
     return result
 
 
-def _pub_ack(reply: Any, subject: str) -> PubAck:
+def _pub_ack(reply: Reply, subject: str) -> PubAck:
     headers = reply.headers or {}
     if not reply.data and headers.get("Status") == "503":
         raise JetStreamAPIError(f"no stream stores subject {subject!r} (no responders)", 503)
@@ -432,11 +402,3 @@ def _pub_ack(reply: Any, subject: str) -> PubAck:
     if error:
         raise api_error(error.get("description", "publish failed"), error.get("code"), error.get("err_code"))
     return PubAck.from_response(response)
-
-
-def _stream_info(response: dict[str, Any]) -> StreamInfo:
-    return cast(StreamInfo, StreamInfo.from_response(response))
-
-
-def _consumer_info(response: dict[str, Any]) -> ConsumerInfo:
-    return ConsumerInfo.from_response(response)

@@ -56,6 +56,9 @@ T = TypeVar("T")
 
 _ids = itertools.count(1)
 
+#: Bound on the wait for a new loop thread to run its loop (it normally takes microseconds).
+START_TIMEOUT = 10.0
+
 
 class LoopThread:
     """One asyncio event loop running forever in one daemon thread ``natspull-loop-N``.
@@ -65,13 +68,23 @@ class LoopThread:
     flushes and stops it first.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, start_timeout: float = START_TIMEOUT) -> None:
+        """Start the thread and wait until its loop runs.
+
+        Blocks on: the thread's start-up, at most *start_timeout* seconds. Raises
+        natspull.TimeoutError when the loop does not run in time (the thread is left to end
+        by itself), or the error that stopped it from starting. Any thread.
+        """
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name=f"natspull-loop-{next(_ids)}", daemon=True)
-        ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+        # Resolved from inside the loop once it runs, or with the start-up error (see _run).
+        self._ready: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._thread.start()
-        self.loop.call_soon_threadsafe(ready.set_result, None)
-        ready.result()
+        try:
+            self._ready.result(start_timeout)
+        except concurrent.futures.TimeoutError:
+            self.call_soon(self.loop.stop)
+            raise TimeoutError(f"the natspull loop thread did not start within {start_timeout:g} s") from None
 
     def in_loop_thread(self) -> bool:
         """True when called on the loop thread itself."""
@@ -124,6 +137,15 @@ class LoopThread:
             return False
         return True
 
+    def _prepare(self) -> None:
+        """Loop thread, before the loop runs: signals stay with the main thread; bind the loop."""
+        keep_signals_for_main_thread()
+        asyncio.set_event_loop(self.loop)
+
+    def _set_ready(self) -> None:
+        if not self._ready.done():
+            self._ready.set_result(None)
+
     def stop(self, timeout: float) -> None:
         """Stop the loop, cancel what is left on it and join the thread. Idempotent."""
         if self._thread.is_alive():
@@ -132,8 +154,14 @@ class LoopThread:
                 self._thread.join(timeout)
 
     def _run(self) -> None:
-        keep_signals_for_main_thread()
-        asyncio.set_event_loop(self.loop)
+        try:
+            self._prepare()
+            # The first callback the loop runs: the loop is running from here on.
+            self.loop.call_soon(self._set_ready)
+        except BaseException as exc:
+            self._ready.set_exception(exc)
+            self.loop.close()
+            return
         try:
             self.loop.run_forever()
         finally:

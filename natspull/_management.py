@@ -1,9 +1,13 @@
-"""Consumer management beyond create/info/delete: pause, reset, unpin, and paged lists.
+"""JetStream API requests, and consumer management beyond create/delete: info, pause, reset, unpin,
+and paged lists.
 
-The request bodies and reply readers for ``$JS.API.CONSUMER.PAUSE`` / ``RESET`` / ``UNPIN`` and
-the offset pager for ``STREAM.LIST`` / ``STREAM.NAMES`` / ``CONSUMER.LIST`` / ``CONSUMER.NAMES``.
-:class:`natspull.JetStream` sends them; nothing here does I/O of its own, except that the pager
-calls the request function it is given, once per page, on the iterating thread.
+:class:`Admin` sends blocking JetStream API requests on one connection with a context's API
+prefix and timeout; :class:`natspull.JetStream` and :class:`natspull.Consumer` share it (a
+consumer has no JetStream to call back into, and so none to build behind the user's back).
+Besides it: the request bodies and reply readers for ``$JS.API.CONSUMER.PAUSE`` / ``RESET`` /
+``UNPIN`` and the offset pager for ``STREAM.LIST`` / ``STREAM.NAMES`` / ``CONSUMER.LIST`` /
+``CONSUMER.NAMES``, which calls the request function it is given, once per page, on the
+iterating thread.
 
 Server behaviour these rely on (nats-server 2.15.1, /work/shared/PROTOCOL.md):
 
@@ -18,6 +22,7 @@ Server behaviour these rely on (nats-server 2.15.1, /work/shared/PROTOCOL.md):
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -27,11 +32,15 @@ from ._consumer_types import (
     ConsumerInfo,
     PauseState,
     check_duration,
+    check_group,
     check_time,
     format_time,
 )
+from ._link import Link
+from ._validate import check_name
+from .errors import TimeoutError as _TimeoutError  # not the builtin
 
-__all__ = ["pages", "pause_body", "pause_state", "reset_body", "reset_reply"]
+__all__ = ["Admin", "pages", "pause_body", "pause_state", "reset_body", "reset_reply"]
 
 log = logging.getLogger("natspull")
 
@@ -104,3 +113,72 @@ def pages(
         offset = int(response.get("offset", offset)) + step
         if offset >= total:
             return
+
+
+class Admin:
+    """Blocking JetStream API requests on one connection, with a context's prefix and timeout.
+
+    Every call blocks the calling thread until the server answers, at most *timeout*; raises
+    natspull.TimeoutError, the matching JetStreamAPIError subclass, or ConnectionClosedError.
+    Any thread but the connection's loop thread.
+    """
+
+    __slots__ = ("link", "prefix", "timeout")
+
+    def __init__(self, link: Link, prefix: str, timeout: float) -> None:
+        self.link = link
+        self.prefix = prefix
+        self.timeout = timeout
+
+    def request(
+        self, api: str, body: dict[str, Any] | None = None, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """``$JS.API.<api>`` (under the prefix) with *body* as JSON; the reply as a dict."""
+        timeout = self.timeout if timeout is None else timeout
+        payload = json.dumps(body).encode() if body is not None else b""
+        link = self.link
+        subject = f"{self.prefix}.{api}"
+        link.check_line("JetStream API subject", subject, link.request_reply_bytes(), len(payload))
+        return link.run(
+            link.api_request(self.prefix, api, payload, timeout),
+            timeout + 1.0,
+            api.split(".")[0].lower(),
+        )
+
+    def consumer_info(self, stream: str, name: str) -> ConsumerInfo:
+        """The consumer's configuration and state. Raises ConsumerNotFoundError."""
+        check_name("stream", stream)
+        check_name("consumer", name)
+        return ConsumerInfo.from_response(self.request(f"CONSUMER.INFO.{stream}.{name}"))
+
+    def pause(self, stream: str, name: str, until: Any) -> PauseState:
+        check_name("stream", stream)
+        check_name("consumer", name)
+        body = pause_body(until)
+        return pause_state(self.request(f"CONSUMER.PAUSE.{stream}.{name}", body))
+
+    def resume(self, stream: str, name: str) -> PauseState:
+        check_name("stream", stream)
+        check_name("consumer", name)
+        return pause_state(self.request(f"CONSUMER.PAUSE.{stream}.{name}", {}))
+
+    def reset(self, stream: str, name: str, seq: int | None) -> tuple[int, ConsumerInfo]:
+        """The sequence delivery restarts from, and the consumer's info after the reset.
+
+        The server does not answer a reset of a missing consumer: its existence is checked
+        first (ConsumerNotFoundError, StreamNotFoundError at once).
+        """
+        body = reset_body(seq)
+        self.consumer_info(stream, name)  # checks the names too
+        api = f"CONSUMER.RESET.{stream}.{name}"
+        try:
+            return reset_reply(self.request(api, body))
+        except _TimeoutError:
+            # Deleted since the check? Then say so (ConsumerNotFoundError), not "timed out".
+            self.consumer_info(stream, name)
+            raise
+
+    def unpin(self, stream: str, name: str, group: str) -> None:
+        check_name("stream", stream)
+        check_name("consumer", name)
+        self.request(f"CONSUMER.UNPIN.{stream}.{name}", {"group": check_group("group", group)})

@@ -17,15 +17,13 @@ from __future__ import annotations
 import os
 import sys
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ._msg import Msg
+from ._pull import PullEngine
 from ._queue import MsgQueue, State
 from ._validate import check_timeout
 from .errors import IteratorClosedError
-
-if TYPE_CHECKING:
-    from ._pull import PullEngine
 
 __all__ = ["Messages", "creation_site"]
 
@@ -90,7 +88,7 @@ class Messages:
         return self
 
     def __next__(self) -> Msg:
-        self._engine._loop_thread.check_not_in_loop("iterating Messages")
+        self._engine.loop_thread.check_not_in_loop("iterating Messages")
         try:
             return self._queue.get()
         except IteratorClosedError:
@@ -116,7 +114,7 @@ class Messages:
         ``error_on_missing_heartbeat=True`` (the iterator stays usable).
         Any thread.
         """
-        self._engine._loop_thread.check_not_in_loop("Messages.next()")
+        self._engine.loop_thread.check_not_in_loop("Messages.next()")
         return self._queue.get(check_timeout("timeout", timeout))
 
     def stop(self) -> None:

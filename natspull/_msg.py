@@ -11,17 +11,14 @@ import datetime
 import json
 import os
 import threading
+from collections.abc import Iterable
 from typing import Protocol
 
-from nats.aio.msg import Msg as _NatsMsg
-
+from ._types import Metadata, SequencePair
 from ._validate import check_nanoseconds
 from .errors import Error, MsgAlreadyAckedError
 
-__all__ = ["Metadata", "Msg"]
-
-Metadata = _NatsMsg.Metadata
-SequencePair = _NatsMsg.Metadata.SequencePair
+__all__ = ["AckSink", "Metadata", "Msg", "nak_unacked", "parse_metadata"]
 
 _ACK = b"+ACK"
 _NAK = b"-NAK"
@@ -53,7 +50,7 @@ class AckSink(Protocol):
 
     def request_ack(self, subject: str, payload: bytes, timeout: float) -> None: ...
 
-    def _check_fork(self) -> None: ...
+    def check_fork(self) -> None: ...
 
 
 class Msg:
@@ -174,7 +171,7 @@ class Msg:
             raise Error("not a JetStream message: it has no ack subject")
         with _ack_lock:
             if self._acked:
-                sink._check_fork()  # in a forked child the message is the parent's, acked or not
+                sink.check_fork()  # in a forked child the message is the parent's, acked or not
                 raise MsgAlreadyAckedError(f"message {self.reply} was already acknowledged")
             if terminal:
                 self._acked = True
@@ -211,3 +208,18 @@ def parse_metadata(reply: str) -> Metadata:
         consumer=consumer,
         domain=domain,
     )
+
+
+def nak_unacked(msgs: Iterable[Msg]) -> None:
+    """NAK every message not acknowledged yet, so the server redelivers it now, not after ack_wait.
+
+    Stops NAKing at the first failure (the connection is gone: the server redelivers after
+    ack_wait). Never raises a natspull error; never blocks (the NAKs go through the outbox).
+    Any thread. The one NAK routine of the thread and trio paths.
+    """
+    for msg in msgs:
+        if not msg.acked:
+            try:
+                msg.nak()
+            except Error:
+                return

@@ -11,37 +11,26 @@ Ordering: entries leave in the order they were appended.
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
-
-from nats.aio.transport import TcpTransport
-from nats.protocol.command import pub_cmd
 
 from ._loop import LoopThread
+from ._wire import Entry, Wire
 from .errors import ConnectionClosedError
 
-if TYPE_CHECKING:
-    from nats.aio.client import Client as NatsClient
-
 __all__ = ["Outbox"]
-
-log = logging.getLogger("natspull")
-
-_Entry = tuple[str, bytes, str, "dict[str, str] | None"]
 
 
 class Outbox:
     """A multi-producer queue of publishes drained by the loop thread."""
 
-    def __init__(self, loop_thread: LoopThread, nc: NatsClient) -> None:
+    def __init__(self, loop_thread: LoopThread, wire: Wire) -> None:
         self._loop_thread = loop_thread
-        self._nc = nc
+        self._wire = wire
         # deque append/popleft are atomic; the lock only guards _scheduled and
         # _closed, and is never held while calling into the loop or nats-py.
-        self._entries: deque[_Entry] = deque()
+        self._entries: deque[Entry] = deque()
         self._lock = threading.Lock()
         self._scheduled = False
         self._closed = False
@@ -93,72 +82,19 @@ class Outbox:
             self._loop_thread.loop.create_task(self.flush())
 
     def _write_now(self) -> bool:
-        """Write the accepted plain entries straight to the socket; False when flush() must go on.
-
-        Loop thread only. A plain callback, no task: an ack burst costs one
-        ``transport.write``. It writes only when nats-py has nothing queued
-        ahead (its ``_pending`` is empty and it is connected over TCP), so the order of
-        everything on the connection is kept: a pull request never overtakes
-        the SUB of its inbox, an UNSUB never overtakes a pull. Otherwise, or at
-        an entry with headers, it stops and :meth:`flush` takes the rest
-        through nats-py's own write buffer.
-        """
+        """Loop thread: write what was accepted straight to the socket (``Wire.write_now``);
+        False when :meth:`flush` must take the rest through nats-py's buffer."""
         with self._lock:
             self._scheduled = False
-        nc = self._nc
-        entries = self._entries
-        if not entries:
-            return True
-        flusher, transport = nc._flusher_task, nc._transport
-        if nc._pending or not nc.is_connected or flusher is None or flusher.done():
-            return False
-        # (a WebSocket transport only queues in write(); it sends when nats-py's flusher drains it)
-        if not isinstance(transport, TcpTransport):
-            return False
-        write: Callable[[bytes], None] = transport.write  # TcpTransport.write has no annotations
-        commands = []
-        done = True
-        while entries:
-            entry = entries.popleft()
-            if entry[3] is not None:  # headers: nats-py formats it (rare)
-                entries.appendleft(entry)  # the loop thread is the only consumer
-                done = False
-                break
-            commands.append(pub_cmd(entry[0], entry[2], entry[1]))
-        if commands:
-            write(b"".join(commands))
-        # (an entry appended after the loop scheduled its own flush, see put())
-        return done
+        # (an entry appended after this callback was scheduled is taken here or by its own flush)
+        return self._wire.write_now(self._entries)
 
     async def flush(self) -> None:
         """Write every accepted entry, then kick nats-py's flusher. Loop thread only.
 
-        Entries without headers (acks, pull requests: nearly all of them) are
-        formatted as ``PUB`` commands and written as one buffer: one call per
-        burst instead of a ``publish()`` coroutine per entry, which was the
-        largest natspull cost on the loop thread (see benchmarks/README.md).
+        The direct path first; otherwise ``Wire.write`` hands the entries to nats-py's
+        buffer and flusher, one buffer per burst (see benchmarks/README.md).
         """
         if self._write_now():
             return
-        entries = self._entries
-        nc = self._nc
-        if nc.is_closed:
-            log.warning("natspull: connection closed: %d publishes/acks not sent", len(entries))
-            entries.clear()
-            return
-        commands = []
-        while entries:
-            subject, payload, reply, headers = entries.popleft()
-            if headers is None:
-                commands.append(pub_cmd(subject, reply, payload))
-                continue
-            try:
-                if commands:  # keep the order
-                    await nc._send_command(b"".join(commands))
-                    commands = []
-                await nc.publish(subject, payload, reply=reply, headers=headers)
-            except Exception as exc:
-                log.warning("natspull: could not publish to %s: %s", subject, exc)
-        if commands:
-            await nc._send_command(b"".join(commands))
-        await nc._flush_pending()
+        await self._wire.write(self._entries)

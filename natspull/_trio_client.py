@@ -16,17 +16,17 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import trio
-from nats.js.api import PubAck, StreamConfig, StreamInfo
 
 from ._client import Client as _SyncClient
 from ._client import connect as _sync_connect
-from ._consumer import FETCH_DRAIN_WAIT
 from ._consumer import Consumer as _SyncConsumer
 from ._consumer_types import ConsumerConfig, ConsumerInfo, PauseState
+from ._fetch import fetch_steps
 from ._jetstream import JetStream as _SyncJetStream
 from ._msg import Msg as _SyncMsg
 from ._options import continuous_pull
 from ._trio_messages import Messages, Msg, Waker, in_thread, wait_closed
+from ._types import PubAck, StreamConfig, StreamInfo
 from ._validate import check_number
 from .errors import TimeoutError
 
@@ -81,15 +81,21 @@ class Consumer:
         waker = Waker()
         waker.sleepers = 1  # for the whole wait: every burst and the end wake it
         queue.on_ready = waker.on_ready
-        try:
-            if not await wait_closed(queue, waker, wait):
-                queue.drain()  # the server never answered: keep what is in flight, then end
-                await wait_closed(queue, waker, FETCH_DRAIN_WAIT)
-            msgs = queue.take_all()
-        except BaseException:
-            queue.stop()  # cancelled: hand everything back to the server
-            raise
-        return [Msg(msg) for msg in msgs]
+        # The shared sequence (_fetch.fetch_steps), driven by waits on the trio side; a
+        # cancellation is thrown in and hands everything back to the server.
+        steps = fetch_steps(queue, wait)
+        timeout = next(steps)
+        while True:
+            try:
+                closed = await wait_closed(queue, waker, timeout)
+            except BaseException as exc:
+                steps.throw(exc)
+                raise  # (fetch_steps re-raises what is thrown in)
+            try:
+                timeout = steps.send(closed)
+            except StopIteration as done:
+                msgs: list[_SyncMsg] = done.value
+                return [Msg(msg) for msg in msgs]
 
     async def next(self, timeout: float = 30.0) -> Msg:
         """Fetch one message, waiting at most *timeout* seconds; raises natspull.TimeoutError."""

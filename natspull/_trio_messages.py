@@ -17,7 +17,7 @@ import trio
 
 from . import _fork
 from ._messages import creation_site
-from ._msg import Metadata
+from ._msg import Metadata, nak_unacked
 from ._msg import Msg as _SyncMsg
 from ._queue import MsgQueue, State
 from .errors import Error, IteratorClosedError
@@ -96,13 +96,9 @@ def _give_back(queue: MsgQueue, msgs: Iterable[_SyncMsg]) -> None:
     Never blocks. Once a NAK fails (the connection is gone) the rest are only released: the
     server redelivers them after ack_wait anyway.
     """
-    nak = True
+    msgs = list(msgs)
+    nak_unacked(msgs)
     for msg in msgs:
-        if nak and not msg.acked:
-            try:
-                msg.nak()
-            except Error:
-                nak = False
         queue.release(msg)
 
 

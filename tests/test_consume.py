@@ -20,7 +20,9 @@ import natspull
 from natspull.testing import NatsServer
 
 
-def test_four_workers_handle_each_message_once(js: natspull.JetStream, stream: str) -> None:
+def test_four_workers_handle_each_message_once(
+    client: natspull.Client, js: natspull.JetStream, stream: str
+) -> None:
     consumer = js.add_consumer(stream, durable_name="w4", ack_wait=60)
     total = 10_000
     fill(js, stream, total)
@@ -42,12 +44,14 @@ def test_four_workers_handle_each_message_once(js: natspull.JetStream, stream: s
     assert ctx.closed and ctx.wait(0)
     assert sorted(handled) == list(range(1, total + 1)) and set(handled.values()) == {1}
     assert len(names) == 4 and all(n.startswith("natspull-worker-") for n in names)
-    js._client.flush()  # type: ignore[attr-defined]
+    client.flush()
     wait_until(lambda: consumer.info().num_ack_pending == 0, message="all acks")
     assert ctx.stats()["handled"] == total
 
 
-def test_failing_handler_messages_are_redelivered(js: natspull.JetStream, stream: str) -> None:
+def test_failing_handler_messages_are_redelivered(
+    client: natspull.Client, js: natspull.JetStream, stream: str
+) -> None:
     consumer = js.add_consumer(stream, durable_name="fail", ack_wait=60)
     fill(js, stream, 100)
     deliveries: Counter[int] = Counter()
@@ -73,7 +77,7 @@ def test_failing_handler_messages_are_redelivered(js: natspull.JetStream, stream
         assert done.wait(20)
     assert sorted(seq for _, seq in errors) == list(range(10, 101, 10))
     assert ctx.stats()["failed"] == 10
-    js._client.flush()  # type: ignore[attr-defined]
+    client.flush()
     wait_until(lambda: consumer.info().num_ack_pending == 0, message="all acks")
 
 
@@ -100,7 +104,9 @@ def test_flow_control_bounds_buffered_plus_in_handlers(js: natspull.JetStream, s
     assert ctx.wait(10)
 
 
-def test_drain_mid_run_handles_every_buffered_message(js: natspull.JetStream, stream: str) -> None:
+def test_drain_mid_run_handles_every_buffered_message(
+    client: natspull.Client, js: natspull.JetStream, stream: str
+) -> None:
     consumer = js.add_consumer(stream, durable_name="dr", ack_wait=60)
     fill(js, stream, 1000)
     handled: list[int] = []
@@ -120,7 +126,7 @@ def test_drain_mid_run_handles_every_buffered_message(js: natspull.JetStream, st
     assert ctx.wait(10)
     assert not [t for t in natspull_threads() if t.name.startswith("natspull-worker")]
     assert len(handled) == len(set(handled)) == ctx.stats()["delivered"]
-    js._client.flush()  # type: ignore[attr-defined]
+    client.flush()
     # Every buffered message was handled and acked. The drain comes while the server is still
     # sending the first pull's batch: a message it routes to the pull while it processes the
     # inbox's UNSUB never arrives (docs/reliability.md), and waits above the ack floor.

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
+import time
 
 import pytest
 from conftest import fill, wait_until
 from test_client import assert_ours
 
 import natspull
+from natspull.testing import NatsServer
 
 
 def test_stream_management_and_not_found_errors(js: natspull.JetStream) -> None:
@@ -95,7 +99,9 @@ def test_fetch_max_bytes(js: natspull.JetStream, stream: str) -> None:
         consumer.fetch(1, max_wait=1, max_bytes=100)
 
 
-def test_every_ack_kind_is_seen_by_the_server(js: natspull.JetStream, stream: str) -> None:
+def test_every_ack_kind_is_seen_by_the_server(
+    client: natspull.Client, js: natspull.JetStream, stream: str
+) -> None:
     consumer = js.add_consumer(stream, durable_name="a", ack_wait=30, ack_policy=natspull.AckPolicy.EXPLICIT)
     fill(js, stream, 4)
     m1, m2, m3, m4 = consumer.fetch(4, max_wait=2)
@@ -109,7 +115,7 @@ def test_every_ack_kind_is_seen_by_the_server(js: natspull.JetStream, stream: st
     with pytest.raises(natspull.MsgAlreadyAckedError):
         m3.nak()
     m4.nak()
-    js._client.flush()  # type: ignore[attr-defined]
+    client.flush()
     redelivered = consumer.fetch(1, max_wait=2)  # nak: redelivered now, not after ack_wait=30
     assert [m.metadata.sequence.stream for m in redelivered] == [4]
     assert redelivered[0].metadata.num_delivered == 2
@@ -155,3 +161,23 @@ def test_fetch_on_missing_consumer_is_a_clear_error(js: natspull.JetStream, stre
     js.delete_consumer(stream, "tmp")
     with pytest.raises(natspull.ConsumerNotFoundError):
         consumer.fetch(1, max_wait=2)
+
+
+def test_consumer_info_waits_the_contexts_timeout(nats_server: NatsServer) -> None:
+    """Regression: Consumer.info() built its own JetStream with a fixed 5 s timeout."""
+    with natspull.connect(nats_server.url) as client:
+        js = client.jetstream(timeout=0.5)
+        js.add_stream(name="T", subjects=["t.>"])
+        consumer = js.add_consumer("T", durable_name="c")
+        assert consumer.info().name == "c"
+        pid = nats_server.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)  # the server answers nothing
+        try:
+            start = time.monotonic()
+            with pytest.raises(natspull.TimeoutError):
+                consumer.info()
+            elapsed = time.monotonic() - start
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert 0.5 <= elapsed < 2.5, elapsed

@@ -107,7 +107,9 @@ def test_stop_returns_buffered_messages_for_prompt_redelivery(js: natspull.JetSt
     assert sorted(seqs) == list(range(2, 51))
 
 
-def test_eight_threads_share_one_iterator(js: natspull.JetStream, stream: str) -> None:
+def test_eight_threads_share_one_iterator(
+    client: natspull.Client, js: natspull.JetStream, stream: str
+) -> None:
     consumer = js.add_consumer(stream, durable_name="eight", ack_wait=60)
     total = 20_000
     fill(js, stream, total)
@@ -130,7 +132,7 @@ def test_eight_threads_share_one_iterator(js: natspull.JetStream, stream: str) -
         t.join(60)
         assert not t.is_alive()
     assert sorted(seen) == list(range(1, total + 1))
-    js._client.flush()  # type: ignore[attr-defined]
+    client.flush()
     wait_until(lambda: consumer.info().num_ack_pending == 0, message="all acks")
 
 
@@ -288,7 +290,7 @@ def test_pull_sizes_on_the_wire_follow_the_threshold_rule(
         async def record(msg: Any) -> None:
             requests.append(json.loads(msg.data))
 
-        return await client._nc.subscribe(f"$JS.API.CONSUMER.MSG.NEXT.{stream}.wire", cb=record)
+        return await client._conn.wire.nc.subscribe(f"$JS.API.CONSUMER.MSG.NEXT.{stream}.wire", cb=record)
 
     sub = client._loop_thread.run(spy(), 5)
     fill(js, stream, 100)

@@ -153,7 +153,7 @@ def test_messages_with_and_without_headers_interleave_in_order(nats_server: Nats
                     break
         assert [n for n, _ in got] == list(range(200))
         assert all((h or {}).get("N") == (str(n) if n % 3 == 0 else None) for n, h in got)
-        wait_until(lambda: not client._parser.routes, message="the engine to take its route away")
+        wait_until(lambda: not client._conn.wire.routes, message="the engine to take its route away")
 
 
 def test_message_sizes_are_counted_as_the_server_counts_them() -> None:

@@ -125,7 +125,7 @@ def test_stop_during_long_partition_leaves_the_connection_usable(
         chaos_proxy.blackhole()
         msgs.stop()
         # the engine gives up draining after its 5 s timeout, and unsubscribes
-        wait_until(lambda: not client._engines, 10, "the engine to give up draining")
+        wait_until(lambda: not client._conn.engines, 10, "the engine to give up draining")
         chaos_proxy.heal()
         # The held UNSUB reaches the server with the heal. Until the server has processed it,
         # the old pull (expires=10) may still take the message into the dead inbox (a server-side
