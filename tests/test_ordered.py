@@ -92,7 +92,9 @@ def test_starting_points(js: natspull.JetStream, stream: str, how: str) -> None:
 
 def test_last_with_several_filters_starts_at_newest_match(js: natspull.JetStream, stream: str) -> None:
     js.publish_many([(f"{stream}.a", b"1"), (f"{stream}.b", b"2"), (f"{stream}.c", b"3")])
-    with js.ordered_consumer(stream, filter_subjects=[f"{stream}.a", f"{stream}.b"], deliver_policy="last") as oc:
+    with js.ordered_consumer(
+        stream, filter_subjects=[f"{stream}.a", f"{stream}.b"], deliver_policy="last"
+    ) as oc:
         assert oc.next(timeout=5).metadata.sequence.stream == 2
 
 
@@ -175,7 +177,7 @@ def test_bad_options(js: natspull.JetStream, stream: str) -> None:
     with pytest.raises(ValueError, match="opt_start_seq"):
         js.ordered_consumer(stream, deliver_policy="last", opt_start_seq=3)
     with pytest.raises(ValueError, match="aware"):
-        js.ordered_consumer(stream, opt_start_time=datetime.datetime(2026, 1, 1))  # noqa: DTZ001
+        js.ordered_consumer(stream, opt_start_time=datetime.datetime(2026, 1, 1))
     with pytest.raises(TypeError, match="filter_subjects"):
         js.ordered_consumer(stream, filter_subjects=3)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="deliver_policy must be"):

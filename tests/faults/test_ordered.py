@@ -19,14 +19,12 @@ from ._ledger import Gate
 
 TOTAL = 50_000
 EXPECTED = [seq for seq in range(1, TOTAL + 1) if (seq - 1) % 3 != 2]  # subjects .0 and .1
-STAGES = 4
+STAGES = 4  # the reader is let through in STAGES + 1 steps; a fault lands at each step
 BUDGET = 90.0
 
 
 def _fill(js: natspull.JetStream, name: str, replicas: int = 1) -> None:
-    js.add_stream(
-        name=name, subjects=[f"{name}.>"], storage=natspull.StorageType.FILE, num_replicas=replicas
-    )
+    js.add_stream(name=name, subjects=[f"{name}.>"], storage=natspull.StorageType.FILE, num_replicas=replicas)
     js.publish_many((f"{name}.{i % 3}", b"%08d" % i) for i in range(TOTAL))
 
 
@@ -165,17 +163,30 @@ def test_stream_leader_killed(nats_cluster: NatsCluster) -> None:
         js.publish_many((f"OC.{i % 3}", b"%08d" % i) for i in range(1, TOTAL))
         killed: list[NatsServer] = []
 
-        def kill_leader() -> None:
-            leader = _stream_leader(js, "OC")
+        def kill(leader: str) -> None:
             assert leader
             victim = nats_cluster.server_for_name(leader)
             victim.kill()
             killed.append(victim)
 
+        def restart() -> None:
+            killed.pop().restart()
+
         with js.ordered_consumer("OC", filter_subjects=_filters("OC")) as oc:
             msgs = oc.messages(expires=2)
+
+            def consumer_host() -> str:
+                info = js.consumer_info("OC", msgs._engine.consumer)
+                return info.cluster.leader if info.cluster and info.cluster.leader else ""
+
+            faults = [
+                lambda: kill(_stream_leader(js, "OC")),  # the acceptance case
+                restart,
+                lambda: kill(consumer_host()),  # the R1 consumer's server: it must be recreated
+                restart,
+            ]
             try:
-                _run(msgs, [kill_leader])
+                _run(msgs, faults)
             finally:
                 for victim in killed:
                     victim.restart()
