@@ -77,16 +77,40 @@ class Cursor:
     Loop thread while an engine runs; the owner's thread before and after.
     """
 
-    __slots__ = ("broken", "consumer_seq", "name", "stream_seq")
+    __slots__ = ("_head", "_last", "broken", "consumer_seq", "name")
 
     def __init__(self, name: str, stream_seq: int) -> None:
         self.name = name
         self.consumer_seq = 0  # last accepted consumer sequence of *name* (0: none yet)
-        self.stream_seq = stream_seq  # last accepted (or handed out) stream sequence (0: none)
+        self._last = str(stream_seq)  # last accepted (or handed out) stream sequence, as sent
+        # The ack subjects' common start up to the consumer's name ("$JS.ACK.<stream>.<name>."),
+        # learnt from the first message: the check per message is then a prefix test and a
+        # short split (the stream sequence is parsed only when it is asked for).
+        self._head: str | None = None
         self.broken = False  # a gap was seen (one-shot: recreate before the next fetch)
+
+    @property
+    def stream_seq(self) -> int:
+        """The stream sequence of the last message accepted (0: none)."""
+        return int(self._last)
 
     def check(self, reply: str) -> int:
         """ACCEPT (and advance), STALE or GAP for a message with ack subject *reply*."""
+        head = self._head
+        if head is None or not reply.startswith(head):
+            return self._check_first(reply)
+        try:
+            _, sseq, cseq, _ = reply[len(head) :].split(".", 3)
+            if int(cseq) != self.consumer_seq + 1:
+                return GAP
+        except ValueError:
+            return GAP  # not an ack subject: nothing can be trusted after it
+        self.consumer_seq += 1
+        self._last = sseq
+        return ACCEPT
+
+    def _check_first(self, reply: str) -> int:
+        """The full parse: another consumer's message, or the first of this one."""
         try:
             tokens, i = _tokens(reply)
             if tokens[i] != self.name:
@@ -94,9 +118,10 @@ class Cursor:
             cseq = int(tokens[i + 3])
             if cseq != self.consumer_seq + 1:
                 return GAP
-            self.stream_seq = int(tokens[i + 2])
+            self._last = str(int(tokens[i + 2]))
         except (IndexError, ValueError):
-            return GAP  # not an ack subject: nothing can be trusted after it
+            return GAP
+        self._head = ".".join(tokens[: i + 1]) + "."
         self.consumer_seq = cseq
         return ACCEPT
 
@@ -104,6 +129,7 @@ class Cursor:
         """Read consumer *name* from now on (its first message has consumer sequence 1)."""
         self.name = name
         self.consumer_seq = 0
+        self._head = None
         self.broken = False
 
 
