@@ -18,9 +18,42 @@ from ._queue import Flow, MsgQueue
 from ._validate import check_int, check_number
 from .errors import JetStreamAPIError, TimeoutError
 
-__all__ = ["Consumer"]
+__all__ = ["START_TIMEOUT", "Consumer", "fetch_request", "wait_fetch"]
 
-_START_TIMEOUT = 10.0
+START_TIMEOUT = 10.0
+
+
+def fetch_request(batch: Any, max_wait: Any, max_bytes: Any, no_wait: Any) -> tuple[Flow, PullOptions]:
+    """Check ``fetch()``'s arguments (ValueError/TypeError naming them); the one request's sizing."""
+    batch = check_int("batch", batch, maximum=1_000_000)
+    max_wait = check_number("max_wait", max_wait, exclusive=not no_wait)
+    max_bytes = check_int("max_bytes", max_bytes, maximum=2**40, allow_none=True)
+    if not isinstance(no_wait, bool):
+        raise TypeError(f"no_wait must be a bool, got {type(no_wait).__name__}")
+    flow = Flow(
+        max_msgs=batch, max_bytes=max_bytes or 0, threshold_msgs=batch, threshold_bytes=max_bytes or 0
+    )
+    return flow, PullOptions(expires=max_wait, heartbeat=None, one_shot=True, no_wait=no_wait)
+
+
+def wait_fetch(queue: MsgQueue, wait: float) -> list[Msg]:
+    """Wait for a one-shot request's *queue* to close (at most *wait*, then a drain) and return
+    what it brought. Blocks the calling thread; any thread but the loop's."""
+    # The shared sequence (_fetch.fetch_steps), driven by blocking waits on the queue; an
+    # interruption (e.g. KeyboardInterrupt) is thrown in and hands everything back.
+    steps = fetch_steps(queue, wait)
+    timeout = next(steps)
+    while True:
+        try:
+            closed = queue.wait_closed(timeout)
+        except BaseException as exc:
+            steps.throw(exc)
+            raise  # (fetch_steps re-raises what is thrown in)
+        try:
+            timeout = steps.send(closed)
+        except StopIteration as done:
+            msgs: list[Msg] = done.value
+            return msgs
 
 
 class Consumer:
@@ -76,7 +109,7 @@ class Consumer:
             options,
             error_on_missing_heartbeat=error_on_missing_heartbeat,
         )
-        self._link.run(engine.start(), _START_TIMEOUT, "start pulling")
+        self._link.run(engine.start(), START_TIMEOUT, "start pulling")
         return engine
 
     # ------------------------------------------------------------- one request
@@ -97,39 +130,16 @@ class Consumer:
         but the loop's.
         """
         queue, wait = self._start_fetch(batch, max_wait, max_bytes, no_wait)
-        # The shared sequence (_fetch.fetch_steps), driven by blocking waits on the queue; an
-        # interruption (e.g. KeyboardInterrupt) is thrown in and hands everything back.
-        steps = fetch_steps(queue, wait)
-        timeout = next(steps)
-        while True:
-            try:
-                closed = queue.wait_closed(timeout)
-            except BaseException as exc:
-                steps.throw(exc)
-                raise  # (fetch_steps re-raises what is thrown in)
-            try:
-                timeout = steps.send(closed)
-            except StopIteration as done:
-                msgs: list[Msg] = done.value
-                return msgs
+        return wait_fetch(queue, wait)
 
     def _start_fetch(
         self, batch: int, max_wait: float, max_bytes: int | None, no_wait: bool
     ) -> tuple[MsgQueue, float]:
         """Validate fetch() arguments and send the one request; return its queue and how long
         to wait for it to close (``max_wait`` plus a grace for the server's answer)."""
-        batch = check_int("batch", batch, maximum=1_000_000)
-        max_wait = check_number("max_wait", max_wait, exclusive=not no_wait)
-        max_bytes = check_int("max_bytes", max_bytes, maximum=2**40, allow_none=True)
-        if not isinstance(no_wait, bool):
-            raise TypeError(f"no_wait must be a bool, got {type(no_wait).__name__}")
-        flow = Flow(
-            max_msgs=batch, max_bytes=max_bytes or 0, threshold_msgs=batch, threshold_bytes=max_bytes or 0
-        )
-        engine = self._engine(
-            flow, PullOptions(expires=max_wait, heartbeat=None, one_shot=True, no_wait=no_wait)
-        )
-        return engine.queue, max_wait + FETCH_GRACE
+        flow, options = fetch_request(batch, max_wait, max_bytes, no_wait)
+        engine = self._engine(flow, options)
+        return engine.queue, options.expires + FETCH_GRACE
 
     def next(self, timeout: float = 30.0) -> Msg:
         """Fetch one message, waiting at most *timeout* seconds.

@@ -37,7 +37,7 @@ from typing import Any
 from ._fetch import Mode, OneShot
 from ._heartbeat import HeartbeatMonitor
 from ._link import Link
-from ._msg import Msg, nak_unacked
+from ._msg import AckSink, Msg, nak_unacked
 from ._queue import Flow, MsgQueue, State
 from ._wire import Inbox
 from .errors import (
@@ -141,6 +141,7 @@ class PullEngine:
         error_on_missing_heartbeat: bool = False,
     ) -> None:
         self._link = link
+        self.ack_sink: AckSink = link  # what the messages ack through (an ordered engine: nothing)
         self.loop_thread = link.loop_thread
         self._js_prefix = api_prefix
         self.stream = stream
@@ -270,7 +271,7 @@ class PullEngine:
         that never drop below the threshold: no re-pull, a stalled iterator.
         """
         burst = self._burst
-        burst.append(Msg(subject, data, reply, headers, self._link, size))
+        burst.append(Msg(subject, data, reply, headers, self.ack_sink, size))
         # Messages come through the connection's parser (nats-py's reader calls it per read),
         # fast path or not: hand the read's burst over when it is parsed (else: next iteration).
         if len(burst) == 1 and not self._link.after_read(self._flush_burst):
