@@ -266,10 +266,12 @@ class OrderedEngine(PullEngine):
 
     # ------------------------------------------------------------ the check
 
-    def _deliver(self, subject: str, reply: str, data: bytes, headers: dict[str, str] | None = None) -> None:
+    def _deliver(
+        self, subject: str, reply: str, data: bytes, size: int, headers: dict[str, str] | None = None
+    ) -> None:
         verdict = self.cursor.check(reply)
         if verdict == ACCEPT:
-            super()._deliver(subject, reply, data, headers)
+            super()._deliver(subject, reply, data, size, headers)
         elif verdict == GAP and not self._resetting:
             expected = self.cursor.consumer_seq + 1
             self.cursor.broken = True
@@ -284,10 +286,12 @@ class OrderedEngine(PullEngine):
             else:
                 self.reset(f"a gap: expected consumer sequence {expected}, got {reply}")
 
-    def _on_msg(self, subject: str, reply: str, data: bytes, headers: dict[str, str] | None) -> None:
-        if headers and not data and "Status" in headers and subject != self.inbox:
+    def _on_msg(
+        self, subject: str, reply: str, data: bytes, headers: dict[str, str] | None, size: int
+    ) -> None:
+        if headers and not data and not reply and "Status" in headers and subject != self.inbox:
             return  # a status for a request of a consumer no longer read (old inbox)
-        super()._on_msg(subject, reply, data, headers)
+        super()._on_msg(subject, reply, data, headers, size)
 
     def _nak_all(self, msgs: list[Msg]) -> None:
         pass  # ack none: nothing to give back

@@ -254,7 +254,9 @@ class PullEngine:
     ) -> None:
         """One message or status on the inbox that went through nats-py (see ``_wire``);
         *size* as the server counts it (see :meth:`_deliver`)."""
-        if headers and not data and "Status" in headers:
+        # A status has no reply subject; a stream message always has one (its ack subject), so
+        # an application header named "Status" on an empty message is still a message.
+        if headers and not data and not reply and "Status" in headers:
             self._touch()
             self._on_status(headers)
             return

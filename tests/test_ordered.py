@@ -11,7 +11,7 @@ from conftest import natspull_threads, pull_inboxes, wait_until
 import natspull
 from natspull.testing import NatsServer
 
-UTC = datetime.timezone.utc  # noqa: UP017  # datetime.UTC: Python >= 3.11
+UTC = datetime.timezone.utc  # datetime.UTC: Python >= 3.11
 
 
 def _seqs(msgs: list[natspull.Msg]) -> list[int]:
