@@ -97,7 +97,7 @@ def _meta(env: Env, args: argparse.Namespace, sizes: Sizes, repeat: int) -> dict
     except OSError:
         pass
     return {
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": "python -m benchmarks " + " ".join(sys.argv[1:]),
         "python": platform.python_version(),
         "natspull": natspull.__version__,

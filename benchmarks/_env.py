@@ -217,7 +217,7 @@ def run_async(coro: Coroutine[Any, Any, T], timeout: float) -> T:
     async def bounded() -> T:
         try:
             return await asyncio.wait_for(coro, timeout)
-        except TimeoutError:
+        except asyncio.TimeoutError:
             raise BenchmarkError(f"asyncio part did not finish within {timeout:g} s") from None
 
     return asyncio.run(bounded())

@@ -100,10 +100,7 @@ def render_table(results: Results) -> str:
     right = {3, 4, 5}  # numbers
     out = []
     for i, line in enumerate(lines):
-        cells = [
-            c.rjust(w) if j in right else c.ljust(w)
-            for j, (c, w) in enumerate(zip(line, widths, strict=True))
-        ]
+        cells = [c.rjust(w) if j in right else c.ljust(w) for j, (c, w) in enumerate(zip(line, widths))]
         out.append("  ".join(cells).rstrip())
         if i == 0:
             out.append("  ".join("-" * w for w in widths))

@@ -130,7 +130,7 @@ async def _nats_py_latency(env: Env, stream: str, samples: int, publisher: _Publ
                     sent = publisher.publish()
                     try:
                         now, msg = await asyncio.wait_for(received.get(), env.timeout)
-                    except TimeoutError:
+                    except asyncio.TimeoutError:
                         raise BenchmarkError(f"nats-py fetch(1) got nothing in {env.timeout:g} s") from None
                     latencies.append(now - _stamp_of(msg.data))
                     await msg.ack()

@@ -69,6 +69,26 @@ def _iterate(env: Env, label: str, size: int, n: int, *, ack: bool) -> Sample:
     return Sample(label, n / elapsed, MSGS_PER_S, n=n, baseline=(NATS_PY, label))
 
 
+@case("2b", "iterator_ordered", "natspull: ordered_consumer().messages() (no acks) vs case 2")
+def iterator_ordered(env: Env) -> list[Sample]:
+    return [_ordered(env, label, size, n) for label, size, n in _runs(env)]
+
+
+def _ordered(env: Env, label: str, size: int, n: int) -> Sample:
+    """Case 2's for-loop through an ordered consumer: the sequence check is the difference."""
+    stream = env.filled_stream(size, n)
+    with natspull.connect(env.url) as client:
+        count = 0
+        start = time.perf_counter()
+        ordered = client.jetstream().ordered_consumer(stream)  # nothing sent yet
+        with ordered, ordered.messages(stop_after=n) as msgs, Watchdog(env.timeout, msgs.stop):
+            for _msg in msgs:
+                count += 1
+        elapsed = time.perf_counter() - start
+    expect(count, n, "messages")
+    return Sample(label, n / elapsed, MSGS_PER_S, n=n, baseline=("iterator_noack", label))
+
+
 # ------------------------------------------------------------------------------ nats-py
 
 
@@ -162,7 +182,7 @@ async def _core_receive(url: str, n: int, size: int, timeout: float) -> float:
         start = time.perf_counter()
         try:
             await asyncio.wait_for(done.wait(), timeout)
-        except TimeoutError:
+        except asyncio.TimeoutError:
             raise BenchmarkError(f"received {received} of {n} core messages in {timeout:g} s") from None
         elapsed = time.perf_counter() - start
         await sub.unsubscribe()

@@ -22,6 +22,7 @@ from ._consumer_types import ConsumerConfig, ConsumerInfo, PauseState, PriorityG
 from ._jetstream import JetStream
 from ._messages import Messages
 from ._msg import Metadata, Msg
+from ._ordered import OrderedConsumer, OrderedMessages
 from ._pull import PullEvent
 from ._signals import shutdown_on_signals
 from ._types import (
@@ -47,6 +48,7 @@ from .errors import (
     JetStreamAPIError,
     MsgAlreadyAckedError,
     NoHeartbeatError,
+    OrderedConsumerError,
     PermissionError,
     StreamNotFoundError,
     TimeoutError,
@@ -75,6 +77,9 @@ __all__ = [
     "Msg",
     "MsgAlreadyAckedError",
     "NoHeartbeatError",
+    "OrderedConsumer",
+    "OrderedConsumerError",
+    "OrderedMessages",
     "PauseState",
     "PermissionError",
     "PriorityGroupState",

@@ -11,13 +11,13 @@ import threading
 import weakref
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from . import _fork
 from ._connection import Connection
 from ._jetstream import JetStream
 from ._loop import LoopThread, keep_signals_for_main_thread
 from ._msg import Msg
+from ._redact import redact as _redact
 from ._translate import translate
 from ._validate import check_int, check_number, check_subject, check_timeout
 
@@ -47,17 +47,6 @@ _SECONDS = ("connect_timeout", "reconnect_time_wait", "ping_interval", "close_ti
 _CALLBACKS = ("disconnected_cb", "reconnected_cb", "error_cb", "closed_cb")
 
 _SECURED = ("user", "password", "token", "user_credentials", "nkeys_seed", "nkeys_seed_str", "tls")
-
-
-def _redact(server: str) -> str:
-    """A server URL without its user-info (user:password@ or token@)."""
-    parts = urlsplit(server if "://" in server else f"nats://{server}")
-    if parts.username is None and parts.password is None:
-        return server
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
 
 
 class _CallbackThread:
@@ -347,7 +336,7 @@ def connect(
         [servers]
         if isinstance(servers, str)
         else list(servers)
-        if isinstance(servers, list | tuple)
+        if isinstance(servers, (list, tuple))
         else None
     )
     if not server_list or not all(isinstance(s, str) and s for s in server_list):

@@ -66,6 +66,11 @@ class ConsumeContext:
 
     Workers take messages with a lease, so a message counts against
     ``max_messages`` until its handler returns; they exit when the queue ends.
+
+    Unlike a dropped :class:`~natspull.Messages`, a dropped context is never
+    collected: its worker threads refer to it and run until :meth:`stop`,
+    :meth:`drain` (or leaving ``with``) or a terminal error ends the queue, the
+    way a running ``threading.Thread`` is not stopped by dropping it.
     """
 
     def __init__(

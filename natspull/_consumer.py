@@ -18,9 +18,63 @@ from ._queue import Flow, MsgQueue
 from ._validate import check_int, check_number
 from .errors import JetStreamAPIError, TimeoutError
 
-__all__ = ["Consumer"]
+__all__ = ["START_TIMEOUT", "Consumer", "fetch_request", "wait_fetch"]
 
-_START_TIMEOUT = 10.0
+START_TIMEOUT = 10.0
+
+
+def fetch_request(
+    batch: Any,
+    max_wait: Any,
+    max_bytes: Any,
+    no_wait: Any,
+    *,
+    heartbeat: Any = None,
+    group: PullGroup | None = None,
+) -> tuple[Flow, PullOptions]:
+    """Check ``fetch()``'s arguments (ValueError/TypeError naming them); the one request's sizing.
+
+    *group* is already validated (``_options.pull_group``)."""
+    batch = check_int("batch", batch, maximum=1_000_000)
+    max_wait = check_number("max_wait", max_wait, exclusive=not no_wait)
+    max_bytes = check_int("max_bytes", max_bytes, maximum=2**40, allow_none=True)
+    if not isinstance(no_wait, bool):
+        raise TypeError(f"no_wait must be a bool, got {type(no_wait).__name__}")
+    if heartbeat is not None:
+        heartbeat = check_number("heartbeat", heartbeat, minimum=MIN_HEARTBEAT)
+        if no_wait:
+            raise ValueError("heartbeat does not go with no_wait=True (the request ends at once)")
+        if heartbeat > MAX_HEARTBEAT or heartbeat > max_wait / 2:
+            raise ValueError(
+                f"heartbeat must be between {MIN_HEARTBEAT} and {MAX_HEARTBEAT} s and at most half "
+                f"of max_wait ({max_wait:g} s), got {heartbeat:g}"
+            )
+    flow = Flow(
+        max_msgs=batch, max_bytes=max_bytes or 0, threshold_msgs=batch, threshold_bytes=max_bytes or 0
+    )
+    return flow, PullOptions(
+        expires=max_wait, heartbeat=heartbeat, one_shot=True, no_wait=no_wait, group=group
+    )
+
+
+def wait_fetch(queue: MsgQueue, wait: float) -> list[Msg]:
+    """Wait for a one-shot request's *queue* to close (at most *wait*, then a drain) and return
+    what it brought. Blocks the calling thread; any thread but the loop's."""
+    # The shared sequence (_fetch.fetch_steps), driven by blocking waits on the queue; an
+    # interruption (e.g. KeyboardInterrupt) is thrown in and hands everything back.
+    steps = fetch_steps(queue, wait)
+    timeout = next(steps)
+    while True:
+        try:
+            closed = queue.wait_closed(timeout)
+        except BaseException as exc:
+            steps.throw(exc)
+            raise  # (fetch_steps re-raises what is thrown in)
+        try:
+            timeout = steps.send(closed)
+        except StopIteration as done:
+            msgs: list[Msg] = done.value
+            return msgs
 
 
 class Consumer:
@@ -87,7 +141,7 @@ class Consumer:
             pin_store=self._pins,
             on_event=on_event,
         )
-        self._link.run(engine.start(), _START_TIMEOUT, "start pulling")
+        self._link.run(engine.start(), START_TIMEOUT, "start pulling")
         return engine
 
     def _group(self, group: Any, min_pending: Any, min_ack_pending: Any, priority: Any) -> PullGroup | None:
@@ -121,14 +175,17 @@ class Consumer:
         Blocks on: the request, at most *max_wait* seconds (plus a short grace
         for the server's answer). Returns fewer messages, or none, when the
         request expires first; with ``no_wait=True`` it returns what is
-        available at once. ``heartbeat`` (0.5-30 s, at most max_wait/2) asks for idle
-        heartbeats: when two intervals pass in silence the fetch ends early (NoHeartbeatError
-        if nothing came). Priority groups: see :meth:`messages` (``group`` and its options);
-        on a ``pinned_client`` consumer the pulls of this Consumer object share the pin they
-        last saw (so the next fetch sends it), and a 423 (the pin moved on) re-sends the request
-        once, at once, without it. Raises ValueError/TypeError for bad arguments, ConsumerDeletedError,
-        ConsumerNotFoundError, JetStreamAPIError (e.g. a message larger than *max_bytes*),
-        NoHeartbeatError, ConnectionClosedError. Any thread but the loop's.
+        available at once. With *max_bytes* it returns as soon as the
+        messages' sizes (subject + reply + header block + data, as the server
+        counts them) reach it or the next message does not fit. ``heartbeat`` (0.5-30 s, at
+        most max_wait/2) asks for idle heartbeats: when two intervals pass in silence the
+        fetch ends early (NoHeartbeatError if nothing came). Priority groups: see
+        :meth:`messages` (``group`` and its options); on a ``pinned_client`` consumer the pulls
+        of this Consumer object share the pin they last saw (so the next fetch sends it), and
+        a 423 (the pin moved on) re-sends the request once, at once, without it. Raises
+        ValueError/TypeError for bad arguments, ConsumerDeletedError, ConsumerNotFoundError,
+        JetStreamAPIError (e.g. a message larger than *max_bytes*), NoHeartbeatError,
+        ConnectionClosedError. Any thread but the loop's.
         """
         queue, wait = self._start_fetch(
             batch,
@@ -141,21 +198,7 @@ class Consumer:
             min_ack_pending=min_ack_pending,
             priority=priority,
         )
-        # The shared sequence (_fetch.fetch_steps), driven by blocking waits on the queue; an
-        # interruption (e.g. KeyboardInterrupt) is thrown in and hands everything back.
-        steps = fetch_steps(queue, wait)
-        timeout = next(steps)
-        while True:
-            try:
-                closed = queue.wait_closed(timeout)
-            except BaseException as exc:
-                steps.throw(exc)
-                raise  # (fetch_steps re-raises what is thrown in)
-            try:
-                timeout = steps.send(closed)
-            except StopIteration as done:
-                msgs: list[Msg] = done.value
-                return msgs
+        return wait_fetch(queue, wait)
 
     def _start_fetch(
         self,
@@ -172,29 +215,10 @@ class Consumer:
     ) -> tuple[MsgQueue, float]:
         """Validate fetch() arguments and send the one request; return its queue and how long
         to wait for it to close (``max_wait`` plus a grace for the server's answer)."""
-        batch = check_int("batch", batch, maximum=1_000_000)
-        max_wait = check_number("max_wait", max_wait, exclusive=not no_wait)
-        max_bytes = check_int("max_bytes", max_bytes, maximum=2**40, allow_none=True)
-        if not isinstance(no_wait, bool):
-            raise TypeError(f"no_wait must be a bool, got {type(no_wait).__name__}")
-        if heartbeat is not None:
-            heartbeat = check_number("heartbeat", heartbeat, minimum=MIN_HEARTBEAT)
-            if no_wait:
-                raise ValueError("heartbeat does not go with no_wait=True (the request ends at once)")
-            if heartbeat > MAX_HEARTBEAT or heartbeat > max_wait / 2:
-                raise ValueError(
-                    f"heartbeat must be between {MIN_HEARTBEAT} and {MAX_HEARTBEAT} s and at most half "
-                    f"of max_wait ({max_wait:g} s), got {heartbeat:g}"
-                )
         pull = self._group(group, min_pending, min_ack_pending, priority)
-        flow = Flow(
-            max_msgs=batch, max_bytes=max_bytes or 0, threshold_msgs=batch, threshold_bytes=max_bytes or 0
-        )
-        options = PullOptions(
-            expires=max_wait, heartbeat=heartbeat, one_shot=True, no_wait=no_wait, group=pull
-        )
+        flow, options = fetch_request(batch, max_wait, max_bytes, no_wait, heartbeat=heartbeat, group=pull)
         engine = self._engine(flow, options)
-        return engine.queue, max_wait + FETCH_GRACE
+        return engine.queue, options.expires + FETCH_GRACE
 
     def next(
         self,
@@ -277,6 +301,10 @@ class Consumer:
         the consumer's ``priority_timeout`` (1-30 s) - a larger value is refused - so that an
         idle iterator renews its pin in time.
 
+        Use it with ``with`` or call ``stop()``: an iterator dropped while open
+        is stopped when garbage-collected (its messages NAKed back) with a
+        ResourceWarning naming where it was created.
+
         Blocks on: subscribing and sending the first pull. Raises ValueError /
         TypeError for bad options (naming them), ConnectionClosedError.
         Any thread but the loop's.
@@ -335,7 +363,8 @@ class Consumer:
         thread ``natspull-events-N`` (never on the loop); what it raises is logged.
 
         Blocks on: subscribing and the first pull. Returns a
-        :class:`ConsumeContext` (stop, drain, wait). Any thread but the loop's.
+        :class:`ConsumeContext` (stop, drain, wait); it runs until stopped or
+        drained, even when the application drops it. Any thread but the loop's.
         """
         if not callable(handler):
             raise TypeError(f"handler must be callable, got {type(handler).__name__}")

@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 _NANOSECOND = 1_000_000_000
-UTC = datetime.timezone.utc  # noqa: UP017  # datetime.UTC: Python >= 3.11
+UTC = datetime.timezone.utc  # datetime.UTC: Python >= 3.11
 MAX_NANOSECONDS = 2**63 - 1  # the server's durations are Go time.Duration: int64 nanoseconds
 # nats-server's validGroupName (server/consumer.go). Its error text also names ')' and '+', but
 # the server refuses both: the regular expression decides.
@@ -50,7 +50,7 @@ _GROUP_NAME = re.compile(r"[A-Za-z0-9/_=-]{1,16}")
 _RFC3339 = re.compile(r"(\d{4}-\d\d-\d\d)[Tt](\d\d:\d\d:\d\d)(?:\.(\d+))?([Zz]|[+-]\d\d:\d\d)")
 
 
-class PriorityPolicy(str, enum.Enum):  # noqa: UP042  # StrEnum: Python >= 3.11
+class PriorityPolicy(str, enum.Enum):  # StrEnum: Python >= 3.11
     """How a consumer with priority groups picks the pull requests it serves (ADR-42).
 
     The plain strings ``"overflow"``, ``"pinned_client"`` and ``"prioritized"`` are accepted

@@ -43,7 +43,8 @@ class Mode(Protocol):
 
     def may_pull(self, pulls_sent: int) -> bool: ...
 
-    def on_delivered(self) -> None: ...
+    def on_delivered(self, size: int) -> None:
+        """A message of *size* bytes (as the server counts them) arrived for the application."""
 
     def on_request_ended(self, msgs: int, nbytes: int) -> None:
         """404 No Messages, 408 Request Timeout, 409 Batch Completed (unfilled part given)."""
@@ -71,19 +72,24 @@ class Mode(Protocol):
 class OneShot:
     """``fetch()``: one request for ``flow.max_msgs`` messages (and bytes), then done."""
 
-    __slots__ = ("_ops", "_pulls_allowed", "received")
+    __slots__ = ("_ops", "_pulls_allowed", "received", "received_bytes")
 
     def __init__(self, ops: Ops) -> None:
         self._ops = ops
         self.received = 0  # messages received for the single request
+        self.received_bytes = 0  # and their size as the server counts it
         self._pulls_allowed = 1  # 2 after a 423 refused the first one
 
     def may_pull(self, pulls_sent: int) -> bool:
         return pulls_sent < self._pulls_allowed
 
-    def on_delivered(self) -> None:
+    def on_delivered(self, size: int) -> None:
         self.received += 1
-        if self.received >= self._ops.queue.flow.max_msgs:
+        self.received_bytes += size
+        flow = self._ops.queue.flow
+        # A request whose bytes are used up exactly ends without a status message
+        # (nats-server consumer.go, nextWaiting): count it done here, as nats.go does.
+        if self.received >= flow.max_msgs or (flow.max_bytes and self.received_bytes >= flow.max_bytes):
             self._ops.request_done()
 
     def on_request_ended(self, msgs: int, nbytes: int) -> None:

@@ -18,8 +18,9 @@ from ._consumer_types import (
 )
 from ._link import Link
 from ._management import Admin, pages
+from ._ordered import DEFAULT_INACTIVE_THRESHOLD, OrderedConsumer, check_max_reset_attempts, ordered_spec
 from ._translate import api_error, translate
-from ._types import PubAck, StreamConfig, StreamConsumerLimits, StreamInfo
+from ._types import DeliverPolicy, PubAck, ReplayPolicy, StreamConfig, StreamConsumerLimits, StreamInfo
 from ._types import stream_info as _stream_info
 from ._validate import (
     check_header_value,
@@ -125,6 +126,45 @@ class JetStream:
         api = f"CONSUMER.CREATE.{stream}.{name}" if name else f"CONSUMER.CREATE.{stream}"
         response = self._api(api, {"stream_name": stream, "config": config.as_dict()})
         return Consumer(self._admin, ConsumerInfo.from_response(response))
+
+    def ordered_consumer(
+        self,
+        stream: str,
+        *,
+        filter_subjects: str | list[str] | None = None,
+        deliver_policy: DeliverPolicy | str | None = None,
+        opt_start_seq: int | None = None,
+        opt_start_time: datetime.datetime | None = None,
+        headers_only: bool = False,
+        replay_policy: ReplayPolicy | str = ReplayPolicy.INSTANT,
+        max_reset_attempts: int | None = None,
+        inactive_threshold: float = DEFAULT_INACTIVE_THRESHOLD,
+    ) -> OrderedConsumer:
+        """An ordered consumer: every message of *stream* (matching any of *filter_subjects*)
+        exactly once, in stream order, whatever happens to the server or the network.
+
+        Nothing is sent until the first read (``messages()``, ``consume()``, ``fetch()``,
+        ``next()``). Starting points (*deliver_policy*, default ``all``; inferred from
+        *opt_start_seq* / *opt_start_time* when given alone): ``all`` the first message;
+        ``last`` the newest message matching any filter; ``new`` the first message published
+        after the consumer is created; ``by_start_sequence`` the first matching message at or
+        after *opt_start_seq*; ``by_start_time`` the first at or after *opt_start_time* (an
+        aware datetime). ``last_per_subject`` is refused. *max_reset_attempts* bounds the
+        attempts to recreate the consumer after a fault (None: no bound); the server removes
+        a consumer idle for *inactive_threshold* seconds (one whose reader vanished).
+
+        Raises ValueError/TypeError for bad options, at once. Any thread but the loop's.
+        """
+        spec = ordered_spec(
+            filter_subjects=filter_subjects,
+            deliver_policy=deliver_policy,
+            opt_start_seq=opt_start_seq,
+            opt_start_time=opt_start_time,
+            headers_only=headers_only,
+            replay_policy=replay_policy,
+            inactive_threshold=inactive_threshold,
+        )
+        return OrderedConsumer(self._admin, stream, spec, check_max_reset_attempts(max_reset_attempts))
 
     def consumer(self, stream: str, name: str) -> Consumer:
         """Bind to an existing pull consumer. Raises ConsumerNotFoundError / StreamNotFoundError."""
@@ -257,7 +297,7 @@ class JetStream:
         """
         window = check_int("window", window, minimum=1, maximum=65536)
         timeout = self._timeout if timeout is None else check_number("timeout", timeout, exclusive=True)
-        if isinstance(messages, str | bytes) or not isinstance(messages, Iterable):
+        if isinstance(messages, (str, bytes)) or not isinstance(messages, Iterable):
             raise TypeError(
                 f"messages must be an iterable of (subject, data) pairs, got {type(messages).__name__}"
             )
@@ -344,7 +384,7 @@ class JetStream:
                 await link.publish(subject, data, f"{prefix}.{index}", headers)
             if outstanding:
                 await asyncio.wait_for(all_acked, timeout)
-        except TimeoutError:
+        except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
             missing = next(i for i, reply in enumerate(replies) if reply is None)
             raise translate(TimeoutError(), f"publish of message {missing}") from None
         finally:

@@ -2,11 +2,21 @@
 
 A thin face over the queue (``_queue.py``, where the state machine lives) and
 the pull engine (``_pull.py``). See those modules for the design; this one only
-adds the iterator protocol, the context manager and argument checks.
+adds the iterator protocol, the context manager, argument checks and the
+finalizer.
+
+The engine is referenced by its client until it stops, so nothing but the
+application refers to a :class:`Messages`: neither the engine nor the queue
+holds it. When the application drops an open one (a for-loop left by
+``break`` without ``with`` or ``stop()``), it is collected and stops itself,
+like an unclosed file.
 """
 
 from __future__ import annotations
 
+import os
+import sys
+import warnings
 from typing import Any
 
 from ._msg import Msg
@@ -15,7 +25,21 @@ from ._queue import MsgQueue, State
 from ._validate import check_timeout
 from .errors import IteratorClosedError
 
-__all__ = ["Messages"]
+__all__ = ["Messages", "creation_site"]
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def creation_site() -> str:
+    """``file:line`` of the innermost caller outside natspull, for a ResourceWarning.
+
+    Cheap (a few frame hops, no traceback); the full allocation traceback comes
+    with ``tracemalloc`` (``python -X tracemalloc``), as for files and sockets.
+    """
+    frame = sys._getframe(1)
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame = frame.f_back
+    return f"{frame.f_code.co_filename}:{frame.f_lineno}"
 
 
 class Messages:
@@ -27,12 +51,35 @@ class Messages:
     may call :meth:`next` at once; each message goes to exactly one of them.
     In a child process after ``os.fork()`` every call but :meth:`stats` raises
     ForkedError at once, and none hands out the parent's buffered messages.
+
+    Use it with ``with`` (or call :meth:`stop`): one dropped while open is
+    stopped when it is garbage-collected, its messages NAKed back, with a
+    ResourceWarning naming where it was created.
     """
 
     def __init__(self, engine: PullEngine, queue: MsgQueue) -> None:
         """Private: use ``Consumer.messages()``."""
         self._engine = engine
         self._queue = queue
+        self._created_at = creation_site()  # natspull.trio puts its own caller's here
+
+    def __del__(self) -> None:
+        # Collected: the application can no longer take what the iterator holds, so hand it
+        # back (NAK) and unsubscribe; stop() never blocks, so this is safe on any thread.
+        # Stopped first: with warnings turned into errors the warning raises.
+        if self._queue.forked is not None:
+            return  # a child's copy after os.fork(): the parent's to stop, nothing to hand back
+        was_open = self._queue.state is State.OPEN
+        described = repr(self)
+        self.stop()
+        if was_open:
+            warnings.warn(
+                f"unclosed {described} created at {self._created_at}: stopped when garbage-collected, "
+                "its messages NAKed; use 'with consumer.messages() as msgs:' or call stop()",
+                ResourceWarning,
+                stacklevel=1,  # wherever the collection happened; the message names the creation site
+                source=self,  # with tracemalloc: the traceback of the creation
+            )
 
     def __repr__(self) -> str:
         return f"<natspull.Messages {self._engine.stream}/{self._engine.consumer} {self._queue.state.value}>"

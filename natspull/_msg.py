@@ -203,7 +203,7 @@ def parse_metadata(reply: str) -> Metadata:
         sequence=SequencePair(stream=int(sseq), consumer=int(cseq)),
         num_delivered=int(delivered),
         num_pending=int(pending),
-        timestamp=datetime.datetime.fromtimestamp(int(ts) / 1e9, datetime.UTC),
+        timestamp=datetime.datetime.fromtimestamp(int(ts) / 1e9, datetime.timezone.utc),
         stream=stream,
         consumer=consumer,
         domain=domain,

@@ -5,10 +5,16 @@ nats-py parses every ``MSG`` with a chain of regular expressions, awaits
 and only then reaches the engine, which wraps it again. For the pull engines'
 inboxes that was most of the loop thread's time (benchmarks/README.md). This
 parser takes header-less ``MSG`` frames whose subscription id belongs to an
-engine straight to that engine's ``deliver(subject, reply, payload)``; every
-other frame (``HMSG``, status messages, ``PING``, ``INFO``, other
+engine straight to that engine's ``deliver(subject, reply, payload, size)``;
+every other frame (``HMSG``, status messages, ``PING``, ``INFO``, other
 subscriptions) is handed, one whole frame at a time, to nats-py's own parser,
 so the order of everything on the connection is unchanged.
+
+``size`` is what the server charges a message against a pull request's
+``max_bytes``: the bytes of subject, reply, header block and payload as they
+are on the wire. nats-py hands a message over with its headers already parsed,
+so for the frames it handles :attr:`FastParser.frame_size` holds that size
+while nats-py processes the frame.
 
 Loop thread only, like nats-py's parser.
 """
@@ -27,8 +33,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Deliver", "FastParser"]
 
-#: An engine's entry point for one message: (subject, reply, payload).
-Deliver = Callable[[str, str, bytes], None]
+#: An engine's entry point for one message: (subject, reply, payload, size as the server counts it).
+Deliver = Callable[[str, str, bytes, int], None]
 
 log = logging.getLogger("natspull")
 
@@ -44,6 +50,9 @@ class FastParser(Parser):
         #: callbacks to run once the current read is parsed (engines hand their burst over)
         self.after_read: list[Callable[[], None]] = []
         self.parsing = False  # True while parse() runs: after_read callbacks will run
+        #: While nats-py's parser handles a MSG/HMSG frame (and calls the subscription's
+        #: queue), the bytes of its subject + reply + header block + payload; else None.
+        self.frame_size: int | None = None
 
     async def parse(self, data: bytes = b"") -> None:
         self.parsing = True
@@ -63,6 +72,7 @@ class FastParser(Parser):
         buf.extend(data)
         routes = self.routes
         stats = self.nc.stats
+        msg_size: int | None
         while buf and self.state == AWAITING_CONTROL_LINE:
             end = buf.find(_CRLF)
             if end < 0:
@@ -79,6 +89,8 @@ class FastParser(Parser):
                 frame = start + size + 2
                 if len(buf) < frame:
                     return  # the payload is still on its way
+                # The server's count for max_bytes: subject + reply + payload (bytes on the wire).
+                msg_size = len(args[0]) + (len(args[2]) if len(args) == 4 else 0) + size
                 deliver = routes.get(sid)
                 if deliver is not None:
                     payload = bytes(buf[start : start + size])
@@ -88,24 +100,31 @@ class FastParser(Parser):
                     stats["in_msgs"] += 1
                     stats["in_bytes"] += size
                     try:
-                        deliver(subject, reply, payload)
+                        deliver(subject, reply, payload, msg_size)
                     except Exception:  # a bug there must not kill the connection's reader
                         log.exception("natspull: failed to handle a message on a pull inbox")
                     continue
             elif buf.startswith(b"HMSG "):
                 args = buf[5:end].split()  # subject sid [reply] header-size total-size
                 try:
-                    frame = end + 2 + int(args[-1]) + 2
+                    total = int(args[-1])  # header block + payload
                 except (ValueError, IndexError):
                     raise ProtocolError("nats: malformed HMSG") from None
+                frame = end + 2 + total + 2
                 if len(buf) < frame:
                     return
+                msg_size = len(args[0]) + (len(args[2]) if len(args) == 5 else 0) + total
             else:
                 frame = end + 2
+                msg_size = None
             # Anything else: nats-py's parser takes exactly this one complete frame.
             rest = buf[frame:]
             del buf[frame:]
-            await super().parse()
+            self.frame_size = msg_size
+            try:
+                await super().parse()
+            finally:
+                self.frame_size = None
             if self.buf is not buf:  # reset() by a reconnect: the old connection's bytes are void
                 return
             buf.extend(rest)

@@ -44,7 +44,7 @@ from typing import Any
 from ._fetch import Mode, OneShot
 from ._heartbeat import HeartbeatMonitor
 from ._link import Link
-from ._msg import Msg, nak_unacked
+from ._msg import AckSink, Msg, nak_unacked
 from ._queue import Flow, MsgQueue, State
 from ._wire import Inbox
 from .errors import (
@@ -168,7 +168,7 @@ class Continuous:
     def may_pull(self, pulls_sent: int) -> bool:
         return True
 
-    def on_delivered(self) -> None:
+    def on_delivered(self, size: int) -> None:
         pass
 
     def on_request_ended(self, msgs: int, nbytes: int) -> None:
@@ -180,7 +180,7 @@ class Continuous:
         self._engine.pull()
 
     def on_max_bytes(self, msgs: int, nbytes: int, describe: str) -> None:
-        queue = self._engine.queue
+        queue = self._engine.queue  # (continuous)
         max_bytes = queue.flow.max_bytes or queue.flow.request_bytes
         # Fatal only when it did not fit a request for the whole max_bytes (nothing of it was
         # filled): no later pull could ever fetch it.
@@ -188,9 +188,11 @@ class Continuous:
             self._engine.fail(JetStreamAPIError(describe, 409))
             return
         queue.adjust_pending(msgs, nbytes)
-        # Re-pulling now would ask for the same too-small size again (a spin):
-        # wait until the application releases messages (on_low), unless it holds none.
-        if not queue.holds_messages():
+        # Re-pulling now would ask for a part of the budget that may again be too
+        # small (a spin of 409s, also when the budget is split over several requests
+        # that are each too small): pull once the whole budget is free - nothing held,
+        # nothing outstanding; releases before that pull through on_low.
+        if not queue.holds_messages() and not queue.has_outstanding():
             self._engine.pull()
 
     def on_unknown_status(self, code: str, description: str) -> None:
@@ -239,6 +241,7 @@ class PullEngine:
         on_event: Callable[[PullEvent], None] | None = None,
     ) -> None:
         self._link = link
+        self.ack_sink: AckSink = link  # what the messages ack through (an ordered engine: nothing)
         self.loop_thread = link.loop_thread
         self._js_prefix = api_prefix
         self.stream = stream
@@ -392,31 +395,41 @@ class PullEngine:
 
     # --------------------------------------------------------------- receiving
 
-    def _on_msg(self, subject: str, reply: str, data: bytes, headers: dict[str, str] | None) -> None:
-        """One message or status on the inbox that went through nats-py (see ``_wire``)."""
-        if headers and not data and "Status" in headers:
+    def _on_msg(
+        self, subject: str, reply: str, data: bytes, headers: dict[str, str] | None, size: int
+    ) -> None:
+        """One message or status on the inbox that went through nats-py (see ``_wire``);
+        *size* as the server counts it (see :meth:`_deliver`)."""
+        # A status has no reply subject; a stream message always has one (its ack subject), so
+        # an application header named "Status" on an empty message is still a message.
+        if headers and not data and not reply and "Status" in headers:
             self._touch()
             self._on_status(headers)
             return
-        self._deliver(subject, reply, data, headers or None)
+        self._deliver(subject, reply, data, size, headers or None)
 
-    def _deliver(self, subject: str, reply: str, data: bytes, headers: dict[str, str] | None = None) -> None:
-        """One message for the application; also called by the parser's fast path (no headers)."""
-        size = len(data) + len(subject)
-        if headers:
-            size += sum(len(k) + len(v) + 4 for k, v in headers.items())
-            if self._pinned:
-                pin = headers.get("Nats-Pin-Id")
-                if pin and pin != self.pin_id:
-                    self._set_pin(pin)
-                    self._emit("pinned", pin_id=pin)
+    def _deliver(
+        self, subject: str, reply: str, data: bytes, size: int, headers: dict[str, str] | None = None
+    ) -> None:
+        """One message for the application; also called by the parser's fast path (no headers).
+
+        *size* is what the server charged the message against the request's
+        ``max_bytes``: subject + reply + header block + payload, in bytes on
+        the wire (see ``_parser``). Counting less would leave pending bytes
+        that never drop below the threshold: no re-pull, a stalled iterator.
+        """
+        if headers and self._pinned:
+            pin = headers.get("Nats-Pin-Id")
+            if pin and pin != self.pin_id:
+                self._set_pin(pin)
+                self._emit("pinned", pin_id=pin)
         burst = self._burst
-        burst.append(Msg(subject, data, reply, headers, self._link, size))
+        burst.append(Msg(subject, data, reply, headers, self.ack_sink, size))
         # Messages come through the connection's parser (nats-py's reader calls it per read),
         # fast path or not: hand the read's burst over when it is parsed (else: next iteration).
         if len(burst) == 1 and not self._link.after_read(self._flush_burst):
             self.loop_thread.loop.call_soon(self._flush_burst)
-        self._mode.on_delivered()
+        self._mode.on_delivered(size)
 
     def _flush_burst(self) -> None:
         """Hand the messages that arrived in this loop iteration to the queue in one go."""

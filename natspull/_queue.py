@@ -49,7 +49,9 @@ Flow control ("pending", as in nats.go): messages and bytes requested by pull
 requests and not yet released by the application (``get()`` releases at once;
 ``get(lease=True)`` releases on ``release()``, after a handler ran). The
 producer tops pending up with ``reserve()``; a release that drops pending below
-the threshold calls ``on_low`` once (re-armed by the next ``reserve()``).
+the threshold calls ``on_low`` once (re-armed by the next ``reserve()``). A
+message's ``size`` is what the server charged it against ``max_bytes`` (see
+``_pull``), so pending bytes reach exactly zero when everything is released.
 """
 
 from __future__ import annotations
@@ -294,6 +296,12 @@ class MsgQueue:
             if accepted:
                 self._items.extend(msgs)
                 self._buffered_bytes += sum(msg.size for msg in msgs)
+                if self.flow.max_bytes and self._pending_bytes <= self._buffered_bytes + self._leased_bytes:
+                    # Every requested byte has arrived. The server ends a request whose bytes
+                    # are used up exactly without telling (no 409), so no requested message
+                    # is outstanding either; counting them would hold back the pulls that
+                    # stop_after still allows.
+                    self._pending_msgs = len(self._items) + self._leased_msgs
                 if self._waiters:
                     self._cond.notify(len(msgs))
         if accepted:
@@ -354,8 +362,15 @@ class MsgQueue:
             return bool(self._items) or self._leased_msgs > 0
 
     def has_outstanding(self) -> bool:
-        """True while some requested message has not arrived (so heartbeats are due)."""
+        """True while some requested message has not arrived (so heartbeats are due).
+
+        A byte-limited flow asks by bytes: a live request always has bytes left
+        (the server ends it when they are used up), while its message count may
+        be left over from a request that ended so.
+        """
         with self._cond:
+            if self.flow.max_bytes:
+                return self._pending_bytes > self._buffered_bytes + self._leased_bytes
             return self._pending_msgs > len(self._items) + self._leased_msgs
 
     def notice(self, exc: BaseException) -> None:

@@ -77,7 +77,7 @@ def shutdown_on_signals(
     for target in targets:
         if not (callable(getattr(target, "drain", None)) and callable(getattr(target, "stop", None))):
             raise TypeError(f"shutdown_on_signals() needs objects with drain() and stop(), got {target!r}")
-    if isinstance(signals, str | bytes) or not isinstance(signals, Iterable):
+    if isinstance(signals, (str, bytes)) or not isinstance(signals, Iterable):
         raise TypeError(f"signals must be an iterable of signal numbers, got {type(signals).__name__}")
     checked = []
     for signum in signals:

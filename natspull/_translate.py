@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 
 import nats.errors
 import nats.js.errors
@@ -34,7 +35,7 @@ def api_error(description: str, code: int | None, err_code: int | None) -> JetSt
 
 def translate(exc: BaseException, what: str = "") -> BaseException:
     """Map *exc* to a natspull error; natspull errors and builtin argument errors pass through."""
-    if isinstance(exc, Error | ValueError | TypeError | RuntimeError) and not isinstance(
+    if isinstance(exc, (Error, ValueError, TypeError, RuntimeError)) and not isinstance(
         exc, nats.errors.Error
     ):
         return exc
@@ -43,9 +44,10 @@ def translate(exc: BaseException, what: str = "") -> BaseException:
         return api_error(f"{prefix}{exc.description or 'JetStream API error'}", exc.code, exc.err_code)
     if isinstance(exc, nats.errors.NoRespondersError):
         return JetStreamAPIError(f"{prefix}no responders (is JetStream enabled, does the stream exist?)", 503)
-    if isinstance(exc, nats.errors.TimeoutError | asyncio.TimeoutError):
+    # asyncio.TimeoutError is the builtin TimeoutError only since Python 3.11.
+    if isinstance(exc, (nats.errors.TimeoutError, asyncio.TimeoutError, builtins.TimeoutError)):
         return TimeoutError(f"{prefix}timed out")
-    if isinstance(exc, nats.errors.ConnectionClosedError | nats.errors.ConnectionDrainingError):
+    if isinstance(exc, (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError)):
         return ConnectionClosedError(f"{prefix}the connection is closed")
     if isinstance(exc, nats.errors.MaxPayloadError):
         return ValueError(f"{prefix}payload exceeds the server's max_payload")

@@ -8,6 +8,7 @@ Imported only after :mod:`natspull.trio` has checked that trio is installed.
 from __future__ import annotations
 
 import functools
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import trio
 
 from . import _fork
+from ._messages import creation_site
 from ._msg import Metadata, nak_unacked
 from ._msg import Msg as _SyncMsg
 from ._queue import MsgQueue, State
@@ -197,12 +199,15 @@ class Messages:
     Use it as ``async with consumer.messages() as msgs: async for msg in msgs: ...``;
     entering starts the pulls, leaving stops them. Any number of tasks may receive from it at
     once; each message goes to exactly one. The design is in :mod:`natspull.trio`'s docstring.
+    One entered by hand (``__aenter__``) and dropped without ``__aexit__`` is stopped when it is
+    garbage-collected, its messages NAKed back, with a ResourceWarning naming where it was created.
     """
 
     def __init__(self, consumer: _SyncConsumer, options: dict[str, Any]) -> None:
         """Private: use :meth:`Consumer.messages`."""
         self._consumer = consumer
         self._options = options
+        self._created_at = creation_site()
         self._entered = False
         # Set once by __aenter__, on the trio thread.
         self._sync: _SyncMessages | None = None
@@ -230,6 +235,29 @@ class Messages:
     def __repr__(self) -> str:
         c = self._consumer
         return f"<natspull.trio.Messages {c.stream}/{c.name} {self._state()}>"
+
+    def __del__(self) -> None:
+        # Entered and never exited: as natspull.Messages does, stop and hand back what it holds -
+        # the trio-side deque too: no task can reach this object (or its deque) any more.
+        sync = self._sync  # (None before __aenter__, which starts the pulls)
+        if sync is None or self._stopped or sync._queue.forked is not None:
+            return  # (a child's copy after os.fork() is the parent's to stop)
+        was_open = not self._drain_requested and sync._queue.state is State.OPEN
+        described = repr(self)
+        self._stopped = True
+        sync.stop()
+        queue = self._queue
+        if queue is not None:
+            _give_back(queue, list(self._local))
+            self._local.clear()
+        if was_open:
+            warnings.warn(
+                f"unclosed {described} created at {self._created_at}: stopped when garbage-collected, "
+                "its messages NAKed; use 'async with consumer.messages() as msgs:'",
+                ResourceWarning,
+                stacklevel=1,  # wherever the collection happened; the message names the creation site
+                source=self,
+            )
 
     # ------------------------------------------------------------------ lifecycle
 

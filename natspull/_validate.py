@@ -38,7 +38,7 @@ def check_number(
     """A finite real number >= minimum (> minimum with exclusive=True)."""
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
     if (
         not math.isfinite(value)
@@ -135,7 +135,7 @@ def check_bytes(name: str, value: Any) -> bytes:
     """bytes, bytearray or memoryview (as bytes)."""
     if isinstance(value, bytes):
         return value
-    if isinstance(value, bytearray | memoryview):
+    if isinstance(value, (bytearray, memoryview)):
         return bytes(value)
     raise TypeError(f"{name} must be bytes, got {type(value).__name__} (encode str payloads first)")
 

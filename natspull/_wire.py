@@ -75,8 +75,9 @@ PORTABLE_ENV = "NATSPULL_PORTABLE"
 #: One publish waiting in the outbox: (subject, payload, reply, headers).
 Entry = tuple[str, bytes, str, "dict[str, str] | None"]
 
-#: An engine's entry point for a message that went through nats-py: (subject, reply, data, headers).
-OnMsg = Callable[[str, str, bytes, "dict[str, str] | None"], None]
+#: An engine's entry point for a message that went through nats-py:
+#: (subject, reply, data, headers, size as the server counts it for max_bytes).
+OnMsg = Callable[[str, str, bytes, "dict[str, str] | None", int], None]
 
 # Coroutine methods of nats.aio.client.Client the fast path calls.
 REQUIRED_CLIENT_COROUTINES = ["_send_command", "_flush_pending", "_send_unsubscribe", "_process_msg"]
@@ -199,6 +200,17 @@ def _reply(msg: NatsMsg) -> Reply:
     return Reply(msg.subject, msg.reply or "", msg.data, msg.headers)
 
 
+def _wire_size(msg: NatsMsg) -> int:
+    """A message's size as the server counts it (subject + reply + header block + payload),
+    rebuilt from what nats-py parsed: the header block as nats-py serialises it."""
+    size = len(msg.subject.encode()) + len((msg.reply or "").encode()) + len(msg.data)
+    if msg.headers:
+        size += len(b"NATS/1.0\r\n\r\n") + sum(
+            len(k.encode()) + len(v.encode()) + 4 for k, v in msg.headers.items()
+        )
+    return size
+
+
 def _retrieve(task: asyncio.Future[Any]) -> None:
     """Done callback: mark a background task's exception as seen (it is reported elsewhere)."""
     if not task.cancelled():
@@ -217,14 +229,19 @@ class _Direct:
     is synchronous and never raises into nats-py's reader.
     """
 
-    __slots__ = ("_on_msg",)
+    __slots__ = ("_on_msg", "_parser")
 
-    def __init__(self, on_msg: OnMsg) -> None:
+    def __init__(self, on_msg: OnMsg, parser: FastParser) -> None:
         self._on_msg = on_msg
+        self._parser = parser
 
     def put_nowait(self, msg: NatsMsg) -> None:
+        # The parser knows the frame's size on the wire while nats-py processes it.
+        size = self._parser.frame_size
         try:
-            self._on_msg(msg.subject, msg.reply or "", msg.data, msg.headers or None)
+            if size is None:  # (not seen: delivered outside the parser)
+                size = _wire_size(msg)
+            self._on_msg(msg.subject, msg.reply or "", msg.data, msg.headers or None, size)
         except Exception:  # a bug here must not kill the connection's reader
             log.exception("natspull: failed to handle a message on a pull inbox")
 
@@ -362,14 +379,14 @@ class Wire:
 
             async def callback(msg: NatsMsg) -> None:
                 try:
-                    on_msg(msg.subject, msg.reply or "", msg.data, msg.headers or None)
+                    on_msg(msg.subject, msg.reply or "", msg.data, msg.headers or None, _wire_size(msg))
                 except Exception:
                     log.exception("natspull: failed to handle a message on a pull inbox")
 
             sub = await self.nc.subscribe(subject, cb=callback, pending_msgs_limit=0, pending_bytes_limit=0)
             return Inbox(self, subject, sub, None)
         sub = await self.nc.subscribe(subject, pending_msgs_limit=0, pending_bytes_limit=0)
-        sub._pending_queue = _Direct(on_msg)  # type: ignore[assignment]
+        sub._pending_queue = _Direct(on_msg, self._parser)  # type: ignore[assignment]
         self._parser.routes[sub._id] = deliver
         return Inbox(self, subject, sub, self._parser.routes)
 

@@ -43,6 +43,7 @@ __all__ = [
     "JetStreamAPIError",
     "MsgAlreadyAckedError",
     "NoHeartbeatError",
+    "OrderedConsumerError",
     "PermissionError",
     "StreamNotFoundError",
     "TimeoutError",
@@ -130,3 +131,8 @@ class ConsumerNotFoundError(JetStreamAPIError):
 
 class ConsumerDeletedError(JetStreamAPIError):
     """The consumer was deleted while a pull was outstanding. Terminal for an iterator."""
+
+
+class OrderedConsumerError(Error):
+    """An ordered consumer's message cannot be acknowledged (it has nothing to ack), or the
+    ordered consumer could not be recreated within ``max_reset_attempts`` (terminal)."""

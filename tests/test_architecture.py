@@ -39,6 +39,10 @@ def test_every_module_sits_in_a_layer() -> None:
 
 
 def test_only_the_wire_may_import_nats() -> None:
-    contract = _contracts()["importlinter:contract:nats-door"]
-    assert contract["forbidden_modules"].split() == ["nats"]
-    assert set(contract["source_modules"].split()) == _modules() - WIRE
+    contracts = _contracts()
+    modules = contracts["importlinter:contract:nats-door"]
+    packages = contracts["importlinter:contract:nats-door-adapters"]  # with their submodules
+    assert modules["forbidden_modules"].split() == packages["forbidden_modules"].split() == ["nats"]
+    assert modules["as_packages"] == "False" and "as_packages" not in packages
+    assert set(packages["source_modules"].split()) == {"natspull.cli", "natspull.testing"}
+    assert set(modules["source_modules"].split()) == _modules() - WIRE

@@ -207,6 +207,12 @@ CASES: list[Case] = [
         "port|notaport",
     ),
     Case(
+        "connect-url-bad-port-with-credentials",
+        lambda e: natspull.connect("nats://alice:s3cret@127.0.0.1:notaport", connect_timeout=1),
+        natspull.ConnectError,
+        r"^could not connect to nats://\*\*\*@127\.0\.0\.1:notaport: ",
+    ),
+    Case(
         "connect-url-unknown-host",
         lambda e: natspull.connect("nats://no-such-host.invalid:4222", connect_timeout=0.5),
         natspull.ConnectError,

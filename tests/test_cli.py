@@ -240,6 +240,15 @@ def test_demo_with_server_removes_its_stream(nats_server: NatsServer) -> None:
     assert nats_server.jsz()["streams"] == 0
 
 
+def test_demo_never_prints_credentials(nats_server: NatsServer) -> None:
+    # No scheme: the URL is still read as nats://, and its password must not be printed.
+    url = f"alice:s3cret@127.0.0.1:{nats_server.port}"
+    result = run("demo", "--messages", "10", "--server", url)
+    assert result.code == 0, result
+    assert f"server   nats://***@127.0.0.1:{nats_server.port} (nats-server " in result.out, result
+    assert "s3cret" not in result.out + result.err, result
+
+
 def test_demo_sigint_drains_and_reports(popen: list[subprocess.Popen[bytes]]) -> None:
     proc, lines = start(popen, "demo", "--messages", "30000", "--size", "16")
     lines.until(r"^consume\s+[\d,]+/30,000", timeout=30)
@@ -331,7 +340,7 @@ def test_consume_json_matches_published(setup: Setup) -> None:
     assert result.code == 0, result
     records = [json.loads(line) for line in result.out.splitlines()]
     assert len(records) == 42
-    for i, (record, data) in enumerate(zip(records, payloads, strict=False)):
+    for i, (record, data) in enumerate(zip(records, payloads)):
         assert record["subject"] == f"{stream}.m.{i}"
         assert record["stream_seq"] == record["consumer_seq"] == i + 1
         assert record["num_delivered"] == 1

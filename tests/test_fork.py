@@ -475,3 +475,36 @@ def test_the_trio_adapter_refuses_in_the_child(nats_server: NatsServer) -> None:
                 await client.flush()
 
     trio.run(main)
+
+
+def test_an_inherited_iterator_collected_in_the_child_is_silent(nats_server: NatsServer) -> None:
+    """A child dropping the parent's iterator (gc) neither raises in __del__ nor warns."""
+    script = textwrap.dedent(
+        """
+        import gc, os, sys, warnings
+        import natspull
+        client = natspull.connect(sys.argv[1])
+        js = client.jetstream()
+        js.add_stream(name="GC", subjects=["gc.>"])
+        msgs = js.add_consumer("GC", durable_name="c").messages()
+        pid = os.fork()
+        if pid == 0:
+            warnings.simplefilter("error")
+            del msgs
+            gc.collect()
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        msgs.stop()
+        client.close()
+        sys.exit(os.waitstatus_to_exitcode(status))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-W", "ignore::DeprecationWarning", "-c", script, nats_server.url],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Exception ignored" not in result.stderr, result.stderr
+    assert "ResourceWarning" not in result.stderr, result.stderr

@@ -25,7 +25,7 @@ import natspull.trio
 from natspull._trio_client import _AsyncList
 from natspull.testing import NatsServer
 
-UTC = datetime.timezone.utc  # noqa: UP017  # datetime.UTC: Python >= 3.11
+UTC = datetime.timezone.utc  # datetime.UTC: Python >= 3.11
 PINNED = natspull.PriorityPolicy.PINNED_CLIENT
 
 

@@ -446,3 +446,22 @@ def test_max_bytes_flow_pulls_by_bytes_without_spinning(js: natspull.JetStream, 
             assert msgs.stats()["buffered"] <= 16  # 16 x 64 KiB = 1 MiB
         assert msgs.stats()["pulls_sent"] < 40
     assert seqs == list(range(1, 101))
+
+
+def test_an_empty_message_with_a_status_header_is_a_message(js: natspull.JetStream, stream: str) -> None:
+    """Only a message without a reply subject is a server status; a stream message has its ack
+    subject, so an application header named Status on an empty payload must not swallow it."""
+    consumer = js.add_consumer(stream, durable_name="status", ack_wait=60)
+    js.publish(f"{stream}.m", b"", headers={"Status": "100", "Description": "Idle Heartbeat"})
+    js.publish(f"{stream}.m", b"", headers={"Status": "408"})
+    with consumer.messages(max_messages=10) as msgs:
+        got = [msgs.next(timeout=5) for _ in range(2)]
+    assert [m.headers for m in got] == [
+        {"Status": "100", "Description": "Idle Heartbeat"},
+        {"Status": "408"},
+    ]
+    assert [m.metadata.sequence.stream for m in got] == [1, 2]
+    for m in got:
+        m.nak()
+    again = sorted(consumer.fetch(2, max_wait=5), key=lambda m: m.metadata.sequence.stream)
+    assert [m.headers for m in again] == [m.headers for m in got]  # fetch() too (redelivered)

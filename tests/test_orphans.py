@@ -382,7 +382,7 @@ def test_server_started_by_a_short_lived_thread_outlives_it() -> None:
 
 def test_only_dirs_whose_owner_and_server_are_both_gone_count_as_stale() -> None:
     # The owner file is what mark_owner() writes after every start in a temporary dir.
-    from natspull import _child
+    from natspull.testing import _child
 
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, timeout=30

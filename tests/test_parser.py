@@ -101,7 +101,7 @@ def test_fast_path_events_match_nats_py(wire_frames: list[bytes], cut_points: li
 
     fast = Recorder()
     parser = FastParser(fast)  # type: ignore[arg-type]
-    parser.routes[ROUTED] = lambda subject, reply, data: fast.events.append(
+    parser.routes[ROUTED] = lambda subject, reply, data, size: fast.events.append(
         ("msg", ROUTED, subject, reply, data, None)
     )
     _feed(parser, wire, cuts)
@@ -126,7 +126,7 @@ def test_a_failing_engine_does_not_stop_the_reader() -> None:
     rec = Recorder()
     parser = FastParser(rec)  # type: ignore[arg-type]
 
-    def broken(subject: str, reply: str, data: bytes) -> None:
+    def broken(subject: str, reply: str, data: bytes, size: int) -> None:
         raise RuntimeError("bug")
 
     parser.routes[ROUTED] = broken
@@ -156,11 +156,47 @@ def test_messages_with_and_without_headers_interleave_in_order(nats_server: Nats
         wait_until(lambda: not client._conn.wire.routes, message="the engine to take its route away")
 
 
+def test_message_sizes_are_counted_as_the_server_counts_them() -> None:
+    """Subject + reply + header block + payload, in bytes on the wire (what max_bytes charges):
+    a routed MSG gets it as an argument; a frame nats-py handles shows it as ``frame_size``
+    while nats-py hands the message over, and None otherwise."""
+    seen: list[tuple[str, int | None]] = []
+
+    class SizeRecorder(Recorder):
+        async def _process_msg(
+            self, sid: int, subject: bytes, reply: bytes, data: bytes, hdr: bytes | None
+        ) -> None:
+            seen.append((f"nats-py {sid}", parser.frame_size))
+
+        async def _process_ping(self) -> None:
+            seen.append(("ping", parser.frame_size))
+
+    parser = FastParser(SizeRecorder())  # type: ignore[arg-type]
+    parser.routes[ROUTED] = lambda subject, reply, data, size: seen.append(("fast", size))
+    hdr = b"NATS/1.0\r\nK: v\r\n\r\n"
+    wire = (
+        _msg(ROUTED, "s.\u00e9", "$JS.ACK.x", b"abc")  # the subject is 4 bytes in UTF-8
+        + _hmsg(ROUTED, "s.\u00e9", "$JS.ACK.x", hdr, b"abc")
+        + _msg(3, "a", "", b"xy")
+        + _hmsg(3, "a", "", hdr, b"")
+        + b"PING\r\n"
+    )
+    _feed(parser, wire, [])
+    assert seen == [
+        ("fast", 4 + 9 + 3),
+        (f"nats-py {ROUTED}", 4 + 9 + len(hdr) + 3),
+        ("nats-py 3", 1 + 2),
+        ("nats-py 3", 1 + len(hdr)),
+        ("ping", None),
+    ]
+    assert parser.frame_size is None
+
+
 def test_after_read_callbacks_run_once_per_read_even_when_parsing_fails() -> None:
     parser = FastParser(Recorder())  # type: ignore[arg-type]
     runs: list[int] = []
 
-    def deliver(subject: str, reply: str, data: bytes) -> None:
+    def deliver(subject: str, reply: str, data: bytes, size: int) -> None:
         if not parser.after_read:
             parser.after_read.append(lambda: runs.append(len(runs)))
 

@@ -316,6 +316,8 @@ class PullFlow(RuleBasedStateMachine):
                 size = data.draw(st.integers(1, 40))
             self.outstanding_msgs -= 1
             burst.append(self.new_msg(size))
+        if burst and self.bytes_mode and self.outstanding_bytes == 0:
+            self.outstanding_msgs = 0  # requests whose bytes are used up end (without a status)
         if burst:
             closed = self.q.state is State.CLOSED
             self.q.put_many(burst)

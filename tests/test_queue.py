@@ -192,6 +192,21 @@ def test_bytes_flow() -> None:
     assert q.reserve() == (1000, 100)
 
 
+def test_bytes_flow_request_used_up_exactly_leaves_nothing_outstanding() -> None:
+    """The server ends a byte-limited request whose bytes are used up exactly, without a status:
+    its unfilled message count is no longer outstanding (heartbeat check, stop_after sizing)."""
+    q = Recorder().queue(Flow(max_msgs=1000, max_bytes=30, threshold_msgs=500, threshold_bytes=15, limit=5))
+    assert q.reserve() == (5, 30)
+    q.put_many(msgs(2))  # 20 of 30 bytes
+    assert q.has_outstanding()
+    q.put_many(msgs(1, 2))  # 30 of 30: the request ended
+    assert not q.has_outstanding()
+    assert q.stats()["pending_msgs"] == 3
+    q.get(0)
+    q.get(0)  # 10 bytes pending, below the threshold
+    assert q.reserve() == (2, 20)  # stop_after=5: 2 handed out, 1 buffered, 2 more
+
+
 def test_stop_after_limit_closes_and_discards_the_rest() -> None:
     rec = Recorder()
     q = rec.queue(Flow(max_msgs=10, max_bytes=0, threshold_msgs=5, threshold_bytes=0, limit=3))

@@ -521,7 +521,7 @@ def _closed_port() -> int:
 
 def _exception_texts(exc: BaseException) -> list[str]:
     """The exception as str/repr/traceback, and every exception chained to it."""
-    texts = ["".join(traceback.format_exception_only(exc))]
+    texts = ["".join(traceback.format_exception_only(type(exc), exc))]
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:

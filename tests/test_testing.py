@@ -15,8 +15,7 @@ import pytest
 from conftest import wait_until
 from nats.js.api import StorageType
 
-from natspull import testing
-from natspull.testing import NatsCluster, NatsServer, find_server_binary
+from natspull.testing import NatsCluster, NatsServer, _server, find_server_binary
 
 GiB = 1024**3
 
@@ -120,7 +119,8 @@ def test_restart_keeps_port_and_file_store_data() -> None:
         asyncio.run(scenario(server))
         assert (server.port, server.monitor_port, server.store_dir) == (port, monitor_port, store_dir)
         assert server.pid != old_pid
-        assert server.connz()["num_connections"] == 0
+        # The server notices the closed connection asynchronously.
+        wait_until(lambda: server.connz()["num_connections"] == 0, message="the connection to go")
 
 
 def test_kill_reaps_and_keeps_store_dir() -> None:
@@ -179,7 +179,7 @@ def test_picked_port_taken_is_retried(monkeypatch: pytest.MonkeyPatch) -> None:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         taken = squatter.getsockname()[1]
-        real_free_ports = testing._free_ports
+        real_free_ports = _server.free_ports
         calls: list[int] = []
 
         def first_pick_is_taken(count: int) -> list[int]:
@@ -187,7 +187,7 @@ def test_picked_port_taken_is_retried(monkeypatch: pytest.MonkeyPatch) -> None:
             ports = real_free_ports(count)
             return [taken, *ports[1:]] if len(calls) == 1 else ports
 
-        monkeypatch.setattr(testing, "_free_ports", first_pick_is_taken)
+        monkeypatch.setattr(_server, "free_ports", first_pick_is_taken)
         server = NatsServer()
         assert server.port == taken
         with server:

@@ -151,6 +151,7 @@ async def test_cancelling_a_woken_waiter_loses_nothing() -> None:
         assert got == [f"r{steps}"]
         assert msgs.stats()["buffered"] == 0
     assert outcomes == {False, True}  # both sides of the race were exercised
+    msgs.stop()
 
 
 @pytest.mark.trio
@@ -168,6 +169,7 @@ async def test_a_missed_heartbeat_notice_wakes_a_waiting_task() -> None:
             queue.notice(natspull.NoHeartbeatError("no heartbeat"))  # as the engine does
         queue.put_many([bare(1)])
         assert (await msgs.next()).reply == "r1"  # the iterator stays usable
+    msgs.stop()
 
 
 @pytest.mark.trio
@@ -220,6 +222,7 @@ async def test_no_lost_wake_up_against_a_racing_producer_thread() -> None:
     finally:
         sys.setswitchinterval(interval)
     assert msgs.stats()["wakeups"] <= n
+    msgs.stop()
 
 
 # ------------------------------------------------------------------------------- module

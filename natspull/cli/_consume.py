@@ -1,0 +1,96 @@
+"""``natspull consume``: print the messages of a pull consumer, each flushed before it is acked.
+
+Owns the human and ``--json`` line formats and the print-flush-ack order that makes every
+printed message acked and no message acked unprinted. SIGINT/SIGTERM/SIGHUP go to
+``natspull.shutdown_on_signals`` (first: drain, second: stop). Main thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import sys
+from typing import Any
+
+import natspull
+
+from ._common import EXIT_NOT_FOUND, EXIT_OK, CliError, connect, silence_stdout, stop_signals
+
+__all__ = ["cmd_consume"]
+
+
+def _bind(js: natspull.JetStream, stream: str, name: str) -> natspull.Consumer:
+    try:
+        return js.consumer(stream, name)
+    except natspull.StreamNotFoundError:
+        raise CliError(f"stream {stream!r} not found", EXIT_NOT_FOUND) from None
+    except natspull.ConsumerNotFoundError:
+        raise CliError(f"consumer {name!r} not found on stream {stream!r}", EXIT_NOT_FOUND) from None
+
+
+def _human_line(msg: natspull.Msg) -> str:
+    meta = msg.metadata
+    parts = [msg.subject, f"seq={meta.sequence.stream}"]
+    if meta.num_delivered > 1:
+        parts.append(f"delivered={meta.num_delivered}")
+    if msg.headers:
+        parts.append("headers=" + json.dumps(msg.headers, ensure_ascii=False))
+    parts.append("data=" + msg.data.decode("utf-8", errors="replace"))
+    return " ".join(parts) + "\n"
+
+
+def _json_line(msg: natspull.Msg) -> str:
+    meta = msg.metadata
+    record: dict[str, Any] = {
+        "subject": msg.subject,
+        "stream_seq": meta.sequence.stream,
+        "consumer_seq": meta.sequence.consumer,
+        "num_delivered": meta.num_delivered,
+        "headers": dict(msg.headers or {}),
+    }
+    try:
+        record["data"] = msg.data.decode("utf-8")
+    except UnicodeDecodeError:
+        record["data_b64"] = base64.b64encode(msg.data).decode("ascii")
+    return json.dumps(record) + "\n"
+
+
+def cmd_consume(args: argparse.Namespace) -> int:
+    """Print, flush, then ack: a printed message is always acked, an acked one always printed."""
+    out = sys.stdout
+    if not args.json and isinstance(out, io.TextIOWrapper):
+        out.reconfigure(errors="replace")  # payload text on a stdout that cannot encode it
+    render = _json_line if args.json else _human_line
+    printed = 0
+    with connect(args.server) as client:
+        consumer = _bind(client.jetstream(), args.stream, args.consumer)
+        with (
+            consumer.messages(stop_after=args.count, group=args.group, min_pending=args.min_pending) as msgs,
+            natspull.shutdown_on_signals(msgs, signals=stop_signals()) as signals,
+        ):
+            while True:
+                try:
+                    msg = msgs.next(timeout=args.timeout)
+                except natspull.IteratorClosedError:  # drained (signal) or --count reached
+                    break
+                except natspull.TimeoutError:  # --timeout: idle; NAK anything racing in, unprinted
+                    msgs.stop()
+                    break
+                try:
+                    out.write(render(msg))
+                    out.flush()
+                except BrokenPipeError:  # the reader left (`| head`): this one was not printed
+                    msg.nak()
+                    msgs.stop()
+                    silence_stdout()
+                    break
+                if not args.no_ack:
+                    msg.ack()
+                printed += 1
+        interrupted = signals.received > 0
+    # Leaving the client's block flushed every ack (Client.close).
+    if interrupted:
+        print(f"natspull: interrupted: drained after {printed} message(s)", file=sys.stderr)
+    return EXIT_OK

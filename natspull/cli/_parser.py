@@ -1,0 +1,197 @@
+"""The argument parser: the commands, their options, the checks on their values and the help text.
+
+:func:`build_parser` is all :func:`natspull.cli.main` needs from here: each sub-command stores
+its ``cmd_*`` function as ``args.run``. A bad value fails in argparse with a usage error (exit
+code 2) before anything connects. The ``--help`` epilog documents the exit codes of
+:mod:`natspull.cli._common`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+import natspull
+
+from ._consume import cmd_consume
+from ._demo import cmd_demo
+from ._publish import cmd_publish
+from ._server import cmd_server
+
+__all__ = ["build_parser"]
+
+_DEFAULT_URL = "nats://127.0.0.1:4222"
+
+_EPILOG = """\
+exit codes:
+  0    success; consume and server also exit 0 when SIGINT/SIGTERM/SIGHUP
+       ends them (consume drains first: every printed message is acked)
+  1    error (the server refused, nats-server missing or failing to start, ...)
+  2    usage: bad arguments
+  3    not found: stream or consumer (publish: no stream stores the subject)
+  4    cannot connect to the server
+  130  interrupted: a demo ended early by SIGINT/SIGTERM/SIGHUP (it drains
+       and prints what it handled), or any command interrupted before it
+       started its work
+
+The default server is $NATS_URL, else nats://127.0.0.1:4222 (demo: an embedded
+nats-server unless --server is given). Comma-separated URLs are a server list.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="natspull",
+        description="Blocking JetStream pull consumers on nats-py: demo, consume, publish, dev server.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"natspull {natspull.__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-v", "--verbose", action="count", default=0, help="log natspull warnings (-vv: also info)"
+    )
+    default_url = os.environ.get("NATS_URL") or _DEFAULT_URL
+    server_help = f"default: $NATS_URL, else {_DEFAULT_URL}"
+
+    def command(
+        name: str, help: str, run: Callable[[argparse.Namespace], int], more: str = ""
+    ) -> argparse.ArgumentParser:
+        sub = commands.add_parser(
+            name,
+            help=help,
+            description=f"{help}.\n\n{more}" if more else f"{help}.",
+            parents=[common],
+            epilog=_EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        sub.set_defaults(run=run)
+        return sub
+
+    demo = command(
+        "demo",
+        "publish N messages to a fresh stream, consume and ack them, show the throughput",
+        cmd_demo,
+        "Creates a stream and a durable pull consumer (explicit ack), publishes with\n"
+        "js.publish_many and consumes with a for-loop over consumer.messages() (or\n"
+        "consumer.consume() with --workers). The first SIGINT/SIGTERM/SIGHUP drains: what is\n"
+        "already delivered is still handled and acked, then the counts are printed and\n"
+        "the exit code is 130. The stream is deleted at the end.",
+    )
+    demo.add_argument("--messages", type=_int_at_least(1), default=10_000, metavar="N", help="default 10000")
+    demo.add_argument("--size", type=_int_at_least(0), default=128, metavar="BYTES", help="default 128")
+    demo.add_argument(
+        "--workers",
+        type=_int_at_least(1),
+        metavar="N",
+        help="consume with consumer.consume(handler, workers=N) (default: a for-loop over messages())",
+    )
+    demo.add_argument(
+        "--server",
+        type=_server_urls,
+        metavar="URL",
+        help="use this server and remove the stream afterwards (default: an embedded nats-server)",
+    )
+
+    consume = command(
+        "consume",
+        "print the messages of a pull consumer and ack each one after printing it",
+        cmd_consume,
+        "Each message is written and flushed before it is acked (unless --no-ack), so every\n"
+        "printed message is acked and none is acked unprinted. The first SIGINT/SIGTERM/SIGHUP\n"
+        "drains (stops pulling, prints and acks what was already delivered) and exits 0;\n"
+        "a second one stops at once and hands the rest back to the server (NAK).",
+    )
+    consume.add_argument("stream")
+    consume.add_argument("consumer")
+    consume.add_argument("--server", type=_server_urls, default=default_url, metavar="URL", help=server_help)
+    consume.add_argument("--count", type=_int_at_least(1), metavar="N", help="stop after N messages")
+    consume.add_argument(
+        "--timeout", type=_positive_seconds, metavar="S", help="exit when no message arrives for S seconds"
+    )
+    consume.add_argument("--no-ack", action="store_true", help="print without acking")
+    consume.add_argument(
+        "--group", metavar="G", help="pull in priority group G (required for a consumer with priority groups)"
+    )
+    consume.add_argument(
+        "--min-pending",
+        type=_int_at_least(1),
+        metavar="N",
+        help="overflow policy: be served only while the consumer has at least N messages pending",
+    )
+    consume.add_argument(
+        "--json",
+        action="store_true",
+        help='one JSON object per line: {"subject", "stream_seq", "consumer_seq", "num_delivered", '
+        '"headers", "data"}; "data" is the payload as text when it is valid UTF-8, otherwise the '
+        'object has "data_b64" (base64) instead',
+    )
+
+    publish = command(
+        "publish", "publish to a stream with acks and print the stream and last sequence", cmd_publish
+    )
+    publish.add_argument("subject")
+    publish.add_argument("data", nargs="?", default="", metavar="DATA|-", help="payload; - reads stdin")
+    publish.add_argument("--count", type=_int_at_least(1), default=1, metavar="N", help="publish N copies")
+    publish.add_argument("--server", type=_server_urls, default=default_url, metavar="URL", help=server_help)
+
+    server = command(
+        "server",
+        "run a local nats-server with JetStream in the foreground until SIGINT/SIGTERM/SIGHUP",
+        cmd_server,
+    )
+    server.add_argument("--port", type=_port, default=4222, metavar="P", help="client port (default 4222)")
+    server.add_argument(
+        "--store-dir", metavar="DIR", help="JetStream store (default: a temporary dir, removed on exit)"
+    )
+    return parser
+
+
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _int_at_least(1)(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"must be a TCP port (1-65535), got {value}")
+    return value
+
+
+def _server_urls(text: str) -> list[str]:
+    """``URL[,URL...]`` checked here: nats-py fails badly on a malformed port."""
+    urls = [url.strip() for url in text.split(",") if url.strip()]
+    if not urls:
+        raise argparse.ArgumentTypeError("expected a server URL such as nats://127.0.0.1:4222")
+    for url in urls:
+        try:
+            parts = urlsplit(url if "://" in url else f"nats://{url}")
+            parts.port  # noqa: B018  # raises ValueError for a bad port
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid server URL {url!r}") from None
+        if not parts.hostname:
+            raise argparse.ArgumentTypeError(f"invalid server URL {url!r}: no host")
+    return urls
