@@ -23,6 +23,7 @@ from ._jetstream import JetStream
 from ._messages import Messages
 from ._msg import Metadata, Msg
 from ._ordered import OrderedConsumer, OrderedMessages
+from ._pull import PullEvent
 from ._signals import shutdown_on_signals
 from ._types import (
     AckPolicy,
@@ -84,6 +85,7 @@ __all__ = [
     "PriorityGroupState",
     "PriorityPolicy",
     "PubAck",
+    "PullEvent",
     "ReplayPolicy",
     "RetentionPolicy",
     "StorageType",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import queue as _queue_module
 import threading
 import time
 from collections.abc import Callable
@@ -12,16 +13,52 @@ from typing import Any
 from . import _fork
 from ._loop import keep_signals_for_main_thread
 from ._msg import Msg
-from ._pull import PullEngine
+from ._pull import PullEngine, PullEvent
 from ._queue import MsgQueue, State
 from ._validate import check_timeout
 from .errors import Error, IteratorClosedError
 
-__all__ = ["ConsumeContext"]
+__all__ = ["ConsumeContext", "EventThread"]
 
 log = logging.getLogger("natspull")
 
 _worker_ids = itertools.count(1)
+_event_ids = itertools.count(1)
+
+
+class EventThread:
+    """Runs ``on_event(event)`` of a ``consume()`` for each :class:`PullEvent`, in order, on a
+    thread ``natspull-events-N``: the loop thread only hands events over (:meth:`put`)."""
+
+    _CLOSE = object()
+
+    def __init__(self, on_event: Callable[[PullEvent], Any]) -> None:
+        self._on_event = on_event
+        # SimpleQueue is thread-safe on its own: no natspull lock here.
+        self._queue: _queue_module.SimpleQueue[object] = _queue_module.SimpleQueue()
+        self.thread = threading.Thread(
+            target=self._run, name=f"natspull-events-{next(_event_ids)}", daemon=True
+        )
+        self.thread.start()
+
+    def put(self, event: PullEvent) -> None:
+        """Hand *event* over. Any thread (the loop's); never blocks."""
+        self._queue.put(event)
+
+    def close(self) -> None:
+        """Run what was handed over, then end the thread. Any thread; never blocks; idempotent."""
+        self._queue.put(self._CLOSE)
+
+    def _run(self) -> None:
+        keep_signals_for_main_thread()
+        while True:
+            event = self._queue.get()
+            if event is self._CLOSE:
+                return
+            try:
+                self._on_event(event)  # type: ignore[arg-type]
+            except Exception:
+                log.exception("natspull: on_event raised")
 
 
 class ConsumeContext:
@@ -43,9 +80,11 @@ class ConsumeContext:
         handler: Callable[[Msg], Any],
         error_handler: Callable[[BaseException, Msg], Any] | None,
         workers: int,
+        events: EventThread | None = None,
     ) -> None:
         """Private: use ``Consumer.consume()``."""
         self._engine = engine
+        self._events = events
         self._queue = queue
         self._handler = handler
         self._error_handler = error_handler
@@ -54,6 +93,7 @@ class ConsumeContext:
         self.errors: list[BaseException] = []  # terminal conditions that ended the workers
         self._handled = 0
         self._failed = 0
+        self._workers_left = workers  # the last worker to exit ends the event thread
         self._threads = [
             threading.Thread(target=self._work, name=f"natspull-worker-{next(_worker_ids)}", daemon=True)
             for _ in range(workers)
@@ -84,6 +124,16 @@ class ConsumeContext:
 
     def _work(self) -> None:
         keep_signals_for_main_thread()
+        try:
+            self._work_loop()
+        finally:
+            with self._errors_lock:
+                self._workers_left -= 1
+                last = self._workers_left == 0
+            if last and self._events is not None:
+                self._events.close()
+
+    def _work_loop(self) -> None:
         queue = self._queue
         while True:
             try:
@@ -137,7 +187,8 @@ class ConsumeContext:
         self._queue.drain()
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until every worker has exited (after stop/drain or a terminal error).
+        """Block until every worker (and the ``on_event`` thread) has exited (after
+        stop/drain, ``stop_after`` or a terminal error).
 
         Returns False if *timeout* passed first. Re-raises the first terminal
         error (ConsumerDeletedError, ConnectionClosedError, ...) once the
@@ -149,7 +200,10 @@ class ConsumeContext:
         if threading.current_thread() in self._threads:
             raise RuntimeError("wait() called from a natspull worker would wait for itself")
         deadline = None if timeout is None else time.monotonic() + timeout
-        for thread in self._threads:
+        threads = list(self._threads)
+        if self._events is not None:
+            threads.append(self._events.thread)  # ends after the last worker
+        for thread in threads:
             thread.join(None if deadline is None else max(deadline - time.monotonic(), 0))
             if thread.is_alive():
                 return False

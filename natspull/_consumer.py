@@ -6,14 +6,14 @@ import datetime
 from collections.abc import Callable
 from typing import Any
 
-from ._consume import ConsumeContext
+from ._consume import ConsumeContext, EventThread
 from ._consumer_types import ConsumerInfo, PauseState, check_group
 from ._fetch import FETCH_GRACE, fetch_steps
 from ._management import Admin
 from ._messages import Messages
 from ._msg import Msg
-from ._options import continuous_pull
-from ._pull import PullEngine, PullOptions
+from ._options import MAX_HEARTBEAT, MIN_HEARTBEAT, continuous_pull, pin_keepalive, pull_group
+from ._pull import PullEngine, PullEvent, PullGroup, PullOptions
 from ._queue import Flow, MsgQueue
 from ._validate import check_int, check_number
 from .errors import JetStreamAPIError, TimeoutError
@@ -23,17 +23,38 @@ __all__ = ["START_TIMEOUT", "Consumer", "fetch_request", "wait_fetch"]
 START_TIMEOUT = 10.0
 
 
-def fetch_request(batch: Any, max_wait: Any, max_bytes: Any, no_wait: Any) -> tuple[Flow, PullOptions]:
-    """Check ``fetch()``'s arguments (ValueError/TypeError naming them); the one request's sizing."""
+def fetch_request(
+    batch: Any,
+    max_wait: Any,
+    max_bytes: Any,
+    no_wait: Any,
+    *,
+    heartbeat: Any = None,
+    group: PullGroup | None = None,
+) -> tuple[Flow, PullOptions]:
+    """Check ``fetch()``'s arguments (ValueError/TypeError naming them); the one request's sizing.
+
+    *group* is already validated (``_options.pull_group``)."""
     batch = check_int("batch", batch, maximum=1_000_000)
     max_wait = check_number("max_wait", max_wait, exclusive=not no_wait)
     max_bytes = check_int("max_bytes", max_bytes, maximum=2**40, allow_none=True)
     if not isinstance(no_wait, bool):
         raise TypeError(f"no_wait must be a bool, got {type(no_wait).__name__}")
+    if heartbeat is not None:
+        heartbeat = check_number("heartbeat", heartbeat, minimum=MIN_HEARTBEAT)
+        if no_wait:
+            raise ValueError("heartbeat does not go with no_wait=True (the request ends at once)")
+        if heartbeat > MAX_HEARTBEAT or heartbeat > max_wait / 2:
+            raise ValueError(
+                f"heartbeat must be between {MIN_HEARTBEAT} and {MAX_HEARTBEAT} s and at most half "
+                f"of max_wait ({max_wait:g} s), got {heartbeat:g}"
+            )
     flow = Flow(
         max_msgs=batch, max_bytes=max_bytes or 0, threshold_msgs=batch, threshold_bytes=max_bytes or 0
     )
-    return flow, PullOptions(expires=max_wait, heartbeat=None, one_shot=True, no_wait=no_wait)
+    return flow, PullOptions(
+        expires=max_wait, heartbeat=heartbeat, one_shot=True, no_wait=no_wait, group=group
+    )
 
 
 def wait_fetch(queue: MsgQueue, wait: float) -> list[Msg]:
@@ -78,6 +99,10 @@ class Consumer:
         self.stream: str = info.stream_name
         self.name: str = info.name
         self._info = info
+        # The Nats-Pin-Id this object's pulls last saw, per group (pinned_client): a new fetch,
+        # iterator or consume() starts with it. Written by the engines on the loop thread, read
+        # by user threads starting one: single dict operations, no lock needed.
+        self._pins: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"<natspull.Consumer {self.stream}/{self.name}>"
@@ -98,7 +123,12 @@ class Consumer:
         return self._info
 
     def _engine(
-        self, flow: Flow, options: PullOptions, *, error_on_missing_heartbeat: bool = False
+        self,
+        flow: Flow,
+        options: PullOptions,
+        *,
+        error_on_missing_heartbeat: bool = False,
+        on_event: Callable[[PullEvent], None] | None = None,
     ) -> PullEngine:
         engine = PullEngine(
             self._link,
@@ -108,14 +138,37 @@ class Consumer:
             flow,
             options,
             error_on_missing_heartbeat=error_on_missing_heartbeat,
+            pin_store=self._pins,
+            on_event=on_event,
         )
         self._link.run(engine.start(), START_TIMEOUT, "start pulling")
         return engine
 
+    def _group(self, group: Any, min_pending: Any, min_ack_pending: Any, priority: Any) -> PullGroup | None:
+        """The validated priority-group options of a pull (against :attr:`cached_info`)."""
+        return pull_group(
+            self._info.config,
+            f"{self.stream}/{self.name}",
+            group=group,
+            min_pending=min_pending,
+            min_ack_pending=min_ack_pending,
+            priority=priority,
+        )
+
     # ------------------------------------------------------------- one request
 
     def fetch(
-        self, batch: int = 1, *, max_wait: float = 30.0, max_bytes: int | None = None, no_wait: bool = False
+        self,
+        batch: int = 1,
+        *,
+        max_wait: float = 30.0,
+        max_bytes: int | None = None,
+        no_wait: bool = False,
+        heartbeat: float | None = None,
+        group: str | None = None,
+        min_pending: int | None = None,
+        min_ack_pending: int | None = None,
+        priority: int | None = None,
     ) -> list[Msg]:
         """Send one pull request and return what it brought: up to *batch* messages.
 
@@ -124,57 +177,129 @@ class Consumer:
         request expires first; with ``no_wait=True`` it returns what is
         available at once. With *max_bytes* it returns as soon as the
         messages' sizes (subject + reply + header block + data, as the server
-        counts them) reach it or the next message does not fit. Raises
-        ConsumerDeletedError, ConsumerNotFoundError, JetStreamAPIError (e.g.
-        a message larger than *max_bytes*), ConnectionClosedError. Any thread
-        but the loop's.
+        counts them) reach it or the next message does not fit. ``heartbeat`` (0.5-30 s, at
+        most max_wait/2) asks for idle heartbeats: when two intervals pass in silence the
+        fetch ends early (NoHeartbeatError if nothing came). Priority groups: see
+        :meth:`messages` (``group`` and its options); on a ``pinned_client`` consumer the pulls
+        of this Consumer object share the pin they last saw (so the next fetch sends it), and
+        a 423 (the pin moved on) re-sends the request once, at once, without it. Raises
+        ValueError/TypeError for bad arguments, ConsumerDeletedError, ConsumerNotFoundError,
+        JetStreamAPIError (e.g. a message larger than *max_bytes*), NoHeartbeatError,
+        ConnectionClosedError. Any thread but the loop's.
         """
-        queue, wait = self._start_fetch(batch, max_wait, max_bytes, no_wait)
+        queue, wait = self._start_fetch(
+            batch,
+            max_wait,
+            max_bytes,
+            no_wait,
+            heartbeat=heartbeat,
+            group=group,
+            min_pending=min_pending,
+            min_ack_pending=min_ack_pending,
+            priority=priority,
+        )
         return wait_fetch(queue, wait)
 
     def _start_fetch(
-        self, batch: int, max_wait: float, max_bytes: int | None, no_wait: bool
+        self,
+        batch: int,
+        max_wait: float,
+        max_bytes: int | None,
+        no_wait: bool,
+        *,
+        heartbeat: Any = None,
+        group: Any = None,
+        min_pending: Any = None,
+        min_ack_pending: Any = None,
+        priority: Any = None,
     ) -> tuple[MsgQueue, float]:
         """Validate fetch() arguments and send the one request; return its queue and how long
         to wait for it to close (``max_wait`` plus a grace for the server's answer)."""
-        flow, options = fetch_request(batch, max_wait, max_bytes, no_wait)
+        pull = self._group(group, min_pending, min_ack_pending, priority)
+        flow, options = fetch_request(batch, max_wait, max_bytes, no_wait, heartbeat=heartbeat, group=pull)
         engine = self._engine(flow, options)
         return engine.queue, options.expires + FETCH_GRACE
 
-    def next(self, timeout: float = 30.0) -> Msg:
+    def next(
+        self,
+        timeout: float = 30.0,
+        *,
+        group: str | None = None,
+        min_pending: int | None = None,
+        min_ack_pending: int | None = None,
+        priority: int | None = None,
+    ) -> Msg:
         """Fetch one message, waiting at most *timeout* seconds.
 
         Raises natspull.TimeoutError when none arrives in time, and whatever
-        :meth:`fetch` raises. Any thread but the loop's.
+        :meth:`fetch` raises. Priority-group options as :meth:`fetch`. Any thread but the loop's.
         """
         timeout = check_number("timeout", timeout)
-        msgs = self.fetch(1, max_wait=timeout, no_wait=timeout == 0)
+        msgs = self.fetch(
+            1,
+            max_wait=timeout,
+            no_wait=timeout == 0,
+            group=group,
+            min_pending=min_pending,
+            min_ack_pending=min_ack_pending,
+            priority=priority,
+        )
         if not msgs:
             raise TimeoutError(f"no message from {self.stream}/{self.name} within {timeout:g} s")
         return msgs[0]
 
     # ------------------------------------------------------------ continuous
 
+    def _continuous(
+        self,
+        options: dict[str, Any],
+        group: Any,
+        min_pending: Any,
+        min_ack_pending: Any,
+        priority: Any,
+    ) -> tuple[Flow, PullOptions]:
+        pull = self._group(group, min_pending, min_ack_pending, priority)
+        # A pinned client's idle request must end (and be renewed, with the pin) before the
+        # pin's timer runs out: expires defaults to, and may not exceed, the keep-alive.
+        keepalive = pin_keepalive(self._info.config) if pull is not None and pull.pinned else None
+        return continuous_pull(**options, group=pull, max_expires=keepalive)
+
     def messages(
         self,
         *,
         max_messages: int | None = None,
         max_bytes: int | None = None,
-        expires: float = 30.0,
+        expires: float | None = None,
         heartbeat: float | None = None,
         threshold_messages: int | None = None,
         threshold_bytes: int | None = None,
         stop_after: int | None = None,
         error_on_missing_heartbeat: bool = False,
+        group: str | None = None,
+        min_pending: int | None = None,
+        min_ack_pending: int | None = None,
+        priority: int | None = None,
     ) -> Messages:
         """Start continuous pulls and return a blocking iterator over the messages.
 
         Options follow nats.go: ``max_messages`` (default 500) or ``max_bytes``
-        bound what is requested and not yet handed out; a new pull for the
+        bound what is requested and not yet handed out (given both, ``max_messages`` does
+        and every pull asks for at most ``max_bytes``); a new pull for the
         difference goes out when that drops below the threshold (default:
         half); pull requests expire after ``expires`` (default 30 s, min 1 s)
         with idle heartbeats every ``heartbeat`` (default expires/2, at most
         30 s); ``stop_after`` ends the iterator after that many messages.
+
+        Priority groups (ADR-42), checked against :attr:`cached_info` before anything is
+        sent: a consumer with groups needs ``group`` (one of them). ``min_pending`` /
+        ``min_ack_pending`` (``overflow`` policy) have the server serve these pulls only while
+        the consumer has at least that many messages pending / unacknowledged; ``priority``
+        (0-9, ``prioritized`` policy) serves lower numbers first. With ``pinned_client`` the
+        iterator keeps the pin it is given (``Nats-Pin-Id``; shared with the other pulls of this
+        Consumer object) and sends it on every pull; a 423
+        makes it forget the pin and pull again at once; ``expires`` then defaults to half of
+        the consumer's ``priority_timeout`` (1-30 s) - a larger value is refused - so that an
+        idle iterator renews its pin in time.
 
         Use it with ``with`` or call ``stop()``: an iterator dropped while open
         is stopped when garbage-collected (its messages NAKed back) with a
@@ -186,14 +311,20 @@ class Consumer:
         """
         if not isinstance(error_on_missing_heartbeat, bool):
             raise TypeError("error_on_missing_heartbeat must be a bool")
-        flow, options = continuous_pull(
-            max_messages=max_messages,
-            max_bytes=max_bytes,
-            expires=expires,
-            heartbeat=heartbeat,
-            threshold_messages=threshold_messages,
-            threshold_bytes=threshold_bytes,
-            stop_after=stop_after,
+        flow, options = self._continuous(
+            {
+                "max_messages": max_messages,
+                "max_bytes": max_bytes,
+                "expires": expires,
+                "heartbeat": heartbeat,
+                "threshold_messages": threshold_messages,
+                "threshold_bytes": threshold_bytes,
+                "stop_after": stop_after,
+            },
+            group,
+            min_pending,
+            min_ack_pending,
+            priority,
         )
         engine = self._engine(flow, options, error_on_missing_heartbeat=error_on_missing_heartbeat)
         return Messages(engine, engine.queue)
@@ -204,19 +335,32 @@ class Consumer:
         *,
         workers: int = 1,
         error_handler: Callable[[BaseException, Msg], Any] | None = None,
+        on_event: Callable[[PullEvent], Any] | None = None,
         max_messages: int | None = None,
         max_bytes: int | None = None,
-        expires: float = 30.0,
+        expires: float | None = None,
         heartbeat: float | None = None,
         threshold_messages: int | None = None,
         threshold_bytes: int | None = None,
+        stop_after: int | None = None,
+        group: str | None = None,
+        min_pending: int | None = None,
+        min_ack_pending: int | None = None,
+        priority: int | None = None,
     ) -> ConsumeContext:
         """Run ``handler(msg)`` for every message on *workers* threads ``natspull-worker-N``.
 
         The handler acks. A handler exception is logged and given to
         ``error_handler(exc, msg)``, and the message is NAKed unless the
         handler had acked it. At most ``max_messages`` (or ``max_bytes``) are
-        buffered plus in handlers. Pull options as :meth:`messages`.
+        buffered plus in handlers. ``stop_after`` ends the consumption (as a drain) after
+        that many messages were handed to the handler. Pull and priority-group options as
+        :meth:`messages`.
+
+        ``on_event(event)`` receives a :class:`natspull.PullEvent` for each non-terminal
+        happening - a missed heartbeat, a status the pulls go on after (e.g. 409 ``Exceeded
+        MaxWaiting``), a reconnect, the pin gained or lost - one at a time, in order, on a
+        thread ``natspull-events-N`` (never on the loop); what it raises is logged.
 
         Blocks on: subscribing and the first pull. Returns a
         :class:`ConsumeContext` (stop, drain, wait); it runs until stopped or
@@ -226,17 +370,32 @@ class Consumer:
             raise TypeError(f"handler must be callable, got {type(handler).__name__}")
         if error_handler is not None and not callable(error_handler):
             raise TypeError(f"error_handler must be callable or None, got {type(error_handler).__name__}")
+        if on_event is not None and not callable(on_event):
+            raise TypeError(f"on_event must be callable or None, got {type(on_event).__name__}")
         workers = check_int("workers", workers, maximum=1024)
-        flow, options = continuous_pull(
-            max_messages=max_messages,
-            max_bytes=max_bytes,
-            expires=expires,
-            heartbeat=heartbeat,
-            threshold_messages=threshold_messages,
-            threshold_bytes=threshold_bytes,
+        flow, options = self._continuous(
+            {
+                "max_messages": max_messages,
+                "max_bytes": max_bytes,
+                "expires": expires,
+                "heartbeat": heartbeat,
+                "threshold_messages": threshold_messages,
+                "threshold_bytes": threshold_bytes,
+                "stop_after": stop_after,
+            },
+            group,
+            min_pending,
+            min_ack_pending,
+            priority,
         )
-        engine = self._engine(flow, options)
-        return ConsumeContext(engine, engine.queue, handler, error_handler, workers)
+        events = EventThread(on_event) if on_event is not None else None
+        try:
+            engine = self._engine(flow, options, on_event=events.put if events is not None else None)
+        except BaseException:
+            if events is not None:
+                events.close()
+            raise
+        return ConsumeContext(engine, engine.queue, handler, error_handler, workers, events)
 
     # ---------------------------------------------------------- management
 
@@ -246,7 +405,11 @@ class Consumer:
         return self._admin.pause(self.stream, self.name, until)
 
     def resume(self) -> PauseState:
-        """Resume this consumer now; see :meth:`JetStream.resume_consumer`. Idempotent."""
+        """Resume this consumer now; see :meth:`JetStream.resume_consumer`. Idempotent.
+
+        This client's running iterators and consume() contexts on the consumer pull at once
+        (the server does not wake requests that were waiting during the pause).
+        """
         return self._admin.resume(self.stream, self.name)
 
     def reset(self, seq: int | None = None) -> int:

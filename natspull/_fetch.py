@@ -56,6 +56,13 @@ class Mode(Protocol):
 
     def on_unknown_status(self, code: str, description: str) -> None: ...
 
+    def on_pin_lost(self, msgs: int, nbytes: int, exact: bool) -> None:
+        """423: the pin the request carried is not the group's pin; the engine forgot it.
+        *exact*: the unfilled part (*msgs*, *nbytes*) is known; else the whole request."""
+
+    def on_heartbeat_missed(self, error: Error) -> None:
+        """Two heartbeat intervals passed in silence while a request was outstanding."""
+
     def on_no_responders(self) -> None:
         """503 while the consumer exists (JetStream away)."""
 
@@ -65,15 +72,16 @@ class Mode(Protocol):
 class OneShot:
     """``fetch()``: one request for ``flow.max_msgs`` messages (and bytes), then done."""
 
-    __slots__ = ("_ops", "received", "received_bytes")
+    __slots__ = ("_ops", "_pulls_allowed", "received", "received_bytes")
 
     def __init__(self, ops: Ops) -> None:
         self._ops = ops
         self.received = 0  # messages received for the single request
         self.received_bytes = 0  # and their size as the server counts it
+        self._pulls_allowed = 1  # 2 after a 423 refused the first one
 
     def may_pull(self, pulls_sent: int) -> bool:
-        return not pulls_sent
+        return pulls_sent < self._pulls_allowed
 
     def on_delivered(self, size: int) -> None:
         self.received += 1
@@ -100,6 +108,23 @@ class OneShot:
 
     def on_unknown_status(self, code: str, description: str) -> None:
         self._ops.fail(JetStreamAPIError(description or f"pull failed with status {code}", code=int(code)))
+
+    def on_pin_lost(self, msgs: int, nbytes: int, exact: bool) -> None:
+        # The request carried a stale pin: ask once more, without it, at once (unless
+        # something came already: then the fetch returns that).
+        if self.received or self._pulls_allowed > 1:
+            self._ops.request_done()
+            return
+        self._pulls_allowed = 2
+        self._ops.queue.forget_outstanding()
+        self._ops.pull()
+
+    def on_heartbeat_missed(self, error: Error) -> None:
+        # The request is presumed lost: return what came, or say why nothing did.
+        if self.received:
+            self._ops.request_done()
+        else:
+            self._ops.fail(error)
 
     def on_no_responders(self) -> None:
         self._ops.fail(JetStreamAPIError("JetStream did not answer the pull request (no responders)", 503))

@@ -132,3 +132,7 @@ class Link(Protocol):
 
     def unregister(self, engine: Engine) -> None:
         """Stop telling *engine* (idempotent)."""
+
+    @property
+    def engines(self) -> frozenset[Engine]:
+        """The registered engines (a snapshot). Any thread."""

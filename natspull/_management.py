@@ -37,6 +37,7 @@ from ._consumer_types import (
     format_time,
 )
 from ._link import Link
+from ._pull import PullEngine
 from ._validate import check_name
 from .errors import TimeoutError as _TimeoutError  # not the builtin
 
@@ -158,9 +159,12 @@ class Admin:
         return pause_state(self.request(f"CONSUMER.PAUSE.{stream}.{name}", body))
 
     def resume(self, stream: str, name: str) -> PauseState:
+        """Resume now; then this connection's engines on the consumer pull at once."""
         check_name("stream", stream)
         check_name("consumer", name)
-        return pause_state(self.request(f"CONSUMER.PAUSE.{stream}.{name}", {}))
+        state = pause_state(self.request(f"CONSUMER.PAUSE.{stream}.{name}", {}))
+        self.nudge(stream, name)
+        return state
 
     def reset(self, stream: str, name: str, seq: int | None) -> tuple[int, ConsumerInfo]:
         """The sequence delivery restarts from, and the consumer's info after the reset.
@@ -182,3 +186,17 @@ class Admin:
         check_name("stream", stream)
         check_name("consumer", name)
         self.request(f"CONSUMER.UNPIN.{stream}.{name}", {"group": check_group("group", group)})
+        self.nudge(stream, name, group)
+
+    def nudge(self, stream: str, name: str, group: str | None = None) -> None:
+        """Have this connection's running engines on *stream*/*name* pull now (after a resume,
+        or an unpin of *group*): the server does not wake requests already waiting, so without
+        this they would sit until their next heartbeat tick. Never blocks (hops onto the loop)."""
+        link = self.link
+
+        def nudge() -> None:
+            for engine in link.engines:
+                if isinstance(engine, PullEngine) and (engine.stream, engine.consumer) == (stream, name):
+                    engine.nudge(group)
+
+        link.loop_thread.call_soon(nudge)

@@ -6,8 +6,14 @@ an inbox subscription, sends pull requests to
 ``$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>`` with that inbox as reply,
 hands arriving messages to a :class:`~natspull._queue.MsgQueue` in bursts and
 handles the status messages itself, through one table (:data:`_STATUS` for
-100/400/404/408/503, :data:`_CONFLICTS` for the kinds of 409; any other code, e.g. a 423
-pin-id mismatch, is logged and left to the mode).
+100/400/404/408/423/503, :data:`_CONFLICTS` for the kinds of 409; any other code is logged
+and left to the mode).
+
+Priority groups (ADR-42): a pull for a grouped consumer carries the fields of its
+:class:`PullGroup`. With the ``pinned_client`` policy the engine remembers the
+``Nats-Pin-Id`` of delivered messages (:attr:`PullEngine.pin_id`, loop thread only) and sends
+it as ``id`` on every pull; a 423 (the pin moved on: unpinned, expired, lost with a server
+restart) forgets it and pulls again at once without it.
 
 Pull sizing follows nats.go: "pending" (kept by the queue) is what was
 requested and not yet released by the application; whenever it drops below
@@ -32,6 +38,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from ._fetch import Mode, OneShot
@@ -49,7 +56,7 @@ from .errors import (
     NoHeartbeatError,
 )
 
-__all__ = ["Continuous", "PullEngine", "PullOptions"]
+__all__ = ["Continuous", "PullEngine", "PullEvent", "PullGroup", "PullOptions"]
 
 log = logging.getLogger("natspull")
 
@@ -61,18 +68,93 @@ def _unfilled(headers: dict[str, str]) -> tuple[int, int]:
     return int(headers.get("Nats-Pending-Messages") or 0), int(headers.get("Nats-Pending-Bytes") or 0)
 
 
+class PullGroup:
+    """The priority-group fields of every pull an engine sends (ADR-42; validated by the caller).
+
+    ``pinned`` says the consumer's policy is ``pinned_client``: the engine then tracks the pin.
+    Zero means "not sent" for ``min_pending``, ``min_ack_pending`` and ``priority`` (the
+    server's defaults). Immutable; any thread.
+    """
+
+    __slots__ = ("group", "min_ack_pending", "min_pending", "pinned", "priority")
+
+    def __init__(
+        self,
+        group: str,
+        *,
+        min_pending: int = 0,
+        min_ack_pending: int = 0,
+        priority: int = 0,
+        pinned: bool = False,
+    ) -> None:
+        self.group = group
+        self.min_pending = min_pending
+        self.min_ack_pending = min_ack_pending
+        self.priority = priority
+        self.pinned = pinned
+
+    def __repr__(self) -> str:
+        return (
+            f"PullGroup({self.group!r}, min_pending={self.min_pending}, "
+            f"min_ack_pending={self.min_ack_pending}, priority={self.priority}, pinned={self.pinned})"
+        )
+
+    def fields(self, pin_id: str | None) -> dict[str, Any]:
+        """The request fields, with the pin *pin_id* as ``id`` when there is one."""
+        fields: dict[str, Any] = {"group": self.group}
+        if self.min_pending:
+            fields["min_pending"] = self.min_pending
+        if self.min_ack_pending:
+            fields["min_ack_pending"] = self.min_ack_pending
+        if self.priority:
+            fields["priority"] = self.priority
+        if pin_id:
+            fields["id"] = pin_id
+        return fields
+
+
+@dataclass(frozen=True)
+class PullEvent:
+    """Something non-terminal that happened to a running ``consume()`` (its ``on_event`` hook).
+
+    ``kind`` is one of:
+
+    * ``"heartbeat_missed"``: no heartbeat for ``2 x heartbeat``; the engine pulled again;
+    * ``"status"``: a status the engine does not act on, e.g. 409 ``Exceeded MaxWaiting``
+      (``code`` and ``description`` say which); the pulls go on;
+    * ``"reconnected"``: the connection is back; the engine pulled again;
+    * ``"pinned"``: this client is now the pinned client of its priority group (``pin_id``);
+    * ``"pin_lost"``: the server answered 423 (``description``): the pin moved on; the engine
+      forgot it and pulled again at once, without it.
+    """
+
+    kind: str
+    stream: str
+    consumer: str
+    code: int = 0
+    description: str = ""
+    pin_id: str | None = None
+
+
 class PullOptions:
     """Per-request options of an engine (validated by the caller)."""
 
-    __slots__ = ("expires", "heartbeat", "no_wait", "one_shot")
+    __slots__ = ("expires", "group", "heartbeat", "no_wait", "one_shot")
 
     def __init__(
-        self, *, expires: float, heartbeat: float | None, one_shot: bool = False, no_wait: bool = False
+        self,
+        *,
+        expires: float,
+        heartbeat: float | None,
+        one_shot: bool = False,
+        no_wait: bool = False,
+        group: PullGroup | None = None,
     ) -> None:
         self.expires = expires
         self.heartbeat = heartbeat
         self.one_shot = one_shot  # fetch(): one request, then done (mode _fetch.OneShot)
         self.no_wait = no_wait
+        self.group = group
 
 
 class Continuous:
@@ -99,7 +181,7 @@ class Continuous:
 
     def on_max_bytes(self, msgs: int, nbytes: int, describe: str) -> None:
         queue = self._engine.queue  # (continuous)
-        max_bytes = queue.flow.max_bytes
+        max_bytes = queue.flow.max_bytes or queue.flow.request_bytes
         # Fatal only when it did not fit a request for the whole max_bytes (nothing of it was
         # filled): no later pull could ever fetch it.
         if max_bytes and nbytes >= max_bytes:
@@ -115,6 +197,22 @@ class Continuous:
 
     def on_unknown_status(self, code: str, description: str) -> None:
         pass  # logged by the engine; the pull goes on
+
+    def on_heartbeat_missed(self, error: Error) -> None:
+        engine = self._engine
+        engine.queue.forget_outstanding()
+        engine.pull()
+        if engine.error_on_missing_heartbeat:
+            engine.queue.notice(error)
+
+    def on_pin_lost(self, msgs: int, nbytes: int, exact: bool) -> None:
+        # At once (not at the next heartbeat): the pin went to someone else or nobody, and a
+        # pull without the id may be pinned now.
+        if exact:
+            self._engine.queue.adjust_pending(msgs, nbytes)
+        else:
+            self._engine.queue.forget_outstanding()
+        self._engine.pull()
 
     def on_no_responders(self) -> None:
         # JetStream is temporarily unavailable (e.g. a leader election): the
@@ -139,6 +237,8 @@ class PullEngine:
         options: PullOptions,
         *,
         error_on_missing_heartbeat: bool = False,
+        pin_store: dict[str, str] | None = None,
+        on_event: Callable[[PullEvent], None] | None = None,
     ) -> None:
         self._link = link
         self.ack_sink: AckSink = link  # what the messages ack through (an ordered engine: nothing)
@@ -155,7 +255,19 @@ class PullEngine:
         )
         self._opts = options
         self._mode: Mode = OneShot(self) if options.one_shot else Continuous(self)
-        self._error_on_missing_heartbeat = error_on_missing_heartbeat
+        self.error_on_missing_heartbeat = error_on_missing_heartbeat
+        self._group = options.group
+        self._pinned = options.group is not None and options.group.pinned
+        # The group's pin as this engine last saw it (Nats-Pin-Id); loop thread only. It starts
+        # from, and keeps up to date, its Consumer's *pin_store* (group -> pin), so that the
+        # next fetch or iterator of that Consumer object sends it too.
+        self._pin_store = pin_store if self._pinned else None
+        self.pin_id: str | None = None
+        if self._pin_store is not None and options.group is not None:
+            self.pin_id = self._pin_store.get(options.group.group)
+        # Non-terminal events for the user (consume's on_event): must not block (it hands the
+        # event to another thread), called on the loop thread.
+        self._on_event = on_event
         self.inbox = ""
         self._sub: Inbox | None = None
         self._burst: list[Msg] = []
@@ -164,6 +276,7 @@ class PullEngine:
         self.pulls_sent = 0
         self.heartbeats_missed = 0
         self.reconnects = 0
+        self.pins_lost = 0
 
     # --------------------------------------------------------------- lifecycle
 
@@ -230,22 +343,55 @@ class PullEngine:
         msgs, nbytes = self.queue.reserve()
         if msgs <= 0:
             return
+        self._send(msgs, nbytes)
+
+    def _send(self, msgs: int, nbytes: int, expires: float | None = None) -> None:
         request: dict[str, Any] = {"batch": msgs}
         if self._opts.no_wait:
             # With "expires" as well, the server lingers until expiry instead of
             # answering at once (seen with nats-server 2.15; see test_jetstream).
             request["no_wait"] = True
         else:
-            request["expires"] = int(self._opts.expires * 1e9)
+            request["expires"] = int((expires or self._opts.expires) * 1e9)
         if nbytes:
             request["max_bytes"] = nbytes
+        elif self.queue.flow.request_bytes:
+            request["max_bytes"] = self.queue.flow.request_bytes
         if self._opts.heartbeat:
             request["idle_heartbeat"] = int(self._opts.heartbeat * 1e9)
+        if self._group is not None:
+            request.update(self._group.fields(self.pin_id))
         self.pulls_sent += 1
         try:
             self._link.publish_nowait(self.subject, json.dumps(request).encode(), self.inbox)
         except ConnectionClosedError as exc:
             self.queue.fail(exc)
+
+    def nudge(self, group: str | None) -> None:
+        """This client resumed the consumer, or unpinned *group*: pull now.
+
+        The server serves requests already waiting only when something wakes it (a new
+        message or pull, or their next heartbeat tick): a resume does not. So a request
+        reaches it now - for what the queue reserves, or else for one message (booked as
+        pending, released by its 408 after two heartbeat intervals). After an unpin of
+        this engine's group its pin is forgotten first. Loop thread; continuous engines only.
+        """
+        if self._sub is None or self._stopping or self._opts.one_shot:
+            return
+        if group is not None:
+            if self._group is None or self._group.group != group:
+                return
+            if self.pin_id is not None:
+                had = self.pin_id
+                self._set_pin(None)
+                self._emit("pin_lost", description="unpinned by this client", pin_id=had)
+        msgs, nbytes = self.queue.reserve()
+        if msgs <= 0:
+            if not self.queue.book(1):
+                return
+            msgs, nbytes = 1, 0
+        # Short-lived: the server wants expires >= 2 x idle_heartbeat.
+        self._send(msgs, nbytes, expires=2 * (self._opts.heartbeat or 0.5))
 
     # --------------------------------------------------------------- receiving
 
@@ -272,6 +418,11 @@ class PullEngine:
         the wire (see ``_parser``). Counting less would leave pending bytes
         that never drop below the threshold: no re-pull, a stalled iterator.
         """
+        if headers and self._pinned:
+            pin = headers.get("Nats-Pin-Id")
+            if pin and pin != self.pin_id:
+                self._set_pin(pin)
+                self._emit("pinned", pin_id=pin)
         burst = self._burst
         burst.append(Msg(subject, data, reply, headers, self.ack_sink, size))
         # Messages come through the connection's parser (nats-py's reader calls it per read),
@@ -302,6 +453,7 @@ class PullEngine:
             handler = next((h for text, h in _CONFLICTS if text in lowered), None)
         if handler is None:
             log.warning("natspull: %s/%s: pull status %s %s", self.stream, self.consumer, code, description)
+            self._emit("status", code=int(code) if code.isdigit() else 0, description=description)
             self._mode.on_unknown_status(code, description)
             return
         handler(self, headers, description)
@@ -317,10 +469,44 @@ class PullEngine:
         """409 Message Size Exceeds MaxBytes: the next message does not fit what is left of a request."""
         msgs, nbytes = _unfilled(headers)
         where = f"{self.stream}/{self.consumer}"
-        max_bytes = self.queue.flow.max_bytes
+        max_bytes = self.queue.flow.max_bytes or self.queue.flow.request_bytes
         self._mode.on_max_bytes(
             msgs, nbytes, f"a message on {where} is larger than max_bytes={max_bytes}: {description}"
         )
+
+    def _on_pin_lost(self, headers: dict[str, str], description: str) -> None:
+        """423: the pull carried a pin id that is not the group's pin (any more).
+
+        ``Nats-Wrong-Pin-Id`` ends a waiting request and says what it left unfilled;
+        ``Nats-Pin-Id mismatch`` refuses a request on arrival, without those headers. A
+        refused request whose id this engine already forgot belongs to the pulls it forgot
+        then (requests reach the server, and their answers come back, in the order sent).
+        """
+        exact = "Nats-Pending-Messages" in headers
+        had = self.pin_id
+        self._set_pin(None)
+        if not exact and had is None:
+            return
+        if had is not None:
+            self.pins_lost += 1
+            log.info("natspull: %s/%s: pin lost (423 %s)", self.stream, self.consumer, description)
+            self._emit("pin_lost", code=423, description=description, pin_id=had)
+        msgs, nbytes = _unfilled(headers)
+        self._mode.on_pin_lost(msgs, nbytes, exact)
+
+    def _set_pin(self, pin: str | None) -> None:
+        old, self.pin_id = self.pin_id, pin
+        store = self._pin_store
+        if store is not None and self._group is not None:
+            name = self._group.group
+            if pin is not None:
+                store[name] = pin
+            elif old is not None and store.get(name) == old:  # not a newer one of another engine
+                del store[name]
+
+    def _emit(self, kind: str, *, code: int = 0, description: str = "", pin_id: str | None = None) -> None:
+        if self._on_event is not None:
+            self._on_event(PullEvent(kind, self.stream, self.consumer, code, description, pin_id))
 
     def _on_consumer_deleted(self, headers: dict[str, str], description: str) -> None:
         self.fail(ConsumerDeletedError(f"consumer {self.stream}/{self.consumer} was deleted", 409))
@@ -402,15 +588,11 @@ class PullEngine:
         assert self._heartbeat is not None
         interval = self._heartbeat.interval
         self.heartbeats_missed += 1
-        log.warning(
-            "natspull: %s/%s: no heartbeat for %.1f s; pulling again", self.stream, self.consumer, interval
+        log.warning("natspull: %s/%s: no heartbeat for %.1f s", self.stream, self.consumer, interval)
+        self._emit("heartbeat_missed", description=f"no heartbeat for {interval:g} s")
+        self._mode.on_heartbeat_missed(
+            NoHeartbeatError(f"no heartbeat from {self.stream}/{self.consumer} for {interval:g} s")
         )
-        self.queue.forget_outstanding()
-        self.pull()
-        if self._error_on_missing_heartbeat:
-            self.queue.notice(
-                NoHeartbeatError(f"no heartbeat from {self.stream}/{self.consumer} for {interval:g} s")
-            )
 
     def _cancel_heartbeat(self) -> None:
         if self._heartbeat is not None:
@@ -420,7 +602,8 @@ class PullEngine:
         """The client reconnected: outstanding pulls died with the old connection."""
         self.reconnects += 1
         self._touch()
-        self._mode.on_reconnected()
+        self._mode.on_reconnected()  # (a pinned engine pulls with its pin: the server says 423 if it is gone)
+        self._emit("reconnected")
 
     def abort(self, exc: BaseException) -> None:
         """The connection ends this engine (closing, or a permissions violation): fail its queue."""
@@ -439,18 +622,20 @@ class PullEngine:
             "pulls_sent": self.pulls_sent,
             "heartbeats_missed": self.heartbeats_missed,
             "reconnects": self.reconnects,
+            "pins_lost": self.pins_lost,
         }
 
 
 _Handler = Callable[[PullEngine, "dict[str, str]", str], None]
 
-#: Status code -> handler. 409 is dispatched on its description (:data:`_CONFLICTS`); 423
-#: (a pin-id mismatch of a priority group) and any other code go to the mode as unknown.
+#: Status code -> handler. 409 is dispatched on its description (:data:`_CONFLICTS`); any
+#: other code goes to the mode as unknown.
 _STATUS: dict[str, _Handler] = {
     "100": PullEngine._on_heartbeat,
     "400": PullEngine._on_bad_request,
     "404": PullEngine._on_request_ended,
     "408": PullEngine._on_request_ended,
+    "423": PullEngine._on_pin_lost,  # a priority group's pin moved on
     "503": PullEngine._on_no_responders_status,
 }
 

@@ -88,6 +88,9 @@ class Flow:
     threshold_msgs: int
     threshold_bytes: int
     limit: int | None = None  # stop_after: hand out at most this many messages
+    # max_messages together with max_bytes (nats.go's PullMaxMessagesWithBytesLimit): every
+    # pull asks for at most this many bytes; the flow itself counts messages (max_bytes 0).
+    request_bytes: int = 0
 
 
 def _noop() -> None:
@@ -328,6 +331,15 @@ class MsgQueue:
             self._pending_msgs += msgs
             self._pending_bytes += nbytes
             return msgs, nbytes
+
+    def book(self, msgs: int) -> bool:
+        """Count *msgs* more as requested, beyond the threshold rule (a pull that must reach
+        the server now). False, booking nothing, unless OPEN. Loop thread."""
+        with self._cond:
+            if self._state is not State.OPEN:
+                return False
+            self._pending_msgs += msgs
+            return True
 
     def adjust_pending(self, msgs: int, nbytes: int) -> None:
         """Subtract what the server says a pull left unfilled (408/409). Loop thread."""

@@ -24,7 +24,6 @@ from ._consumer_types import ConsumerConfig, ConsumerInfo, PauseState
 from ._fetch import fetch_steps
 from ._jetstream import JetStream as _SyncJetStream
 from ._msg import Msg as _SyncMsg
-from ._options import continuous_pull
 from ._trio_messages import Messages, Msg, Waker, in_thread, wait_closed
 from ._types import PubAck, StreamConfig, StreamInfo
 from ._validate import check_number
@@ -67,16 +66,37 @@ class Consumer:
         return await in_thread(self._sync.info)
 
     async def fetch(
-        self, batch: int = 1, *, max_wait: float = 30.0, max_bytes: int | None = None, no_wait: bool = False
+        self,
+        batch: int = 1,
+        *,
+        max_wait: float = 30.0,
+        max_bytes: int | None = None,
+        no_wait: bool = False,
+        heartbeat: float | None = None,
+        group: str | None = None,
+        min_pending: int | None = None,
+        min_ack_pending: int | None = None,
+        priority: int | None = None,
     ) -> list[Msg]:
         """Send one pull request and return what it brought: up to *batch* messages.
 
-        As :meth:`natspull.Consumer.fetch`, but the wait for the answer blocks no thread. A
-        cancellation raises ``trio.Cancelled`` promptly and NAKs whatever the request brought,
-        so the server redelivers it at once.
+        As :meth:`natspull.Consumer.fetch` (priority-group options included), but the wait
+        for the answer blocks no thread. A cancellation raises ``trio.Cancelled`` promptly
+        and NAKs whatever the request brought, so the server redelivers it at once.
         """
         queue, wait = await in_thread(
-            functools.partial(self._sync._start_fetch, batch, max_wait, max_bytes, no_wait)
+            functools.partial(
+                self._sync._start_fetch,
+                batch,
+                max_wait,
+                max_bytes,
+                no_wait,
+                heartbeat=heartbeat,
+                group=group,
+                min_pending=min_pending,
+                min_ack_pending=min_ack_pending,
+                priority=priority,
+            )
         )
         waker = Waker()
         waker.sleepers = 1  # for the whole wait: every burst and the end wake it
@@ -97,10 +117,26 @@ class Consumer:
                 msgs: list[_SyncMsg] = done.value
                 return [Msg(msg) for msg in msgs]
 
-    async def next(self, timeout: float = 30.0) -> Msg:
+    async def next(
+        self,
+        timeout: float = 30.0,
+        *,
+        group: str | None = None,
+        min_pending: int | None = None,
+        min_ack_pending: int | None = None,
+        priority: int | None = None,
+    ) -> Msg:
         """Fetch one message, waiting at most *timeout* seconds; raises natspull.TimeoutError."""
         timeout = check_number("timeout", timeout)
-        msgs = await self.fetch(1, max_wait=timeout, no_wait=timeout == 0)
+        msgs = await self.fetch(
+            1,
+            max_wait=timeout,
+            no_wait=timeout == 0,
+            group=group,
+            min_pending=min_pending,
+            min_ack_pending=min_ack_pending,
+            priority=priority,
+        )
         if not msgs:
             raise TimeoutError(f"no message from {self.stream}/{self.name} within {timeout:g} s")
         return msgs[0]
@@ -110,12 +146,16 @@ class Consumer:
         *,
         max_messages: int | None = None,
         max_bytes: int | None = None,
-        expires: float = 30.0,
+        expires: float | None = None,
         heartbeat: float | None = None,
         threshold_messages: int | None = None,
         threshold_bytes: int | None = None,
         stop_after: int | None = None,
         error_on_missing_heartbeat: bool = False,
+        group: str | None = None,
+        min_pending: int | None = None,
+        min_ack_pending: int | None = None,
+        priority: int | None = None,
     ) -> Messages:
         """An async iterator over the messages; options as :meth:`natspull.Consumer.messages`.
 
@@ -135,7 +175,14 @@ class Consumer:
             "threshold_bytes": threshold_bytes,
             "stop_after": stop_after,
         }
-        continuous_pull(**options)
+        group_options = {
+            "group": group,
+            "min_pending": min_pending,
+            "min_ack_pending": min_ack_pending,
+            "priority": priority,
+        }
+        self._sync._continuous(options, group, min_pending, min_ack_pending, priority)
+        options.update(group_options)
         if not isinstance(error_on_missing_heartbeat, bool):
             raise TypeError("error_on_missing_heartbeat must be a bool")
         options["error_on_missing_heartbeat"] = error_on_missing_heartbeat

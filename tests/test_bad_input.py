@@ -703,8 +703,8 @@ CASES: list[Case] = [
         "max_messages",
     ),  # type: ignore[arg-type]
     Case(
-        "messages-max_messages-and-max_bytes",
-        lambda e: e.consumer.messages(max_messages=1, max_bytes=1),
+        "messages-max_messages-and-max_bytes-zero",  # together they are allowed (#13)
+        lambda e: e.consumer.messages(max_messages=1, max_bytes=0),
         ValueError,
         "max_bytes",
     ),

@@ -580,3 +580,64 @@ def test_server_runs_until_signalled(popen: list[subprocess.Popen[bytes]], signu
 def test_server_port_in_use(nats_server: NatsServer) -> None:
     result = run("server", "--port", str(nats_server.port))
     assert_one_line_error(result, 1, "already in use")
+
+
+def test_consume_in_a_priority_group_with_min_pending(setup: Setup) -> None:
+    js, stream, _, url = setup
+    js.add_consumer(
+        stream,
+        durable_name="over",
+        priority_groups=["jobs"],
+        priority_policy=natspull.PriorityPolicy.OVERFLOW,
+    )
+    js.publish_many((f"{stream}.m", b"x") for _ in range(5))
+    # 5 pending < min 10: nothing is served before the idle timeout
+    result = run(
+        "consume",
+        stream,
+        "over",
+        "--group",
+        "jobs",
+        "--min-pending",
+        "10",
+        "--timeout",
+        "1.5",
+        "--server",
+        url,
+    )
+    assert (result.code, result.out) == (0, ""), result
+    js.publish_many((f"{stream}.m", b"x") for _ in range(10))
+    # 15 pending: served while at least 10 are pending -> 6 messages
+    result = run(
+        "consume",
+        stream,
+        "over",
+        "--group",
+        "jobs",
+        "--min-pending",
+        "10",
+        "--timeout",
+        "1.5",
+        "--server",
+        url,
+    )
+    assert result.code == 0, result
+    assert len(result.out.splitlines()) == 6
+
+
+def test_consume_priority_group_errors(setup: Setup) -> None:
+    js, stream, _, url = setup
+    js.add_consumer(
+        stream,
+        durable_name="pin",
+        priority_groups=["jobs"],
+        priority_policy=natspull.PriorityPolicy.PINNED_CLIENT,
+    )
+    assert_one_line_error(run("consume", stream, "pin", "--server", url), 2, "pass group=")
+    assert_one_line_error(
+        run("consume", stream, "pin", "--group", "x", "--server", url), 2, "not a priority group"
+    )
+    result = run("consume", stream, "pin", "--group", "jobs", "--min-pending", "3", "--server", url)
+    assert_one_line_error(result, 2, "min_pending needs priority_policy 'overflow'")
+    result = run("consume", stream, "pin", "--group", "jobs", "--min-pending", "0", "--server", url)
+    assert result.code == 2 and "--min-pending" in result.err, result

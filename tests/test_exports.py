@@ -47,6 +47,7 @@ EXPECTED_ALL = [
     "PriorityGroupState",
     "PriorityPolicy",
     "PubAck",
+    "PullEvent",
     "ReplayPolicy",
     "RetentionPolicy",
     "StorageType",

@@ -216,7 +216,10 @@ def test_message_larger_than_max_bytes_is_a_clear_error(js: natspull.JetStream, 
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"max_messages": 10, "max_bytes": 100}, "exclusive"),
+        (
+            {"max_messages": 10, "max_bytes": 100, "threshold_bytes": 50},
+            "threshold_bytes needs max_bytes alone",
+        ),
         ({"expires": 0.5}, "expires"),
         ({"heartbeat": 0.1}, "heartbeat"),
         ({"heartbeat": 31, "expires": 100}, "heartbeat"),

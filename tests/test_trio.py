@@ -582,8 +582,8 @@ async def test_client_close_breaks_a_waiting_iterator(nats_server: NatsServer) -
 async def test_messages_rejects_bad_options_and_use_before_entering(client: natspull.trio.Client) -> None:
     js, stream = await new_stream(client)
     consumer = await new_consumer(js, stream)
-    with pytest.raises(ValueError, match="max_messages and max_bytes"):
-        consumer.messages(max_messages=1, max_bytes=1)
+    with pytest.raises(ValueError, match="max_bytes must be between 1"):
+        consumer.messages(max_messages=1, max_bytes=0)
     msgs = consumer.messages()
     with pytest.raises(RuntimeError, match="async with"):
         await msgs.next()
@@ -648,3 +648,26 @@ async def test_bad_headers_and_too_long_lines_are_refused_at_once(nats_server: N
         msg = await consumer.next(timeout=5)
         assert (msg.data, msg.headers) == (b"ok", {"K": "a  b", "Nats-Msg-Id": "order-1"})
         await msg.ack_sync()
+
+
+@pytest.mark.trio
+async def test_trio_pull_options_for_priority_groups(client: natspull.trio.Client) -> None:
+    js, stream = await new_stream(client, 2)
+    consumer = await js.add_consumer(
+        stream,
+        durable_name="p",
+        priority_groups=["jobs"],
+        priority_policy=natspull.PriorityPolicy.PINNED_CLIENT,
+    )
+    with pytest.raises(ValueError, match="pass group="):
+        consumer.messages()
+    with pytest.raises(ValueError, match="priority needs priority_policy 'prioritized'"):
+        await consumer.fetch(1, max_wait=1, group="jobs", priority=1)
+    first = await consumer.next(timeout=5, group="jobs")
+    assert first.headers is not None and first.headers["Nats-Pin-Id"]
+    # the iterator of the same Consumer object starts with the pin the fetch saw
+    with trio.fail_after(10):
+        async with consumer.messages(group="jobs") as msgs:
+            second = await msgs.next()
+    assert (seq(first), seq(second)) == (1, 2)
+    assert second.headers is not None and second.headers["Nats-Pin-Id"] == first.headers["Nats-Pin-Id"]

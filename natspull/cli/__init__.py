@@ -4,6 +4,7 @@
 
     natspull demo [--messages N] [--size BYTES] [--workers N] [--server URL]
     natspull consume STREAM CONSUMER [--server URL] [--count N] [--timeout S] [--no-ack] [--json]
+                     [--group G [--min-pending N]]
     natspull publish SUBJECT [DATA|-] [--count N] [--server URL]
     natspull server [--port P] [--store-dir DIR]
 

@@ -67,7 +67,7 @@ def cmd_consume(args: argparse.Namespace) -> int:
     with connect(args.server) as client:
         consumer = _bind(client.jetstream(), args.stream, args.consumer)
         with (
-            consumer.messages(stop_after=args.count) as msgs,
+            consumer.messages(stop_after=args.count, group=args.group, min_pending=args.min_pending) as msgs,
             natspull.shutdown_on_signals(msgs, signals=stop_signals()) as signals,
         ):
             while True:

@@ -115,6 +115,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     consume.add_argument("--no-ack", action="store_true", help="print without acking")
     consume.add_argument(
+        "--group", metavar="G", help="pull in priority group G (required for a consumer with priority groups)"
+    )
+    consume.add_argument(
+        "--min-pending",
+        type=_int_at_least(1),
+        metavar="N",
+        help="overflow policy: be served only while the consumer has at least N messages pending",
+    )
+    consume.add_argument(
         "--json",
         action="store_true",
         help='one JSON object per line: {"subject", "stream_seq", "consumer_seq", "num_delivered", '
