@@ -91,7 +91,16 @@ try:
 except ImportError as exc:
     raise ImportError("natspull.trio needs trio: pip install 'natspull[trio]'") from exc
 
-from ._trio_client import Client, Consumer, JetStream, open_client
-from ._trio_messages import Messages, Msg
+from ._trio_client import Client, Consumer, JetStream, OrderedConsumer, open_client
+from ._trio_messages import Messages, Msg, OrderedMessages
 
-__all__ = ["Client", "Consumer", "JetStream", "Messages", "Msg", "open_client"]
+__all__ = [
+    "Client",
+    "Consumer",
+    "JetStream",
+    "Messages",
+    "Msg",
+    "OrderedConsumer",
+    "OrderedMessages",
+    "open_client",
+]
