@@ -231,19 +231,23 @@ class OrderedConsumer:
         """
         steps = self._sync._fetch_steps(*fetch_request(batch, max_wait, max_bytes, no_wait))
         got: FetchResult | None = None
-        while True:
-            step = await in_thread(functools.partial(_fetch_step, steps, got))
-            if isinstance(step, list):
-                return [Msg(msg) for msg in step]
-            queue, wait = step
-            try:
-                got = (await wait_fetch(queue, wait), None)
-            except (ConsumerNotFoundError, ConsumerDeletedError) as exc:
-                got = ([], exc)  # expired or deleted: the next step recreates it
-            except BaseException:
-                with trio.CancelScope(shield=True):
-                    await in_thread(steps.close)  # deletes the consumer: where it stands is unknown
-                raise
+        try:
+            while True:
+                step = await in_thread(functools.partial(_fetch_step, steps, got))
+                if isinstance(step, list):
+                    return [Msg(msg) for msg in step]
+                queue, wait = step
+                try:
+                    got = (await wait_fetch(queue, wait), None)
+                except (ConsumerNotFoundError, ConsumerDeletedError) as exc:
+                    got = ([], exc)  # expired or deleted: the next step recreates it
+        except BaseException:
+            # Interrupted (e.g. trio.Cancelled) while the sequence holds a consumer: where it
+            # stands is unknown, so it is deleted - on a worker thread, not by the garbage
+            # collector on the trio thread. (A finished or unstarted sequence ignores close().)
+            with trio.CancelScope(shield=True):
+                await in_thread(steps.close)
+            raise
 
     async def next(self, timeout: float = 30.0) -> Msg:
         """The next message in order, waiting at most *timeout* seconds; raises natspull.TimeoutError."""

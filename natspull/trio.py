@@ -26,6 +26,10 @@ Messages are :class:`natspull.trio.Msg`, a ``__slots__`` wrapper of :class:`nats
 ``ack()``, ``nak()``, ``term()`` and ``in_progress()`` return at once and stay plain methods;
 ``await msg.ack_sync()`` is the one that waits for the server. ``msg.sync`` is the wrapped one.
 
+``await js.ordered_consumer(stream, ...)`` gives an :class:`OrderedConsumer` (a wrapped
+:class:`natspull.OrderedConsumer`): ``messages()`` (an :class:`OrderedMessages`), ``fetch()``,
+``next()`` and ``aclose()``; its messages cannot be acked (OrderedConsumerError).
+
 Who waits where
 ---------------
 * **Short, bounded calls** - connect, close, stream/consumer management, ``publish``,
