@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import datetime
 import io
 import json
 import sys
@@ -114,11 +115,15 @@ def _consume_ordered(args: argparse.Namespace) -> int:
     There is nothing to ack (ack policy none). Progress goes to stderr when stdout is a file
     or a pipe, so stdout carries the messages only.
     """
-    since = args.since
-    start = {"opt_start_seq": since} if isinstance(since, int) else {"opt_start_time": since}
+    since = args.since  # None, a stream sequence or an aware datetime (checked by the parser)
     progress = None if sys.stdout.isatty() else make_progress(sys.stderr)
     with connect(args.server) as client:
-        ordered = client.jetstream().ordered_consumer(args.stream, filter_subjects=args.subject, **start)
+        ordered = client.jetstream().ordered_consumer(
+            args.stream,
+            filter_subjects=args.subject,
+            opt_start_seq=since if isinstance(since, int) else None,
+            opt_start_time=since if isinstance(since, datetime.datetime) else None,
+        )
         # Leaving this block deletes the ordered consumer on the server (ordered.close()).
         with ordered, _ordered_messages(ordered, args.count) as msgs:
             with natspull.shutdown_on_signals(msgs, signals=stop_signals()) as signals:
