@@ -14,8 +14,8 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Generator
+from typing import Any, Optional
 
 from ._consume import ConsumeContext
 from ._consumer import START_TIMEOUT, fetch_request, wait_fetch
@@ -27,7 +27,7 @@ from ._msg import Msg
 from ._options import continuous_pull
 from ._ordered_pull import Cursor, OrderedEngine, OrderedSpec, stream_sequence
 from ._pull import PullOptions
-from ._queue import Flow, State
+from ._queue import Flow, MsgQueue, State
 from ._types import DeliverPolicy, ReplayPolicy
 from ._validate import check_int, check_name, check_number
 from .errors import (
@@ -38,11 +38,22 @@ from .errors import (
     TimeoutError,
 )
 
-__all__ = ["OrderedConsumer", "OrderedMessages", "check_max_reset_attempts", "ordered_spec"]
+__all__ = [
+    "FetchResult",
+    "FetchSteps",
+    "OrderedConsumer",
+    "OrderedMessages",
+    "check_max_reset_attempts",
+    "ordered_spec",
+]
 
 log = logging.getLogger("natspull")
 
 DEFAULT_INACTIVE_THRESHOLD = 10.0  # seconds: an abandoned ordered consumer is gone soon after
+
+# What a fetch driver sends back: the request's messages, and the error that ended it, if any.
+FetchResult = tuple[list[Msg], Optional[Error]]
+FetchSteps = Generator[tuple[MsgQueue, float], FetchResult, list[Msg]]
 
 
 def _policy(name: str, value: Any, kind: type[DeliverPolicy] | type[ReplayPolicy]) -> str:
@@ -326,55 +337,73 @@ class OrderedConsumer:
         Raises OrderedConsumerError (another read runs, or the consumer could not be
         recreated), StreamNotFoundError, JetStreamAPIError, ConnectionClosedError.
         """
-        flow, options = fetch_request(batch, max_wait, max_bytes, no_wait)
+        steps = self._fetch_steps(*fetch_request(batch, max_wait, max_bytes, no_wait))
+        try:
+            queue, wait = next(steps)
+            while True:
+                try:
+                    got: FetchResult = (wait_fetch(queue, wait), None)
+                except (ConsumerNotFoundError, ConsumerDeletedError) as exc:
+                    got = ([], exc)  # expired or deleted: recreated by the next step
+                except BaseException:
+                    steps.close()  # interrupted: the consumer is deleted
+                    raise
+                queue, wait = steps.send(got)
+        except StopIteration as done:
+            msgs: list[Msg] = done.value
+            return msgs
+
+    def _fetch_steps(self, flow: Flow, options: PullOptions) -> FetchSteps:
+        """The sequence of one :meth:`fetch`, for a driver that knows how to wait (thread or trio).
+
+        Yields a one-shot request's queue and how long to wait for it; the driver sends back
+        what it brought (``_consumer.wait_fetch`` or the trio side's) with the
+        ConsumerNotFoundError/ConsumerDeletedError that ended it, if any, and on any other
+        error closes the generator (which deletes the consumer) and raises it. Returns the
+        messages. Raises OrderedConsumerError at the first step when another read runs. Each
+        step blocks on the server (creating, starting, deleting the consumer): a trio driver
+        runs the steps on a worker thread.
+        """
         with self._lock:
             self._begin()
             self._fetching = True
         try:
-            return self._fetch(flow, options)
+            deadline = time.monotonic() + options.expires
+            attempts = 0
+            while True:
+                cursor = self._fetch_cursor
+                if cursor is None:
+                    cursor = self._fetch_cursor = self._create()
+                engine = self._engine(cursor, flow, options)
+                try:
+                    msgs, gone = yield engine.queue, options.expires + FETCH_GRACE
+                except BaseException:
+                    self._fetch_cursor = None  # interrupted: where it stands is unknown
+                    self._delete(cursor.name)
+                    raise
+                if msgs:
+                    self._handed = msgs[-1]
+                if gone is None and not cursor.broken:
+                    return msgs
+                self._fetch_cursor = None
+                if gone is None:
+                    self._delete(cursor.name)
+                if msgs or options.no_wait:
+                    return msgs
+                attempts += 1
+                remaining = deadline - time.monotonic()
+                limit = self._max_reset_attempts
+                if limit is not None and attempts > limit:
+                    raise OrderedConsumerError(
+                        f"ordered consumer on {self.stream}: recreated {limit} times in one fetch: "
+                        f"{gone or 'gaps'}"
+                    )
+                if remaining <= 0:
+                    return msgs
+                options = PullOptions(expires=max(remaining, 0.001), heartbeat=None, one_shot=True)
         finally:
             with self._lock:
                 self._fetching = False
-
-    def _fetch(self, flow: Flow, options: PullOptions) -> list[Msg]:
-        deadline = time.monotonic() + options.expires
-        attempts = 0
-        while True:
-            cursor = self._fetch_cursor
-            if cursor is None:
-                cursor = self._fetch_cursor = self._create()
-            engine = self._engine(cursor, flow, options)
-            try:
-                msgs = wait_fetch(engine.queue, options.expires + FETCH_GRACE)
-            except (ConsumerNotFoundError, ConsumerDeletedError) as exc:
-                gone: Error | None = exc  # expired or deleted: recreate
-                msgs = []
-            except BaseException:
-                self._fetch_cursor = None  # interrupted: where it stands is unknown
-                self._delete(cursor.name)
-                raise
-            else:
-                gone = None
-            if msgs:
-                self._handed = msgs[-1]
-            if gone is None and not cursor.broken:
-                return msgs
-            self._fetch_cursor = None
-            if gone is None:
-                self._delete(cursor.name)
-            if msgs or options.no_wait:
-                return msgs
-            attempts += 1
-            remaining = deadline - time.monotonic()
-            limit = self._max_reset_attempts
-            if limit is not None and attempts > limit:
-                raise OrderedConsumerError(
-                    f"ordered consumer on {self.stream}: recreated {limit} times in one fetch: "
-                    f"{gone or 'gaps'}"
-                )
-            if remaining <= 0:
-                return msgs
-            options = PullOptions(expires=max(remaining, 0.001), heartbeat=None, one_shot=True)
 
     def next(self, timeout: float = 30.0) -> Msg:
         """The next message in order, waiting at most *timeout* seconds.

@@ -20,16 +20,20 @@ import trio
 from ._client import Client as _SyncClient
 from ._client import connect as _sync_connect
 from ._consumer import Consumer as _SyncConsumer
+from ._consumer import fetch_request
 from ._consumer_types import ConsumerConfig, ConsumerInfo, PauseState
-from ._fetch import fetch_steps
 from ._jetstream import JetStream as _SyncJetStream
 from ._msg import Msg as _SyncMsg
-from ._trio_messages import Messages, Msg, Waker, in_thread, wait_closed
-from ._types import PubAck, StreamConfig, StreamInfo
+from ._options import continuous_pull
+from ._ordered import DEFAULT_INACTIVE_THRESHOLD, FetchResult, FetchSteps
+from ._ordered import OrderedConsumer as _SyncOrderedConsumer
+from ._queue import MsgQueue
+from ._trio_messages import Messages, Msg, OrderedMessages, in_thread, wait_fetch
+from ._types import DeliverPolicy, PubAck, ReplayPolicy, StreamConfig, StreamInfo
 from ._validate import check_number
-from .errors import TimeoutError
+from .errors import ConsumerDeletedError, ConsumerNotFoundError, TimeoutError
 
-__all__ = ["Client", "Consumer", "JetStream", "open_client"]
+__all__ = ["Client", "Consumer", "JetStream", "OrderedConsumer", "open_client"]
 
 T = TypeVar("T")
 
@@ -98,24 +102,7 @@ class Consumer:
                 priority=priority,
             )
         )
-        waker = Waker()
-        waker.sleepers = 1  # for the whole wait: every burst and the end wake it
-        queue.on_ready = waker.on_ready
-        # The shared sequence (_fetch.fetch_steps), driven by waits on the trio side; a
-        # cancellation is thrown in and hands everything back to the server.
-        steps = fetch_steps(queue, wait)
-        timeout = next(steps)
-        while True:
-            try:
-                closed = await wait_closed(queue, waker, timeout)
-            except BaseException as exc:
-                steps.throw(exc)
-                raise  # (fetch_steps re-raises what is thrown in)
-            try:
-                timeout = steps.send(closed)
-            except StopIteration as done:
-                msgs: list[_SyncMsg] = done.value
-                return [Msg(msg) for msg in msgs]
+        return [Msg(msg) for msg in await wait_fetch(queue, wait)]
 
     async def next(
         self,
@@ -207,6 +194,141 @@ class Consumer:
         await in_thread(functools.partial(self._sync.unpin, group))
 
 
+# ------------------------------------------------------------------------------ ordered
+
+
+class OrderedConsumer:
+    """Reads a stream in order, for trio tasks: every matching stream sequence once, increasing.
+
+    Get one from :meth:`JetStream.ordered_consumer`; it wraps a :class:`natspull.OrderedConsumer`
+    (``sync``) and behaves like it: one read at a time (an entered ``messages()`` iterator or a
+    ``fetch()`` in progress; another raises OrderedConsumerError), each continuing after the
+    last message a task received; its messages cannot be acked (OrderedConsumerError).
+    :meth:`aclose` (or leaving ``async with``) ends the read and deletes the server-side
+    consumer. Trio tasks of one run.
+    """
+
+    def __init__(self, sync: _SyncOrderedConsumer) -> None:
+        """Private: use :meth:`JetStream.ordered_consumer`."""
+        self._sync = sync
+        self._iterator: OrderedMessages | None = None  # the last messages() iterator (trio thread)
+
+    def __repr__(self) -> str:
+        return f"<natspull.trio.OrderedConsumer {self.stream}>"
+
+    async def __aenter__(self) -> OrderedConsumer:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    @property
+    def sync(self) -> _SyncOrderedConsumer:
+        """The wrapped blocking :class:`natspull.OrderedConsumer`."""
+        return self._sync
+
+    @property
+    def stream(self) -> str:
+        return self._sync.stream
+
+    @property
+    def last_sequence(self) -> int:
+        """The stream sequence of the last message handed out (0: none yet)."""
+        return self._sync.last_sequence
+
+    def messages(
+        self,
+        *,
+        max_messages: int | None = None,
+        max_bytes: int | None = None,
+        expires: float = 30.0,
+        heartbeat: float | None = None,
+        threshold_messages: int | None = None,
+        threshold_bytes: int | None = None,
+        stop_after: int | None = None,
+    ) -> OrderedMessages:
+        """An async iterator over the messages in order; options as :meth:`Consumer.messages`.
+
+        Returns at once (options are checked here: ValueError/TypeError); ``async with``
+        creates the consumer and starts the pulls (on a worker thread; OrderedConsumerError if
+        another read runs), and leaving it deletes the consumer. Resets after a fault are
+        invisible: the iterator goes on with the next stream sequence.
+        """
+        options: dict[str, Any] = {
+            "max_messages": max_messages,
+            "max_bytes": max_bytes,
+            "expires": expires,
+            "heartbeat": heartbeat,
+            "threshold_messages": threshold_messages,
+            "threshold_bytes": threshold_bytes,
+            "stop_after": stop_after,
+        }
+        continuous_pull(**options)
+        self._iterator = OrderedMessages(self._sync, options)
+        return self._iterator
+
+    async def fetch(
+        self, batch: int = 1, *, max_wait: float = 30.0, max_bytes: int | None = None, no_wait: bool = False
+    ) -> list[Msg]:
+        """One pull request, as :meth:`natspull.OrderedConsumer.fetch`: up to *batch* messages, in order.
+
+        The wait for the answer blocks no thread; creating, recreating and deleting the
+        consumer run on a worker thread. A cancellation raises ``trio.Cancelled`` promptly
+        (after deleting the consumer, bounded by the JetStream context's timeout); the next
+        read continues after the last message handed out. Raises as the blocking one.
+        """
+        steps = self._sync._fetch_steps(*fetch_request(batch, max_wait, max_bytes, no_wait))
+        got: FetchResult | None = None
+        try:
+            while True:
+                step = await in_thread(functools.partial(_fetch_step, steps, got))
+                if isinstance(step, list):
+                    return [Msg(msg) for msg in step]
+                queue, wait = step
+                try:
+                    got = (await wait_fetch(queue, wait), None)
+                except (ConsumerNotFoundError, ConsumerDeletedError) as exc:
+                    got = ([], exc)  # expired or deleted: the next step recreates it
+        except BaseException:
+            # Interrupted (e.g. trio.Cancelled) while the sequence holds a consumer: where it
+            # stands is unknown, so it is deleted - on a worker thread, not by the garbage
+            # collector on the trio thread. (A finished or unstarted sequence ignores close().)
+            with trio.CancelScope(shield=True):
+                await in_thread(steps.close)
+            raise
+
+    async def next(self, timeout: float = 30.0) -> Msg:
+        """The next message in order, waiting at most *timeout* seconds; raises natspull.TimeoutError."""
+        timeout = check_number("timeout", timeout)
+        msgs = await self.fetch(1, max_wait=timeout, no_wait=timeout == 0)
+        if not msgs:
+            raise TimeoutError(f"no message from the ordered consumer on {self.stream} within {timeout:g} s")
+        return msgs[0]
+
+    async def aclose(self) -> None:
+        """Stop the running read and delete the server-side consumer (on a worker thread).
+
+        Always completes, even when cancelled (shielded; bounded by the JetStream context's
+        timeout). This method is idempotent.
+        """
+        if self._iterator is not None:
+            self._iterator.stop()  # what its deque holds is no longer handed out
+        with trio.CancelScope(shield=True):
+            await in_thread(self._sync.close)
+
+
+def _fetch_step(steps: FetchSteps, got: FetchResult | None) -> tuple[MsgQueue, float] | list[_SyncMsg]:
+    """Advance an ordered fetch by one step (a worker thread: it blocks on the server).
+
+    Returns the next request to wait for, or the fetch's messages once it is done.
+    """
+    try:
+        return next(steps) if got is None else steps.send(got)
+    except StopIteration as done:
+        msgs: list[_SyncMsg] = done.value
+        return msgs
+
+
 # --------------------------------------------------------------------------------- jetstream
 
 
@@ -255,6 +377,38 @@ class JetStream:
 
     async def consumer(self, stream: str, name: str) -> Consumer:
         return Consumer(await in_thread(functools.partial(self._sync.consumer, stream, name)))
+
+    async def ordered_consumer(
+        self,
+        stream: str,
+        *,
+        filter_subjects: str | list[str] | None = None,
+        deliver_policy: DeliverPolicy | str | None = None,
+        opt_start_seq: int | None = None,
+        opt_start_time: datetime.datetime | None = None,
+        headers_only: bool = False,
+        replay_policy: ReplayPolicy | str = ReplayPolicy.INSTANT,
+        max_reset_attempts: int | None = None,
+        inactive_threshold: float = DEFAULT_INACTIVE_THRESHOLD,
+    ) -> OrderedConsumer:
+        """An ordered consumer; see :meth:`natspull.JetStream.ordered_consumer`.
+
+        Nothing is sent until the first read. Raises ValueError/TypeError for bad options.
+        """
+        await trio.lowlevel.checkpoint()
+        return OrderedConsumer(
+            self._sync.ordered_consumer(
+                stream,
+                filter_subjects=filter_subjects,
+                deliver_policy=deliver_policy,
+                opt_start_seq=opt_start_seq,
+                opt_start_time=opt_start_time,
+                headers_only=headers_only,
+                replay_policy=replay_policy,
+                max_reset_attempts=max_reset_attempts,
+                inactive_threshold=inactive_threshold,
+            )
+        )
 
     async def consumer_info(self, stream: str, name: str) -> ConsumerInfo:
         return await in_thread(functools.partial(self._sync.consumer_info, stream, name))

@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import trio
 
 from . import _fork
+from ._fetch import fetch_steps
 from ._messages import creation_site
 from ._msg import Metadata, nak_unacked
 from ._msg import Msg as _SyncMsg
+from ._ordered import OrderedConsumer as _SyncOrderedConsumer
 from ._queue import MsgQueue, State
 from .errors import Error, IteratorClosedError
 
@@ -28,7 +30,7 @@ if TYPE_CHECKING:
     from ._consumer import Consumer as _SyncConsumer
     from ._messages import Messages as _SyncMessages
 
-__all__ = ["Messages", "Msg", "Waker", "in_thread", "wait_closed"]
+__all__ = ["Messages", "Msg", "OrderedMessages", "Waker", "in_thread", "wait_closed", "wait_fetch"]
 
 T = TypeVar("T")
 
@@ -108,6 +110,33 @@ async def wait_closed(queue: MsgQueue, waker: Waker, timeout: float) -> bool:
         while queue.state is not State.CLOSED:
             await waker.park()
     return queue.state is State.CLOSED
+
+
+async def wait_fetch(queue: MsgQueue, wait: float) -> list[_SyncMsg]:
+    """Wait for a one-shot request's *queue* to close (at most *wait*, then a drain) and return
+    what it brought: ``_consumer.wait_fetch`` on the trio side, blocking no thread.
+
+    A cancellation raises ``trio.Cancelled`` promptly and stops the queue (its messages are
+    NAKed, so the server redelivers them at once). Trio thread.
+    """
+    waker = Waker()
+    waker.sleepers = 1  # for the whole wait: every burst and the end wake it
+    queue.on_ready = waker.on_ready
+    # The shared sequence (_fetch.fetch_steps), driven by waits on the trio side; a
+    # cancellation is thrown in and hands everything back to the server.
+    steps = fetch_steps(queue, wait)
+    timeout = next(steps)
+    while True:
+        try:
+            closed = await wait_closed(queue, waker, timeout)
+        except BaseException as exc:
+            steps.throw(exc)
+            raise  # (fetch_steps re-raises what is thrown in)
+        try:
+            timeout = steps.send(closed)
+        except StopIteration as done:
+            msgs: list[_SyncMsg] = done.value
+            return msgs
 
 
 # ---------------------------------------------------------------------------------- messages
@@ -203,7 +232,7 @@ class Messages:
     garbage-collected, its messages NAKed back, with a ResourceWarning naming where it was created.
     """
 
-    def __init__(self, consumer: _SyncConsumer, options: dict[str, Any]) -> None:
+    def __init__(self, consumer: _SyncConsumer | _SyncOrderedConsumer, options: dict[str, Any]) -> None:
         """Private: use :meth:`Consumer.messages`."""
         self._consumer = consumer
         self._options = options
@@ -234,7 +263,8 @@ class Messages:
 
     def __repr__(self) -> str:
         c = self._consumer
-        return f"<natspull.trio.Messages {c.stream}/{c.name} {self._state()}>"
+        where = c.stream if isinstance(c, _SyncOrderedConsumer) else f"{c.stream}/{c.name}"
+        return f"<natspull.trio.{type(self).__name__} {where} {self._state()}>"
 
     def __del__(self) -> None:
         # Entered and never exited: as natspull.Messages does, stop and hand back what it holds -
@@ -435,3 +465,25 @@ class Messages:
         stats["wakeups"] = self._waker.wakeups
         stats["state"] = self._state()
         return stats
+
+
+class OrderedMessages(Messages):
+    """An async iterator over an ordered consumer's messages: :class:`Messages` whose messages
+    come strictly in stream order, each once. Get one from :meth:`OrderedConsumer.messages`.
+
+    Leaving ``async with`` (or ``stop()``/``drain()``) deletes its server-side consumer. Its
+    messages cannot be acked (OrderedConsumerError); what the deque holds when it stops is
+    dropped, not NAKed, and the next read of the ordered consumer continues after the last
+    message a task received.
+    """
+
+    def __init__(self, ordered: _SyncOrderedConsumer, options: dict[str, Any]) -> None:
+        """Private: use :meth:`OrderedConsumer.messages`."""
+        super().__init__(ordered, options)
+        self._ordered = ordered
+
+    def _take(self) -> _SyncMsg | None:
+        msg = super()._take()
+        if msg is not None:
+            self._ordered._handed = msg  # where the ordered consumer's next read continues
+        return msg

@@ -26,6 +26,10 @@ Messages are :class:`natspull.trio.Msg`, a ``__slots__`` wrapper of :class:`nats
 ``ack()``, ``nak()``, ``term()`` and ``in_progress()`` return at once and stay plain methods;
 ``await msg.ack_sync()`` is the one that waits for the server. ``msg.sync`` is the wrapped one.
 
+``await js.ordered_consumer(stream, ...)`` gives an :class:`OrderedConsumer` (a wrapped
+:class:`natspull.OrderedConsumer`): ``messages()`` (an :class:`OrderedMessages`), ``fetch()``,
+``next()`` and ``aclose()``; its messages cannot be acked (OrderedConsumerError).
+
 Who waits where
 ---------------
 * **Short, bounded calls** - connect, close, stream/consumer management, ``publish``,
@@ -91,7 +95,16 @@ try:
 except ImportError as exc:
     raise ImportError("natspull.trio needs trio: pip install 'natspull[trio]'") from exc
 
-from ._trio_client import Client, Consumer, JetStream, open_client
-from ._trio_messages import Messages, Msg
+from ._trio_client import Client, Consumer, JetStream, OrderedConsumer, open_client
+from ._trio_messages import Messages, Msg, OrderedMessages
 
-__all__ = ["Client", "Consumer", "JetStream", "Messages", "Msg", "open_client"]
+__all__ = [
+    "Client",
+    "Consumer",
+    "JetStream",
+    "Messages",
+    "Msg",
+    "OrderedConsumer",
+    "OrderedMessages",
+    "open_client",
+]

@@ -8,6 +8,7 @@ test forever.
 from __future__ import annotations
 
 import base64
+import datetime
 import itertools
 import json
 import os
@@ -471,6 +472,184 @@ def test_consume_into_a_closed_pipe_exits_quietly(setup: Setup, popen: list[subp
     assert proc.stderr is not None and proc.stderr.read() == b""
     info = js.consumer_info(stream, consumer)
     assert info.ack_floor is not None and 1 <= info.ack_floor.stream_seq < 3000
+
+
+# -------------------------------------------------------- consume --ordered
+
+
+def ordered_record(stream_seq: int, consumer_seq: int, subject: str, data: str) -> str:
+    """The exact ``--json`` line of a message read by ``consume --ordered``."""
+    record = {
+        "subject": subject,
+        "stream_seq": stream_seq,
+        "consumer_seq": consumer_seq,
+        "num_delivered": 1,
+        "headers": {},
+        "data": data,
+    }
+    return json.dumps(record)
+
+
+def consumers_left(js: natspull.JetStream, stream: str) -> list[str]:
+    return sorted(js.consumer_names(stream))
+
+
+def publish_rounds(js: natspull.JetStream, stream: str, first: int, count: int) -> None:
+    """Messages first..first+count-1 on subjects a, b, c in turn; the payload is the number."""
+    js.publish_many((f"{stream}.{'abc'[i % 3]}", b"%d" % i) for i in range(first, first + count))
+
+
+def test_consume_ordered_since_seq_filtered_dump(setup: Setup) -> None:
+    js, stream, _, url = setup
+    publish_rounds(js, stream, 0, 30)  # stream sequence n + 1 holds payload n
+    result = run(
+        "consume", stream, "--ordered", "--subject", f"{stream}.a", "--subject", f"{stream}.c",
+        "--since", "8", "--json", "--timeout", "1", "--server", url,
+    )  # fmt: skip
+    assert result.code == 0, result
+    wanted = [n for n in range(7, 30) if n % 3 != 1]  # sequences 8..30 on a or c
+    assert result.out.splitlines() == [
+        ordered_record(n + 1, i + 1, f"{stream}.{'abc'[n % 3]}", str(n)) for i, n in enumerate(wanted)
+    ], result
+    assert consumers_left(js, stream) == ["c"]  # the durable one; the ordered one is gone
+
+
+@pytest.mark.parametrize("offset", ["Z", "+05:30"])
+def test_consume_ordered_since_time_starts_right_after(setup: Setup, offset: str) -> None:
+    js, stream, _, url = setup
+    publish_rounds(js, stream, 0, 10)
+    # The server's clock is this machine's: the first 10 were stored before this, the rest after.
+    noted = datetime.datetime.now(datetime.timezone.utc)
+    publish_rounds(js, stream, 10, 12)
+    if offset == "Z":
+        since = noted.strftime("%Y-%m-%dT%H:%M:%S.%f999Z")  # nanoseconds: truncated to microseconds
+    else:
+        zone = datetime.timezone(datetime.timedelta(hours=5, minutes=30))
+        since = noted.astimezone(zone).isoformat()
+        assert since.endswith("+05:30")
+    result = run(
+        "consume", stream, "--ordered", "--subject", f"{stream}.b", "--since", since,
+        "--json", "--timeout", "1", "--server", url,
+    )  # fmt: skip
+    assert result.code == 0, result
+    wanted = [n for n in range(10, 22) if n % 3 == 1]  # published after the noted time, on b
+    assert result.out.splitlines() == [
+        ordered_record(n + 1, i + 1, f"{stream}.b", str(n)) for i, n in enumerate(wanted)
+    ], result
+    assert consumers_left(js, stream) == ["c"]
+
+
+def test_consume_ordered_count(setup: Setup) -> None:
+    js, stream, _, url = setup
+    publish_rounds(js, stream, 0, 20)
+    result = run("consume", stream, "--ordered", "--count", "4", "--server", url)
+    assert result.code == 0, result
+    assert result.out.splitlines() == [f"{stream}.{'abc'[n % 3]} seq={n + 1} data={n}" for n in range(4)]
+    assert consumers_left(js, stream) == ["c"]
+
+
+def test_consume_ordered_timeout_on_an_idle_stream(setup: Setup) -> None:
+    js, stream, _, url = setup
+    began = time.monotonic()
+    result = run("consume", stream, "--ordered", "--timeout", "0.5", "--json", "--server", url)
+    assert result.code == 0, result
+    assert result.out == "" and result.err == "", result  # no message: no progress either
+    assert time.monotonic() - began < 15
+    assert consumers_left(js, stream) == ["c"]
+
+
+def test_consume_ordered_progress_on_stderr_when_stdout_is_a_file(setup: Setup, tmp_path: Path) -> None:
+    js, stream, _, url = setup
+    js.publish_many((f"{stream}.m", b"%d" % i) for i in range(1000))
+    dump = tmp_path / "dump"
+    with dump.open("wb") as out:
+        proc = subprocess.run(
+            [*CLI, "consume", stream, "--ordered", "--json", "--timeout", "1", "--server", url],
+            stdout=out, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, timeout=TIMEOUT, env=env(),
+        )  # fmt: skip
+    err = proc.stderr.decode()
+    assert proc.returncode == 0, err
+    records = [json.loads(line) for line in dump.read_text().splitlines()]
+    assert [r["stream_seq"] for r in records] == list(range(1, 1001))
+    assert [r["data"] for r in records] == [str(i) for i in range(1000)]
+    lines = err.splitlines()
+    assert lines[-1] == "consume       1,000/1,000 (100%)", err
+    assert all(re.fullmatch(r"consume\s+[\d,]+/1,000 \(\d+%\)", line) for line in lines), err
+    assert len(lines) >= 2, err  # a line per tenth, not only the last one
+
+
+def test_consume_ordered_no_progress_when_stdout_is_a_terminal(setup: Setup) -> None:
+    import pty
+
+    js, stream, _, url = setup
+    js.publish_many((f"{stream}.m", b"x") for _ in range(50))
+    controller, terminal = pty.openpty()
+    try:
+        proc = subprocess.run(
+            [*CLI, "consume", stream, "--ordered", "--timeout", "1", "--server", url],
+            stdout=terminal, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, timeout=TIMEOUT, env=env(),
+        )  # fmt: skip
+        shown = b""
+        while select.select([controller], [], [], 0)[0]:
+            shown += os.read(controller, 65536)
+    finally:
+        os.close(terminal)
+        os.close(controller)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == b""
+    assert shown.decode().splitlines()[-1] == f"{stream}.m seq=50 data=x"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGHUP])
+def test_consume_ordered_signal_drains_and_deletes_the_consumer(
+    setup: Setup, popen: list[subprocess.Popen[bytes]], signum: int
+) -> None:
+    js, stream, _, url = setup
+    publish_rounds(js, stream, 0, 20)
+    proc, lines = start(popen, "consume", stream, "--ordered", "--json", "--server", url)
+    printed = [json.loads(lines.next())["stream_seq"] for _ in range(20)]
+    assert printed == list(range(1, 21))
+    assert len(consumers_left(js, stream)) == 2  # "c" and the ordered one, following the stream
+    proc.send_signal(signum)
+    assert proc.wait(5) == 0
+    assert lines.rest() == []
+    assert consumers_left(js, stream) == ["c"]
+    assert proc.stderr is not None
+    assert (
+        proc.stderr.read().decode().splitlines()[-1] == "natspull: interrupted: drained after 20 message(s)"
+    )
+
+
+def test_consume_ordered_missing_stream(setup: Setup) -> None:
+    result = run("consume", "NOPE", "--ordered", "--server", setup.url)
+    assert_one_line_error(result, 3, "stream 'NOPE' not found")
+
+
+@pytest.mark.parametrize(
+    "value", ["0", "-3", "1.5", "yesterday", "2026-12-01", "2026-12-01T00:00:00", "2026-02-30T00:00:00Z"]
+)
+def test_consume_ordered_bad_since(value: str) -> None:
+    result = run("consume", "S", "--ordered", "--since", value, timeout=20)
+    assert result.code == 2, result
+    assert "usage:" in result.err and "Traceback" not in result.err
+    assert "argument --since: expected a stream sequence (an integer >= 1) or an RFC 3339 time" in result.err
+    assert f"got {value!r}" in result.err, result
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["S"], "give a CONSUMER (a durable pull consumer's name), or --ordered to read the stream"),
+        (["S", "C", "--ordered"], "give either CONSUMER ('C') or --ordered, not both"),
+        (["S", "C", "--subject", "x"], "--subject needs --ordered"),
+        (["S", "C", "--since", "3"], "--since needs --ordered"),
+    ],
+)
+def test_consume_consumer_or_ordered(args: list[str], error: str) -> None:
+    result = run("consume", *args, timeout=20)
+    assert result.code == 2, result
+    assert "usage: natspull consume" in result.err and "Traceback" not in result.err
+    assert result.err.splitlines()[-1].startswith(f"natspull consume: error: {error}"), result
 
 
 # ------------------------------------------------------------------ errors

@@ -229,7 +229,16 @@ async def test_no_lost_wake_up_against_a_racing_producer_thread() -> None:
 
 
 def test_exported_members() -> None:
-    assert natspull.trio.__all__ == ["Client", "Consumer", "JetStream", "Messages", "Msg", "open_client"]
+    assert natspull.trio.__all__ == [
+        "Client",
+        "Consumer",
+        "JetStream",
+        "Messages",
+        "Msg",
+        "OrderedConsumer",
+        "OrderedMessages",
+        "open_client",
+    ]
     assert natspull.trio.__all__ == sorted(natspull.trio.__all__)
 
 
@@ -671,3 +680,114 @@ async def test_trio_pull_options_for_priority_groups(client: natspull.trio.Clien
             second = await msgs.next()
     assert (seq(first), seq(second)) == (1, 2)
     assert second.headers is not None and second.headers["Nats-Pin-Id"] == first.headers["Nats-Pin-Id"]
+
+
+# ------------------------------------------------------------------------------- ordered
+
+
+async def consumer_names(js: natspull.trio.JetStream, stream: str) -> list[str]:
+    return sorted([name async for name in js.consumer_names(stream)])
+
+
+@pytest.mark.trio
+async def test_ordered_filtered_in_order_and_resets_are_invisible(client: natspull.trio.Client) -> None:
+    """Two of three subjects; an admin deletes the consumer twice mid-read: every matching
+    sequence once, increasing, and the consumer is gone after the read."""
+    js, stream = await new_stream(client)
+    await js.publish_many((f"{stream}.{i % 3}", b"%d" % i) for i in range(3000))
+    expected = [s for s in range(1, 3001) if (s - 1) % 3 != 2]
+    with trio.fail_after(30):
+        oc = await js.ordered_consumer(stream, filter_subjects=[f"{stream}.0", f"{stream}.1"])
+        async with oc, oc.messages(max_messages=100) as msgs:
+            got = [seq(await msgs.next()) for _ in range(500)]
+            for _ in range(2):
+                (name,) = await consumer_names(js, stream)
+                await js.delete_consumer(stream, name)
+                got += [seq(await msgs.next()) for _ in range(500)]
+            got += [seq(await msgs.next()) for _ in range(len(expected) - len(got))]
+            assert got == expected
+            assert msgs.stats()["resets"] == 2
+            assert oc.last_sequence == expected[-1]
+            with trio.move_on_after(0.3) as idle:
+                await msgs.next()
+            assert idle.cancelled_caught  # nothing more
+        assert await consumer_names(js, stream) == []
+
+
+@pytest.mark.trio
+async def test_ordered_fetch_next_and_messages_continue_in_order(client: natspull.trio.Client) -> None:
+    js, stream = await new_stream(client, 50)
+    with trio.fail_after(30):
+        async with await js.ordered_consumer(stream) as oc:
+            assert [seq(m) for m in await oc.fetch(10, max_wait=5)] == list(range(1, 11))
+            # Deleted between two fetches: recreated after the last message handed out.
+            (name,) = await consumer_names(js, stream)
+            await js.delete_consumer(stream, name)
+            assert seq(await oc.next(5)) == 11
+            async with oc.messages() as msgs:
+                assert [seq(await msgs.next()) for _ in range(3)] == [12, 13, 14]
+                with pytest.raises(natspull.OrderedConsumerError, match="another read"):
+                    await oc.fetch(1, max_wait=1)
+            # The iterator's buffer was dropped: the next read continues after what a task got.
+            assert [seq(m) for m in await oc.fetch(5, max_wait=5)] == [15, 16, 17, 18, 19]
+            assert oc.last_sequence == 19
+        assert await consumer_names(js, stream) == []
+
+
+@pytest.mark.trio
+async def test_ordered_messages_cannot_be_acked(client: natspull.trio.Client) -> None:
+    js, stream = await new_stream(client, 2)
+    with trio.fail_after(10):
+        async with await js.ordered_consumer(stream) as oc:
+            msg = await oc.next(5)
+            for act in (msg.ack, msg.nak, msg.in_progress, msg.term):
+                with pytest.raises(natspull.OrderedConsumerError, match="cannot be acknowledged"):
+                    act()
+            with pytest.raises(natspull.OrderedConsumerError, match="cannot be acknowledged"):
+                await msg.ack_sync()
+            assert not msg.acked
+            async with oc.messages() as msgs:
+                with pytest.raises(natspull.OrderedConsumerError, match="cannot be acknowledged"):
+                    (await msgs.next()).ack()
+
+
+@pytest.mark.trio
+async def test_ordered_aclose_deletes_the_consumer_and_ends_a_waiting_task(
+    client: natspull.trio.Client,
+) -> None:
+    js, stream = await new_stream(client, 3)
+    with trio.fail_after(10):
+        oc = await js.ordered_consumer(stream)
+        got: list[int] = []
+        async with oc.messages() as msgs, trio.open_nursery() as nursery:
+
+            async def read_all() -> None:
+                async for msg in msgs:  # ends when aclose() stops the iterator
+                    got.append(seq(msg))
+
+            nursery.start_soon(read_all)
+            while len(got) < 3 or msgs.stats()["waiters"] != 1:
+                await trio.sleep(0.01)  # polls until the reader waits for a fourth message
+            assert len(await consumer_names(js, stream)) == 1
+            await oc.aclose()
+        assert got == [1, 2, 3]
+        assert await consumer_names(js, stream) == []
+        await oc.aclose()  # idempotent
+        with pytest.raises(natspull.OrderedConsumerError, match="closed"):
+            await oc.fetch(1, max_wait=1)
+
+
+@pytest.mark.trio
+async def test_ordered_cancelled_fetch_deletes_and_the_next_continues(client: natspull.trio.Client) -> None:
+    js, stream = await new_stream(client, 5)
+    with trio.fail_after(20):
+        async with await js.ordered_consumer(stream) as oc:
+            assert [seq(m) for m in await oc.fetch(5, max_wait=5)] == [1, 2, 3, 4, 5]
+            began = trio.current_time()
+            with trio.move_on_after(0.5) as scope:
+                await oc.fetch(10, max_wait=30.0)  # waits for more than exists
+            assert scope.cancelled_caught
+            assert trio.current_time() - began < 5  # promptly, not after max_wait
+            assert await consumer_names(js, stream) == []
+            await js.publish_many((f"{stream}.m", b"x") for _ in range(3))
+            assert [seq(m) for m in await oc.fetch(10, max_wait=1)] == [6, 7, 8]

@@ -5,6 +5,7 @@
     natspull demo [--messages N] [--size BYTES] [--workers N] [--server URL]
     natspull consume STREAM CONSUMER [--server URL] [--count N] [--timeout S] [--no-ack] [--json]
                      [--group G [--min-pending N]]
+    natspull consume STREAM --ordered [--subject S]... [--since SEQ|TIME] [--count N] [--timeout S] [--json]
     natspull publish SUBJECT [DATA|-] [--count N] [--server URL]
     natspull server [--port P] [--store-dir DIR]
 
@@ -21,8 +22,9 @@ KeyboardInterrupt, like SIGINT, so all three end the same way: the embedded
 nats-server is stopped and its temporary store dir removed. A nats-server the
 CLI starts also dies when the CLI is killed (see ``natspull.testing``).
 
-Progress goes to stdout: a ``rich`` bar on a terminal (the ``progress`` extra,
-imported only then), plain lines otherwise.
+Progress goes to stdout (``demo``) or, for ``consume --ordered`` when its stdout is not a
+terminal, to stderr: a ``rich`` bar on a terminal (the ``progress`` extra, imported only
+then), plain lines otherwise.
 """
 
 from __future__ import annotations

@@ -9,9 +9,11 @@ code 2) before anything connects. The ``--help`` epilog documents the exit codes
 from __future__ import annotations
 
 import argparse
+import datetime
 import math
 import os
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit
 
 import natspull
@@ -42,8 +44,25 @@ nats-server unless --server is given). Comma-separated URLs are a server list.
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """Runs a command's check of how its options combine (its ``check`` default) once parsed,
+    so that a bad combination is a usage error of that command, with its usage line."""
+
+    def parse_known_args(  # type: ignore[override]  # (typeshed's overloads)
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, rest = super().parse_known_args(args, namespace)
+        check: Callable[[argparse.ArgumentParser, argparse.Namespace], None] | None = getattr(
+            parsed, "check", None
+        )
+        if check is not None:
+            del parsed.check  # the command's own parser checks; its parent need not again
+            check(self, parsed)
+        return parsed, rest
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="natspull",
         description="Blocking JetStream pull consumers on nats-py: demo, consume, publish, dev server.",
         epilog=_EPILOG,
@@ -51,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"natspull {natspull.__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument(
         "-v", "--verbose", action="count", default=0, help="log natspull warnings (-vv: also info)"
     )
@@ -104,10 +123,35 @@ def build_parser() -> argparse.ArgumentParser:
         "Each message is written and flushed before it is acked (unless --no-ack), so every\n"
         "printed message is acked and none is acked unprinted. The first SIGINT/SIGTERM/SIGHUP\n"
         "drains (stops pulling, prints and acks what was already delivered) and exits 0;\n"
-        "a second one stops at once and hands the rest back to the server (NAK).",
+        "a second one stops at once and hands the rest back to the server (NAK).\n\n"
+        "--ordered reads STREAM in order through an ordered consumer instead (no CONSUMER,\n"
+        "nothing to ack; it is deleted on exit), e.g. a dump from a point in time:\n"
+        "  natspull consume ORDERS --ordered --since 2026-12-01T00:00:00Z --json > dump\n"
+        "When stdout is not a terminal, a progress bar goes to stderr.",
     )
+    consume.set_defaults(check=_check_consume)
     consume.add_argument("stream")
-    consume.add_argument("consumer")
+    consume.add_argument(
+        "consumer", nargs="?", metavar="CONSUMER", help="a durable pull consumer (not with --ordered)"
+    )
+    consume.add_argument(
+        "--ordered",
+        action="store_true",
+        help="read the stream in order with an ephemeral ordered consumer (ack none)",
+    )
+    consume.add_argument(
+        "--subject",
+        action="append",
+        metavar="S",
+        help="--ordered: only messages on subject S (wildcards allowed; repeat for more)",
+    )
+    consume.add_argument(
+        "--since",
+        type=_since,
+        metavar="SEQ|TIME",
+        help="--ordered: start at stream sequence SEQ (>= 1) or at the first message stored at or "
+        "after TIME (RFC 3339 with an offset or Z, e.g. 2026-12-01T00:00:00Z); default: the first",
+    )
     consume.add_argument("--server", type=_server_urls, default=default_url, metavar="URL", help=server_help)
     consume.add_argument("--count", type=_int_at_least(1), metavar="N", help="stop after N messages")
     consume.add_argument(
@@ -128,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help='one JSON object per line: {"subject", "stream_seq", "consumer_seq", "num_delivered", '
         '"headers", "data"}; "data" is the payload as text when it is valid UTF-8, otherwise the '
-        'object has "data_b64" (base64) instead',
+        'object has "data_b64" (base64) instead (--ordered: consumer_seq counts within the '
+        "current ephemeral consumer and starts again at 1 after natspull recreates it)",
     )
 
     publish = command(
@@ -149,6 +194,57 @@ def build_parser() -> argparse.ArgumentParser:
         "--store-dir", metavar="DIR", help="JetStream store (default: a temporary dir, removed on exit)"
     )
     return parser
+
+
+def _check_consume(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """``consume`` reads either a durable CONSUMER or, with --ordered, the stream itself."""
+    if args.ordered and args.consumer is not None:
+        parser.error(f"give either CONSUMER ({args.consumer!r}) or --ordered, not both")
+    if not args.ordered:
+        if args.consumer is None:
+            parser.error("give a CONSUMER (a durable pull consumer's name), or --ordered to read the stream")
+        for name, value in (("--subject", args.subject), ("--since", args.since)):
+            if value is not None:
+                parser.error(f"{name} needs --ordered (a durable consumer's filter and start are its config)")
+
+
+# RFC 3339 date-time: the offset (or Z) is required; the seconds' fraction is any length.
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+-])(\d{2}):(\d{2}))",
+    re.ASCII,
+)
+
+
+def _since(text: str) -> int | datetime.datetime:
+    """``--since``: a stream sequence (int >= 1) or an aware datetime (RFC 3339)."""
+    if re.fullmatch("[0-9]+", text):
+        if int(text) >= 1:
+            return int(text)
+    else:
+        match = _RFC3339.fullmatch(text)
+        if match:
+            year, month, day, hour, minute, second, fraction, zulu, sign, off_h, off_m = match.groups()
+            try:
+                offset = datetime.timedelta(hours=int(off_h or 0), minutes=int(off_m or 0))
+                if zulu is None and sign == "-":
+                    offset = -offset
+                return datetime.datetime(
+                    int(year),
+                    int(month),
+                    int(day),
+                    int(hour),
+                    int(minute),
+                    int(second),
+                    # microseconds, truncated: the start is never after the time given
+                    int((fraction or "0")[:6].ljust(6, "0")),
+                    tzinfo=datetime.timezone(offset),
+                )
+            except ValueError:  # e.g. month 13, February 30, a leap second, an offset >= 24 h
+                pass
+    raise argparse.ArgumentTypeError(
+        f"expected a stream sequence (an integer >= 1) or an RFC 3339 time with an offset or Z "
+        f"(e.g. 2026-12-01T00:00:00Z), got {text!r}"
+    )
 
 
 def _int_at_least(minimum: int) -> Callable[[str], int]:

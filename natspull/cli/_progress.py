@@ -1,8 +1,10 @@
-"""Progress display for ``natspull demo``: one phase (publish, consume) at a time.
+"""Progress display for ``natspull demo`` and ``natspull consume --ordered``: one phase at a time.
 
 On a terminal a live ``rich`` bar per phase (the ``progress`` extra, imported only then),
-otherwise a plain line per tenth of the work, readable in logs and pipes. Writes to stdout.
-Not thread-safe: the demo drives it from the main thread.
+otherwise a plain line per tenth of the work, readable in logs and pipes. Writes to stdout
+(the demo) or stderr (``consume --ordered``, whose stdout is the data). The total may change
+while a phase runs (``update(done, total)``: a stream that grows). Not thread-safe: the
+commands drive it from the main thread.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ __all__ = ["Progress", "make_progress"]
 class Progress(Protocol):
     def begin(self, label: str, total: int) -> None: ...
 
-    def update(self, done: int) -> None: ...
+    def update(self, done: int, total: int | None = None) -> None: ...
 
     def end(self, done: int) -> None: ...
 
@@ -36,7 +38,9 @@ class _PlainProgress:
     def begin(self, label: str, total: int) -> None:
         self._label, self._total, self._shown = label, max(total, 1), 0
 
-    def update(self, done: int) -> None:
+    def update(self, done: int, total: int | None = None) -> None:
+        if total is not None:
+            self._total = max(total, 1)
         tenth = done * 10 // self._total
         if tenth > self._shown:
             self._shown = tenth
@@ -57,7 +61,8 @@ class _PlainProgress:
 class _RichProgress:
     """A live bar per phase, redrawn at most 10 times a second."""
 
-    def __init__(self) -> None:
+    def __init__(self, out: TextIO) -> None:
+        from rich.console import Console
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -82,6 +87,7 @@ class _RichProgress:
             TaskProgressColumn(),
             RateColumn(),
             TimeElapsedColumn(),
+            console=Console(file=out),
         )
         self._task: TaskID | None = None
         self._last = 0.0
@@ -91,11 +97,11 @@ class _RichProgress:
             self._progress.start()
         self._task = self._progress.add_task(label, total=total)
 
-    def update(self, done: int) -> None:
+    def update(self, done: int, total: int | None = None) -> None:
         now = time.monotonic()
         if now - self._last >= 0.05 and self._task is not None:
             self._last = now
-            self._progress.update(self._task, completed=done)
+            self._progress.update(self._task, completed=done, total=total)
 
     def end(self, done: int) -> None:
         if self._task is not None:
@@ -106,10 +112,12 @@ class _RichProgress:
         self._progress.stop()
 
 
-def make_progress() -> Progress:
-    if sys.stdout.isatty():
+def make_progress(out: TextIO | None = None) -> Progress:
+    """A progress display on *out* (default: stdout)."""
+    out = sys.stdout if out is None else out
+    if out.isatty():
         try:
-            return _RichProgress()
+            return _RichProgress(out)
         except ImportError:  # the `progress` extra is not installed
             pass
-    return _PlainProgress(sys.stdout)
+    return _PlainProgress(out)
