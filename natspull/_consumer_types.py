@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import datetime
 import enum
-import math
 import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from nats.js import api
+
+from ._validate import check_nanoseconds
 
 __all__ = [
     "ConsumerConfig",
@@ -43,7 +44,6 @@ __all__ = [
 
 _NANOSECOND = 1_000_000_000
 UTC = datetime.timezone.utc  # datetime.UTC: Python >= 3.11
-MAX_NANOSECONDS = 2**63 - 1  # the server's durations are Go time.Duration: int64 nanoseconds
 # nats-server's validGroupName (server/consumer.go). Its error text also names ')' and '+', but
 # the server refuses both: the regular expression decides.
 _GROUP_NAME = re.compile(r"[A-Za-z0-9/_=-]{1,16}")
@@ -246,16 +246,9 @@ def check_time(name: str, value: Any) -> datetime.datetime:
 
 def check_duration(name: str, value: Any, *, allow_zero: bool = False) -> float:
     """A finite number of seconds > 0 (>= 0 with allow_zero) that fits the server's int64 nanoseconds."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
-    op = ">=" if allow_zero else ">"
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{name} must be a finite number of seconds {op} 0, got {value!r}")
-    if int(value * _NANOSECOND) > MAX_NANOSECONDS:
-        raise ValueError(
-            f"{name} must be at most {MAX_NANOSECONDS / _NANOSECOND:.0f} s "
-            f"(the server's int64 nanoseconds), got {value!r}"
-        )
+    check_nanoseconds(name, value)
+    if value == 0 and not allow_zero:
+        raise ValueError(f"{name} must be a finite number of seconds > 0, got {value!r}")
     return float(value)
 
 

@@ -144,23 +144,7 @@ def continuous_pull(
         if heartbeat > expires / 2:
             raise ValueError(f"heartbeat ({heartbeat:g} s) must be at most half of expires ({expires:g} s)")
     stop_after = check_int("stop_after", stop_after, allow_none=True)
-    if both:
-        max_messages = check_int("max_messages", max_messages)
-        max_bytes = check_int("max_bytes", max_bytes, minimum=1, maximum=2**40)
-        threshold_messages = check_int(
-            "threshold_messages", threshold_messages, maximum=max_messages, allow_none=True
-        )
-        flow = Flow(
-            max_msgs=max_messages,
-            max_bytes=0,
-            threshold_msgs=threshold_messages
-            if threshold_messages is not None
-            else max(max_messages // 2, 1),
-            threshold_bytes=0,
-            limit=stop_after,
-            request_bytes=max_bytes,
-        )
-    elif max_bytes is not None:
+    if max_bytes is not None and not both:
         max_bytes = check_int("max_bytes", max_bytes, minimum=1, maximum=2**40)
         threshold_bytes = check_int("threshold_bytes", threshold_bytes, maximum=max_bytes, allow_none=True)
         flow = Flow(
@@ -174,6 +158,8 @@ def continuous_pull(
         max_messages = check_int(
             "max_messages", DEFAULT_MAX_MESSAGES if max_messages is None else max_messages
         )
+        # With max_messages too, max_bytes only caps each pull request.
+        request_bytes = check_int("max_bytes", max_bytes, minimum=1, maximum=2**40) if both else 0
         threshold_messages = check_int(
             "threshold_messages", threshold_messages, maximum=max_messages, allow_none=True
         )
@@ -185,5 +171,6 @@ def continuous_pull(
             else max(max_messages // 2, 1),
             threshold_bytes=0,
             limit=stop_after,
+            request_bytes=request_bytes,
         )
     return flow, PullOptions(expires=expires, heartbeat=heartbeat, group=group)
