@@ -4,6 +4,7 @@ and a guard that fails any test leaving a ``natspull-*`` thread alive."""
 from __future__ import annotations
 
 import itertools
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -54,6 +55,31 @@ def pull_inboxes(server: NatsServer, name: str) -> list[str]:
     assert conn is not None, f"no connection named {name!r}"
     subs: list[str] = conn["subscriptions_list"]
     return [s for s in subs if not s.endswith(".*")]
+
+
+@pytest.fixture(autouse=True)
+def terminal_signal_dispositions() -> Iterator[None]:
+    """Programs the tests start get the signal dispositions a shell in a terminal gives them.
+
+    An ignored signal stays ignored across fork and exec, and a non-interactive shell starts
+    background jobs with SIGINT ignored (as ``nohup`` does SIGHUP): a test run started that way
+    (some CI runners) would start every child deaf to the Ctrl-C or hang-up it sends. Only
+    dispositions that are ignored are changed, for the test's duration (pytest runs tests on
+    the main thread, so this is allowed).
+    """
+    saved = {}
+    for signum, handler in (
+        (signal.SIGINT, signal.default_int_handler),
+        (signal.SIGHUP, signal.SIG_DFL),
+        (signal.SIGTERM, signal.SIG_DFL),
+    ):
+        if signal.getsignal(signum) == signal.SIG_IGN:
+            saved[signum] = signal.signal(signum, handler)
+    try:
+        yield
+    finally:
+        for signum, previous in saved.items():
+            signal.signal(signum, previous)
 
 
 @pytest.fixture(autouse=True)

@@ -199,21 +199,6 @@ class Run:
             shutil.rmtree(self.store, ignore_errors=True)
 
 
-@pytest.fixture(autouse=True)
-def sighup_default() -> Iterator[None]:
-    """Programs started here get SIGHUP's default disposition, as from a shell in a terminal.
-
-    An ignored signal stays ignored across fork and exec: a test run under ``nohup`` (or a CI
-    runner that ignores SIGHUP) would otherwise start every program as if under nohup, where the
-    CLI rightly leaves SIGHUP alone. (pytest runs tests on the main thread, so this is allowed.)
-    """
-    previous = signal.signal(signal.SIGHUP, signal.SIG_DFL)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGHUP, previous)
-
-
 @pytest.fixture
 def runs() -> Iterator[list[Run]]:
     started: list[Run] = []
