@@ -154,6 +154,11 @@ def test_partition_of_three_heartbeats(chaos_proxy: ChaosProxy, admin: natspull.
 
 @pytest.mark.cluster
 @pytest.mark.timeout(180)
+@pytest.mark.xfail(
+    strict=False,
+    reason="known intermittent (1 of 3 clean-clone CI runs): after the R1 consumer's server is "
+    "killed the ordered reader made no progress for 30 s; not yet understood (issue 14 note)",
+)
 def test_stream_leader_killed(nats_cluster: NatsCluster) -> None:
     with natspull.connect(nats_cluster.urls, reconnect_time_wait=0.1, max_reconnect_attempts=-1) as client:
         js = client.jetstream(timeout=10)
