@@ -269,7 +269,8 @@ def test_missed_heartbeats_repull_and_optionally_raise(nats_server: NatsServer, 
                     wait_until(lambda: msgs.stats()["heartbeats_missed"] >= 1, 5, "a missed heartbeat")
             finally:
                 os.kill(nats_server.pid, signal.SIGCONT)
-            assert msgs.stats()["pulls_sent"] > pulls
+            # (the engine counts the missed heartbeat, then pulls again: wait for the pull too)
+            wait_until(lambda: msgs.stats()["pulls_sent"] > pulls, 5, "the re-pull")
             js.publish("hb.x", b"after")
             assert msgs.next(timeout=5).data == b"after"  # still usable
 
