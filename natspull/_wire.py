@@ -13,6 +13,9 @@ speed (benchmarks/README.md; the table with the reasons is in docs/architecture.
   when nats-py has nothing queued ahead, up to a high-water mark of the socket's buffer;
 * ``Client._send_command``, ``_flush_pending`` - :meth:`Wire.write`: one buffer per burst
   instead of a ``publish()`` coroutine per ack;
+* ``TcpTransport.writelines`` - replaced per transport by :func:`_write_joined` (CPython
+  3.12+'s socket transport ``writelines()`` never pauses its protocol, so nats-py's flusher
+  never waits for the socket there);
 * ``Client._send_unsubscribe`` - :meth:`Inbox.unsubscribe_settled`: UNSUB while the
   subscription keeps receiving what is in flight;
 * ``Client._server_info`` - the full INFO for ``Client.server_info``;
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import logging
 import os
@@ -95,6 +99,20 @@ REQUIRED_CLIENT_ATTRIBUTES: dict[str, Any] = {
 # flusher, which waits for the socket to drain: a peer that stops reading never makes the
 # direct path grow a buffer without bound.
 WRITE_HIGH_WATER = 256 * 1024
+
+
+def _write_joined(transport: TcpTransport, payload: list[bytes]) -> None:
+    """nats-py's flusher writes its buffer with ``writelines()``: in CPython 3.12 before 3.12.9
+    and 3.13 before 3.13.2 the socket transport's ``writelines()`` queues without ever pausing its
+    protocol (CPython gh-127655; ``write()`` pauses), so
+    the flusher's ``drain()`` returns at once and a peer that stops reading makes the buffer grow
+    without bound. One ``write()`` of the joined buffer pauses as it should (it is what
+    ``writelines()`` did up to 3.11)."""
+    writer = transport._io_writer
+    if writer is None:  # what nats-py's own writelines() raises then (its flusher expects it)
+        raise AttributeError("the transport is not connected")
+    writer.write(b"".join(payload))
+
 
 _NO_FLUSH_TIMEOUT = 3600  # nats-py's own flush timeout: never reached, see Connection.ping
 _AUTH_FAILURES = ("authorization violation", "authentication", "user authentication expired")
@@ -316,6 +334,13 @@ class Wire:
         if not self.portable:
             self._parser = FastParser(self.nc)
             self.nc._ps = self._parser
+        self._paced: object = None  # the last transport whose writelines() was replaced
+
+    def _pace(self, transport: object) -> None:
+        """Give a new TCP transport of nats-py the pausing ``writelines()`` (:func:`_write_joined`)."""
+        self._paced = transport
+        if isinstance(transport, TcpTransport):
+            transport.writelines = functools.partial(_write_joined, transport)  # type: ignore[method-assign]
 
     # ---------------------------------------------------------------- state
 
@@ -423,6 +448,8 @@ class Wire:
             return False
         nc = self.nc
         flusher, transport = nc._flusher_task, nc._transport
+        if transport is not self._paced:
+            self._pace(transport)
         if nc._pending or not nc.is_connected or flusher is None or flusher.done():
             return False
         # (a WebSocket transport only queues in write(); it sends when nats-py's flusher drains it)
@@ -464,6 +491,8 @@ class Wire:
             log.warning("natspull: connection closed: %d publishes/acks not sent", len(entries))
             entries.clear()
             return
+        if nc._transport is not self._paced and not self.portable:
+            self._pace(nc._transport)
         commands: list[bytes] = []
         size = 0
         while entries:

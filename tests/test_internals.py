@@ -11,7 +11,6 @@ import inspect
 import logging
 import os
 import signal
-import sys
 import threading
 from typing import Any
 
@@ -153,12 +152,6 @@ def test_portable_mode_on_request(
 
 
 @pytest.mark.skipif(os.name != "posix", reason="SIGSTOP")
-@pytest.mark.xfail(
-    sys.version_info >= (3, 12),
-    strict=True,
-    reason="on Python 3.12+ the socket's write buffer grew to 55 MB: nats-py's flusher no longer "
-    "waits for the socket there (an open item of issue 11)",
-)
 def test_direct_writes_stop_at_the_high_water_mark(nats_server: NatsServer) -> None:
     """A server that stops reading: the direct path hands what does not fit below the mark to
     nats-py's flusher, which waits for the socket, instead of growing the transport's buffer

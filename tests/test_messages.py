@@ -42,7 +42,12 @@ def blocked_next(msgs: natspull.Messages, timeout: float | None = 30) -> tuple[t
 
 @pytest.mark.parametrize("end", ["drain", "stop"])
 def test_go_regression_end_wakes_a_blocked_next(js: natspull.JetStream, stream: str, end: str) -> None:
-    """A thread blocked in next(); drain()/stop() from another thread ends it in < 100 ms. 200 times."""
+    """A thread blocked in next(); drain()/stop() from another thread ends it at once. 200 times.
+
+    "At once": stop() closes the queue and wakes the waiter (no network: < 0.5 s even on a
+    loaded CI machine); drain() ends it once the server confirmed the inbox's UNSUB (a round
+    trip: < 2 s). Go's bug was a next() that never returned."""
+    bound = {"stop": 0.5, "drain": 2.0}[end]
     consumer = js.add_consumer(stream, durable_name="go")
     for _ in range(200):
         msgs = consumer.messages(expires=5)
@@ -54,7 +59,7 @@ def test_go_regression_end_wakes_a_blocked_next(js: natspull.JetStream, stream: 
         assert not t.is_alive()
         result, woke = out[0]
         assert isinstance(result, natspull.IteratorClosedError), result
-        assert woke - t0 < 0.1, f"{end}() took {(woke - t0) * 1000:.1f} ms to wake next()"
+        assert woke - t0 < bound, f"{end}() took {(woke - t0) * 1000:.1f} ms to wake next()"
         msgs.stop()
 
 
