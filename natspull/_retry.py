@@ -68,7 +68,8 @@ class Backoff:
         if num_delivered < 1:
             raise ValueError(f"num_delivered must be >= 1, got {num_delivered}")
         try:
-            base = min(self.initial * self.multiplier ** (num_delivered - 1), self.maximum)
+            # float powers: an int multiplier would build a huge exact int for a large count
+            base = min(float(self.initial) * float(self.multiplier) ** (num_delivered - 1), self.maximum)
         except OverflowError:  # a large delivery count: far past the cap
             base = self.maximum
         if self.jitter:
