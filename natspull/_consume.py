@@ -231,7 +231,10 @@ class ConsumeContext:
         text = f"{type(exc).__name__}: {exc}"[:200].encode("utf-8", "replace").decode()
         reason = f"natspull: handler failed on delivery {delivered} (term_after={self._term_after}): {text}"
         try:
-            msg.term(reason)
+            try:
+                msg.term(reason)
+            except ValueError:  # a server with a tiny max_payload: terminate without the reason
+                msg.term()
         except Error as term_error:
             log.warning("natspull: could not terminate %s: %s", msg.subject, term_error)
             return

@@ -103,15 +103,17 @@ def test_max_lease_ends_the_extensions_and_the_server_redelivers(
 def test_no_lease_for_a_consumer_without_acks(js: natspull.JetStream, stream: str) -> None:
     consumer = js.add_consumer(stream, durable_name="noack", ack_policy=natspull.AckPolicy.NONE, ack_wait=1)
     fill(js, stream, 1)
-    got = threading.Event()
+    work = threading.Event()  # never set: waiting on it with a timeout is the "work"
+    done = threading.Event()
 
     def handler(msg: natspull.Msg) -> None:
-        got.set()
+        work.wait(1.5)  # three half-ack_wait ticks: a lease would have been extended
+        done.set()
 
     with consumer.consume(handler) as ctx:
-        assert got.wait(10)
-    assert ctx._lease is None
+        assert done.wait(10)
     assert ctx.stats()["lease_extensions"] == 0
+    assert ctx.stats()["handled"] == 1
 
 
 # --------------------------------------------------------------------------------- retries
