@@ -24,6 +24,7 @@ from ._messages import Messages
 from ._msg import Metadata, Msg
 from ._ordered import OrderedConsumer, OrderedMessages
 from ._pull import PullEvent
+from ._retry import Backoff
 from ._signals import shutdown_on_signals
 from ._types import (
     AckPolicy,
@@ -56,6 +57,7 @@ from .errors import (
 
 __all__ = [
     "AckPolicy",
+    "Backoff",
     "Client",
     "ConnectError",
     "ConnectionClosedError",

@@ -11,10 +11,12 @@ from collections.abc import Callable
 from typing import Any
 
 from . import _fork
+from ._lease import LeaseKeeper
 from ._loop import keep_signals_for_main_thread
 from ._msg import Msg
 from ._pull import PullEngine, PullEvent
 from ._queue import MsgQueue, State
+from ._retry import Backoff
 from ._validate import check_timeout
 from .errors import Error, IteratorClosedError
 
@@ -66,6 +68,10 @@ class ConsumeContext:
 
     Workers take messages with a lease, so a message counts against
     ``max_messages`` until its handler returns; they exit when the queue ends.
+    While a handler runs, a :class:`~natspull._lease.LeaseKeeper` (if any) keeps the
+    message's server-side ack timer alive. A failed handler's message is NAKed with the
+    *retry* backoff, or terminated and given to *on_dead_letter* once it was delivered
+    *term_after* times.
 
     Unlike a dropped :class:`~natspull.Messages`, a dropped context is never
     collected: its worker threads refer to it and run until :meth:`stop`,
@@ -81,18 +87,32 @@ class ConsumeContext:
         error_handler: Callable[[BaseException, Msg], Any] | None,
         workers: int,
         events: EventThread | None = None,
+        *,
+        lease: LeaseKeeper | None = None,
+        retry: Backoff | None = None,
+        term_after: int | None = None,
+        on_dead_letter: Callable[[Msg, BaseException], Any] | None = None,
     ) -> None:
-        """Private: use ``Consumer.consume()``."""
+        """Private: use ``Consumer.consume()`` (arguments already validated).
+
+        *lease* is closed by the last worker to exit. ``retry=None`` NAKs a failed message
+        for an immediate redelivery.
+        """
         self._engine = engine
         self._events = events
         self._queue = queue
         self._handler = handler
         self._error_handler = error_handler
-        # guards errors, _handled and _failed; leaf lock; replaced in a forked child
+        self._lease = lease
+        self._retry = retry
+        self._term_after = term_after
+        self._on_dead_letter = on_dead_letter
+        # guards errors, _handled, _failed and _terminated; leaf lock; replaced in a forked child
         self._errors_lock = threading.Lock()
         self.errors: list[BaseException] = []  # terminal conditions that ended the workers
         self._handled = 0
         self._failed = 0
+        self._terminated = 0  # failed messages terminated after term_after deliveries
         self._workers_left = workers  # the last worker to exit ends the event thread
         self._threads = [
             threading.Thread(target=self._work, name=f"natspull-worker-{next(_worker_ids)}", daemon=True)
@@ -121,6 +141,8 @@ class ConsumeContext:
         The workers did not survive the fork; the queue refuses every call (ForkedError).
         """
         self._errors_lock = threading.Lock()
+        if self._lease is not None:
+            self._lease.after_fork_in_child()
 
     def _work(self) -> None:
         keep_signals_for_main_thread()
@@ -130,11 +152,14 @@ class ConsumeContext:
             with self._errors_lock:
                 self._workers_left -= 1
                 last = self._workers_left == 0
+            if last and self._lease is not None:
+                self._lease.close()
             if last and self._events is not None:
                 self._events.close()
 
     def _work_loop(self) -> None:
         queue = self._queue
+        lease = self._lease
         while True:
             try:
                 msg = queue.get(lease=True)
@@ -145,6 +170,8 @@ class ConsumeContext:
                     if not any(e is exc for e in self.errors):
                         self.errors.append(exc)
                 return
+            if lease is not None:
+                lease.add(msg)
             try:
                 self._handler(msg)
                 ok = True
@@ -152,6 +179,8 @@ class ConsumeContext:
                 ok = False
                 self._on_handler_error(exc, msg)
             finally:
+                if lease is not None:
+                    lease.remove(msg)
                 queue.release(msg)
             with self._errors_lock:
                 if ok:
@@ -160,17 +189,58 @@ class ConsumeContext:
                     self._failed += 1
 
     def _on_handler_error(self, exc: Exception, msg: Msg) -> None:
+        """A handler raised: error_handler first; then, unless the message was acked, NAK it
+        with the retry delay, or terminate it (and call on_dead_letter) after term_after
+        deliveries. Worker thread."""
         log.error("natspull: handler failed on %s: %r", msg.subject, exc, exc_info=exc)
         if self._error_handler is not None:
             try:
                 self._error_handler(exc, msg)
             except Exception:
                 log.exception("natspull: error_handler raised")
-        if not msg.acked:
+        if msg.acked:
+            return
+        # The delivery count (parsed from the ack subject) only when something depends on it.
+        needed = self._retry is not None or self._term_after is not None
+        delivered = msg.metadata.num_delivered if needed else 0
+        if self._term_after is not None and delivered >= self._term_after:
+            self._dead_letter(exc, msg, delivered)
+            return
+        try:
+            msg.nak(None if self._retry is None else self._retry.delay(delivered))
+        except Error as nak_error:
+            log.warning("natspull: could not NAK %s: %s", msg.subject, nak_error)
+
+    def _dead_letter(self, exc: Exception, msg: Msg, delivered: int) -> None:
+        """Delivery *delivered* (>= term_after) failed: on_dead_letter, then +TERM. Worker thread.
+
+        The hook runs first, while the message is still unacknowledged: if the process dies
+        in between, the server redelivers it and the hook sees it again (at least once)
+        rather than never. A hook that acks, NAKs or terminates the message itself decides
+        its fate; natspull then sends nothing.
+        """
+        if self._on_dead_letter is not None:
             try:
-                msg.nak()
-            except Error as nak_error:
-                log.warning("natspull: could not NAK %s: %s", msg.subject, nak_error)
+                self._on_dead_letter(msg, exc)
+            except Exception:
+                log.exception("natspull: on_dead_letter raised")
+        if msg.acked:
+            return
+        # +TERM's reason shows up in the server's terminated advisory. Kept short, and
+        # made UTF-8-safe (term() refuses a reason it cannot encode).
+        text = f"{type(exc).__name__}: {exc}"[:200].encode("utf-8", "replace").decode()
+        reason = f"natspull: handler failed on delivery {delivered} (term_after={self._term_after}): {text}"
+        try:
+            try:
+                msg.term(reason)
+            except ValueError:  # a server with a tiny max_payload: terminate without the reason
+                msg.term()
+        except Error as term_error:
+            log.warning("natspull: could not terminate %s: %s", msg.subject, term_error)
+            return
+        log.warning("natspull: terminated %s after %d deliveries", msg.subject, delivered)
+        with self._errors_lock:
+            self._terminated += 1
 
     def stop(self) -> None:
         """No new handler calls; running handlers finish; buffered messages are NAKed back.
@@ -217,9 +287,11 @@ class ConsumeContext:
         return self._queue.state is not State.OPEN
 
     def stats(self) -> dict[str, Any]:
-        """A snapshot: handled, failed, workers alive, and the iterator stats."""
+        """A snapshot: handled, failed, terminated (after term_after deliveries), lease
+        extensions sent (``+WPI``), workers alive, and the iterator stats. Any thread."""
         with self._errors_lock:
-            counts = {"handled": self._handled, "failed": self._failed}
+            counts = {"handled": self._handled, "failed": self._failed, "terminated": self._terminated}
+        counts["lease_extensions"] = 0 if self._lease is None else self._lease.extensions
         alive = sum(thread.is_alive() for thread in self._threads)
         return {
             **self._queue.stats(),

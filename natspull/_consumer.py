@@ -9,18 +9,23 @@ from typing import Any
 from ._consume import ConsumeContext, EventThread
 from ._consumer_types import ConsumerInfo, PauseState, check_group
 from ._fetch import FETCH_GRACE, fetch_steps
+from ._lease import LEASE_FRACTION, LeaseKeeper
 from ._management import Admin
 from ._messages import Messages
 from ._msg import Msg
 from ._options import MAX_HEARTBEAT, MIN_HEARTBEAT, continuous_pull, pin_keepalive, pull_group
 from ._pull import PullEngine, PullEvent, PullGroup, PullOptions
 from ._queue import Flow, MsgQueue
+from ._retry import DEFAULT_RETRY, Backoff
+from ._types import AckPolicy
 from ._validate import check_int, check_number
 from .errors import JetStreamAPIError, TimeoutError
 
 __all__ = ["START_TIMEOUT", "Consumer", "fetch_request", "wait_fetch"]
 
 START_TIMEOUT = 10.0
+#: The server's ack_wait when a consumer's info does not say (nats-server's default).
+DEFAULT_ACK_WAIT = 30.0
 
 
 def fetch_request(
@@ -347,15 +352,38 @@ class Consumer:
         min_pending: int | None = None,
         min_ack_pending: int | None = None,
         priority: int | None = None,
+        max_lease: float = 3600.0,
+        retry: Backoff | None = DEFAULT_RETRY,
+        term_after: int | None = None,
+        on_dead_letter: Callable[[Msg, BaseException], Any] | None = None,
     ) -> ConsumeContext:
         """Run ``handler(msg)`` for every message on *workers* threads ``natspull-worker-N``.
 
-        The handler acks. A handler exception is logged and given to
-        ``error_handler(exc, msg)``, and the message is NAKed unless the
-        handler had acked it. At most ``max_messages`` (or ``max_bytes``) are
+        The handler acks. At most ``max_messages`` (or ``max_bytes``) are
         buffered plus in handlers. ``stop_after`` ends the consumption (as a drain) after
         that many messages were handed to the handler. Pull and priority-group options as
         :meth:`messages`.
+
+        Leases: while a handler runs, natspull keeps its message from being redelivered by
+        sending ``+WPI`` (``msg.in_progress()``) every half of the consumer's ``ack_wait``
+        (the smallest of ack_wait and its ``backoff`` values, from :attr:`cached_info`), for
+        at most ``max_lease`` seconds (default an hour; ``0`` turns leases off) after the
+        handler started; after that the server redelivers the message ``ack_wait`` after
+        the last extension. One timer on the loop thread serves every message; a message
+        the handler acks, NAKs or terminates is let go. Not for ``AckPolicy.NONE``
+        consumers. The time a message waited in the buffer before a worker took it counts
+        against its first ``ack_wait``: keep that under half of it (``max_messages``).
+
+        Retries: a handler exception is logged and given to ``error_handler(exc, msg)``
+        first; then, unless the message was acked (or NAKed/terminated), it is NAKed with a
+        delay of ``retry.delay(msg.metadata.num_delivered)`` (:class:`natspull.Backoff`; the
+        default ``Backoff(initial=1, maximum=60, multiplier=2, jitter=0.2)`` waits about
+        1 s, 2 s, 4 s ... 60 s; ``retry=None`` NAKs for an immediate redelivery). With
+        ``term_after=N`` a message whose N-th (or later) delivery fails is terminated
+        instead (``+TERM`` with a reason naming the exception; never redelivered), after
+        ``on_dead_letter(msg, exc)`` ran on the worker thread (what it raises is logged; a
+        hook that acks or NAKs the message itself decides instead). The consumer's own
+        ``max_deliver`` still applies: a ``term_after`` above it is never reached.
 
         ``on_event(event)`` receives a :class:`natspull.PullEvent` for each non-terminal
         happening - a missed heartbeat, a status the pulls go on after (e.g. 409 ``Exceeded
@@ -364,7 +392,9 @@ class Consumer:
 
         Blocks on: subscribing and the first pull. Returns a
         :class:`ConsumeContext` (stop, drain, wait); it runs until stopped or
-        drained, even when the application drops it. Any thread but the loop's.
+        drained, even when the application drops it. Raises ValueError/TypeError for bad
+        arguments (naming them) before anything is sent, ConnectionClosedError. Any thread
+        but the loop's.
         """
         if not callable(handler):
             raise TypeError(f"handler must be callable, got {type(handler).__name__}")
@@ -373,6 +403,14 @@ class Consumer:
         if on_event is not None and not callable(on_event):
             raise TypeError(f"on_event must be callable or None, got {type(on_event).__name__}")
         workers = check_int("workers", workers, maximum=1024)
+        max_lease = check_number("max_lease", max_lease)
+        if retry is not None and not isinstance(retry, Backoff):
+            raise TypeError(f"retry must be a natspull.Backoff or None, got {type(retry).__name__}")
+        term_after = check_int("term_after", term_after, allow_none=True)
+        if on_dead_letter is not None and not callable(on_dead_letter):
+            raise TypeError(f"on_dead_letter must be callable or None, got {type(on_dead_letter).__name__}")
+        if on_dead_letter is not None and term_after is None:
+            raise ValueError("on_dead_letter needs term_after (without it no message is ever dead-lettered)")
         flow, options = self._continuous(
             {
                 "max_messages": max_messages,
@@ -395,7 +433,30 @@ class Consumer:
             if events is not None:
                 events.close()
             raise
-        return ConsumeContext(engine, engine.queue, handler, error_handler, workers, events)
+        interval = self._lease_interval() if max_lease > 0 else None
+        lease = LeaseKeeper(engine.loop_thread, interval, max_lease) if interval is not None else None
+        return ConsumeContext(
+            engine,
+            engine.queue,
+            handler,
+            error_handler,
+            workers,
+            events,
+            lease=lease,
+            retry=retry,
+            term_after=term_after,
+            on_dead_letter=on_dead_letter,
+        )
+
+    def _lease_interval(self) -> float | None:
+        """How often consume() extends a message's lease, from :attr:`cached_info`: a fraction
+        of the shortest ack timer the server may apply (ack_wait, or a ``backoff`` step);
+        None for a consumer without acks."""
+        config = self._info.config
+        if config.ack_policy == AckPolicy.NONE:
+            return None
+        waits = [wait for wait in (config.ack_wait, *(config.backoff or [])) if wait and wait > 0]
+        return min(waits or [DEFAULT_ACK_WAIT]) * LEASE_FRACTION
 
     # ---------------------------------------------------------- management
 

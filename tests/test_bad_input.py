@@ -762,6 +762,75 @@ CASES: list[Case] = [
         "error_handler",
     ),
     Case("consume-expires-zero", lambda e: e.consumer.consume(print, expires=0), ValueError, "expires"),
+    Case(
+        "consume-max_lease-negative",
+        lambda e: e.consumer.consume(print, max_lease=-1),
+        ValueError,
+        "max_lease",
+    ),
+    Case(
+        "consume-max_lease-nan", lambda e: e.consumer.consume(print, max_lease=NAN), ValueError, "max_lease"
+    ),
+    Case(
+        "consume-max_lease-inf", lambda e: e.consumer.consume(print, max_lease=INF), ValueError, "max_lease"
+    ),
+    Case(
+        "consume-max_lease-bool", lambda e: e.consumer.consume(print, max_lease=True), TypeError, "max_lease"
+    ),
+    Case(
+        "consume-max_lease-str", lambda e: e.consumer.consume(print, max_lease="60"), TypeError, "max_lease"
+    ),  # type: ignore[arg-type]
+    Case("consume-retry-int", lambda e: e.consumer.consume(print, retry=1), TypeError, "retry"),  # type: ignore[arg-type]
+    Case("consume-retry-dict", lambda e: e.consumer.consume(print, retry={"initial": 1}), TypeError, "retry"),  # type: ignore[arg-type]
+    Case(
+        "consume-term_after-zero", lambda e: e.consumer.consume(print, term_after=0), ValueError, "term_after"
+    ),
+    Case(
+        "consume-term_after-negative",
+        lambda e: e.consumer.consume(print, term_after=-3),
+        ValueError,
+        "term_after",
+    ),
+    Case(
+        "consume-term_after-float",
+        lambda e: e.consumer.consume(print, term_after=2.5),
+        TypeError,
+        "term_after",
+    ),  # type: ignore[arg-type]
+    Case(
+        "consume-term_after-bool",
+        lambda e: e.consumer.consume(print, term_after=True),
+        TypeError,
+        "term_after",
+    ),
+    Case(
+        "consume-on_dead_letter-int",
+        lambda e: e.consumer.consume(print, term_after=3, on_dead_letter=5),  # type: ignore[arg-type]
+        TypeError,
+        "on_dead_letter",
+    ),
+    Case(
+        "consume-on_dead_letter-without-term_after",
+        lambda e: e.consumer.consume(print, on_dead_letter=lambda msg, exc: None),
+        ValueError,
+        "on_dead_letter needs term_after",
+    ),
+    Case("backoff-initial-negative", lambda e: natspull.Backoff(initial=-1), ValueError, "initial"),
+    Case("backoff-initial-nan", lambda e: natspull.Backoff(initial=NAN), ValueError, "initial"),
+    Case("backoff-initial-str", lambda e: natspull.Backoff(initial="1"), TypeError, "initial"),  # type: ignore[arg-type]
+    Case(
+        "backoff-maximum-below-initial",
+        lambda e: natspull.Backoff(initial=5, maximum=2),
+        ValueError,
+        "maximum",
+    ),
+    Case("backoff-maximum-inf", lambda e: natspull.Backoff(maximum=INF), ValueError, "maximum"),
+    Case("backoff-multiplier-below-1", lambda e: natspull.Backoff(multiplier=0.5), ValueError, "multiplier"),
+    Case("backoff-multiplier-bool", lambda e: natspull.Backoff(multiplier=True), TypeError, "multiplier"),
+    Case("backoff-jitter-above-1", lambda e: natspull.Backoff(jitter=1.5), ValueError, "jitter"),
+    Case("backoff-jitter-negative", lambda e: natspull.Backoff(jitter=-0.1), ValueError, "jitter"),
+    Case("backoff.delay-zero", lambda e: natspull.Backoff().delay(0), ValueError, "num_delivered"),
+    Case("backoff.delay-float", lambda e: natspull.Backoff().delay(1.0), TypeError, "num_delivered"),  # type: ignore[arg-type]
     # ------------------------------------------------------------- Messages.next
     Case("messages.next-timeout-negative", lambda e: e.messages().next(-1), ValueError, "timeout"),
     Case("messages.next-timeout-nan", lambda e: e.messages().next(NAN), ValueError, "timeout"),

@@ -18,6 +18,7 @@ import natspull.testing
 
 EXPECTED_ALL = [
     "AckPolicy",
+    "Backoff",
     "Client",
     "ConnectError",
     "ConnectionClosedError",
