@@ -22,12 +22,16 @@ def natspull_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("natspull")]
 
 
-def wait_until(predicate: Callable[[], object], timeout: float = 10.0, message: str = "condition") -> None:
-    """Poll *predicate* until true, failing the test after *timeout* seconds."""
+def wait_until(
+    predicate: Callable[[], object], timeout: float = 10.0, message: str | Callable[[], str] = "condition"
+) -> None:
+    """Poll *predicate* until true, failing the test after *timeout* seconds (*message*, or what
+    it returns when called then, says what was waited for)."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+            what = message() if callable(message) else message
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.005)
 
 
