@@ -42,6 +42,8 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
+from ._version import __version__
+
 __all__ = ["Telemetry", "current", "set_enabled", "watch"]
 
 T = TypeVar("T")
@@ -226,8 +228,6 @@ class Telemetry:
     @classmethod
     def build(cls, tracer_provider: Any, meter_provider: Any) -> Telemetry | None:
         """Telemetry for these providers; None when both are the API's defaults."""
-        from ._version import __version__
-
         tracer = (
             None if _is_api_default(tracer_provider) else tracer_provider.get_tracer("natspull", __version__)
         )
