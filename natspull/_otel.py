@@ -77,8 +77,10 @@ _seen_meter: object = object()
 _telemetry: Telemetry | None = None
 # Open iterators and consume() contexts, for the observable instruments: object -> attributes.
 _watched: weakref.WeakKeyDictionary[Any, dict[str, str]] = weakref.WeakKeyDictionary()
-# The iterator message this thread (trio task) was handed last, whose span is still open.
-_last_handout: contextvars.ContextVar[_Handout | None] = contextvars.ContextVar(
+# The iterator message this thread (trio task) was handed last, whose span is still open, with
+# its owner (thread id, trio task): a trio task or a thread started with a copy of another's
+# context sees the other's value, which is not its own to end.
+_last_handout: contextvars.ContextVar[tuple[object, _Handout] | None] = contextvars.ContextVar(
     "natspull_last_handout", default=None
 )
 
@@ -327,23 +329,26 @@ class Telemetry:
 
     def take(self, get: Callable[..., T], *args: Any) -> T:
         """An iterator's ``get(*args)``: end this thread's previous span, start the new message's."""
-        self.next_started()
+        owner = threading.get_ident()
+        self.next_started(owner)
         msg = get(*args)
-        self.handed_out(msg)
+        self.handed_out(msg, owner)
         return msg
 
-    def next_started(self) -> None:
-        """The thread (trio task) asks an iterator for its next message: the last one's span ends."""
+    def next_started(self, owner: object) -> None:
+        """*owner* (a thread's id, a trio task) asks an iterator for its next message: the span of
+        the message it was handed last ends."""
         last = _last_handout.get()
-        if last is not None:
+        if last is not None and last[0] == owner:
             _last_handout.set(None)
-            last.end()
+            last[1].end()
 
-    def handed_out(self, msg: Any) -> None:
-        """An iterator handed *msg* out: its span runs until its ack/nak/term or the next next()."""
+    def handed_out(self, msg: Any, owner: object) -> None:
+        """An iterator handed *msg* to *owner*: its span runs until its ack/nak/term or the
+        owner's next next()."""
         span, _ = self._handout(msg, owns_span=True)
         if span is not None:
-            _last_handout.set(msg._otel)
+            _last_handout.set((owner, msg._otel))
 
     def _handout(self, msg: Any, *, owns_span: bool) -> tuple[Any, dict[str, Any]]:
         """Start *msg*'s span (None without a tracer), count it, and tie it to the message

@@ -350,8 +350,9 @@ class Messages:
         if waker is None:
             raise RuntimeError("use 'async with consumer.messages() as msgs:' before receiving")
         telemetry = _otel.current()
+        task = trio.lowlevel.current_task()
         if telemetry is not None:
-            telemetry.next_started()  # this task's previous message's span ends
+            telemetry.next_started(task)  # this task's previous message's span ends
         waker.sleepers += 1
         try:
             while (msg := self._take()) is None:
@@ -359,7 +360,7 @@ class Messages:
         finally:
             waker.sleepers -= 1
         if telemetry is not None:
-            telemetry.handed_out(msg)  # its span: until its ack/nak/term or this task's next next()
+            telemetry.handed_out(msg, task)  # its span: until its ack/nak/term or this task's next next()
         await trio.lowlevel.cancel_shielded_checkpoint()
         return Msg(msg)
 

@@ -10,6 +10,7 @@ when it is done (``_otel.set_enabled(False)``), so later test modules run uninst
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import textwrap
@@ -18,6 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import trio
 
 pytest.importorskip("opentelemetry.sdk")
 
@@ -39,6 +41,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 import natspull
+import natspull.trio
 from natspull import _otel
 from natspull.testing import NatsServer
 
@@ -182,6 +185,41 @@ def test_one_trace_from_publish_to_the_consume_handler(
     ((current, headers),) = seen
     assert current.span_id == process.context.span_id
     assert headers == {"traceparent": traceparent(send)}
+
+
+@pytest.mark.trio
+async def test_trio_iterator_spans_end_per_task(otel: Otel, nats_server: NatsServer) -> None:
+    async with natspull.trio.open_client(nats_server.url) as client:
+        js = client.jetstream()
+        await js.add_stream(name="TR", subjects=["TR.>"])
+        await js.publish_many([("TR.m", b"%d" % i) for i in range(3)])
+        consumer = await js.add_consumer("TR", durable_name="t", ack_wait=60)
+        name = "process TR.m"
+        with trio.fail_after(TIMEOUT):
+            async with consumer.messages() as msgs:
+                first = await msgs.next()  # this task's message, not acked
+                taken: list[natspull.trio.Msg] = []
+
+                async def other_task() -> None:
+                    taken.append(await msgs.next())
+                    taken.append(await msgs.next())  # ends the span of this task's previous message
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(other_task)
+                second, third = taken
+                (span,) = otel.spans(name)  # only the other task's first message's span ended
+                assert span.attributes is not None
+                assert span.attributes["messaging.nats.stream.sequence"] == second.metadata.sequence.stream
+                first.ack()
+                third.term()
+                spans = otel.spans(name)
+        assert [s.attributes["messaging.nats.stream.sequence"] for s in spans if s.attributes] == [
+            second.metadata.sequence.stream,
+            first.metadata.sequence.stream,
+            third.metadata.sequence.stream,
+        ]
+        assert [s.attributes.get("natspull.ack.kind") for s in spans if s.attributes] == [None, "ack", "term"]
+        await js.delete_stream("TR")
 
 
 def _nats_py_publish(url: str, subject: str, headers: dict[str, str]) -> None:
@@ -389,66 +427,78 @@ def test_observable_instruments_read_the_iterator_stats(
     assert "natspull.consumer.buffered" not in otel.metrics()  # a stopped iterator is not reported
 
 
-def _run(script: str, *args: str) -> str:
+def _run(script: str, *args: str, env: dict[str, str] | None = None) -> str:
     done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(script), *args],
+        [sys.executable, "-c", script, *args],
         capture_output=True,
         text=True,
         timeout=60,
+        env={**os.environ, **(env or {})},
     )
     assert done.returncode == 0, done.stderr
     return done.stdout
 
 
+# Publishes (core, JetStream, publish_many) and receives (iterator, consume()) in a subprocess;
+# prints the subjects and headers received. sys.argv[1]: the server's URL.
 _ROUND_TRIP = """
-    import threading
+import threading
 
-    import natspull
-    assert sys.modules.get("opentelemetry") is None  # natspull imports nothing of it at import time
-    with natspull.connect(sys.argv[1]) as client:
-        js = client.jetstream()
-        js.add_stream(name="P", subjects=["P.>"])
-        js.publish("P.js", b"1", timeout=10)
-        js.publish_many([("P.many", b"2")], timeout=10)
-        client.publish("P.core", b"3")
-        client.flush(10)
-        consumer = js.add_consumer("P", durable_name="p")
-        with consumer.messages() as msgs:
-            got = [msgs.next(10) for _ in range(2)]
-        handled = []
-        done = threading.Event()
-        with consumer.consume(lambda m: (handled.append(m), m.ack(), done.set())):
-            assert done.wait(10)
-        for msg in got:
-            msg.ack()
-        js.delete_stream("P")
-    print([m.subject for m in got + handled], [m.headers for m in got + handled])
+import natspull
+
+with natspull.connect(sys.argv[1]) as client:
+    js = client.jetstream()
+    js.add_stream(name="P", subjects=["P.>"])
+    js.publish("P.js", b"1", timeout=10)
+    js.publish_many([("P.many", b"2")], timeout=10)
+    client.publish("P.core", b"3")
+    client.flush(10)
+    consumer = js.add_consumer("P", durable_name="p")
+    with consumer.messages() as msgs:
+        got = [msgs.next(10) for _ in range(2)]
+    handled = []
+    done = threading.Event()
+    with consumer.consume(lambda m: (handled.append(m), m.ack(), done.set())):
+        assert done.wait(10)
+    for msg in got:
+        msg.ack()
+    js.delete_stream("P")
+print([m.subject for m in got + handled], [m.headers for m in got + handled])
 """
+_NO_HEADERS = "['P.js', 'P.many', 'P.core'] [None, None, None]\n"
+# natspull imports nothing of OpenTelemetry at import time (None: imports blocked, see below)
+_NOT_AT_IMPORT = 'import sys\nimport natspull\nassert sys.modules.get("opentelemetry") is None\n'
 
 
 def test_with_the_api_but_no_sdk_nothing_is_added(nats_server: NatsServer) -> None:
-    script = (
-        "import sys\n"
-        + textwrap.dedent(_ROUND_TRIP)
-        + textwrap.dedent("""
-        from natspull import _otel
-        assert _otel.current() is None
-        assert "opentelemetry.trace" in sys.modules  # looked up, and found unconfigured
-    """)
+    after = (
+        "from natspull import _otel\n"
+        "assert _otel.current() is None\n"
+        "assert 'opentelemetry.trace' in sys.modules  # looked up, and found unconfigured\n"
     )
-    assert _run(script, nats_server.url) == "['P.js', 'P.many', 'P.core'] [None, None, None]\n"
+    assert _run(_NOT_AT_IMPORT + _ROUND_TRIP + after, nats_server.url) == _NO_HEADERS
 
 
 def test_without_opentelemetry_installed_everything_works(nats_server: NatsServer) -> None:
     blocked = (
         "import sys\nsys.modules['opentelemetry'] = None  # import opentelemetry... raises ImportError\n"
     )
-    script = (
-        blocked
-        + textwrap.dedent(_ROUND_TRIP)
-        + textwrap.dedent("""
-        from natspull import _otel
-        assert _otel.current() is None and _otel._unavailable
+    after = "from natspull import _otel\nassert _otel.current() is None and _otel._unavailable\n"
+    assert _run(blocked + _NOT_AT_IMPORT + _ROUND_TRIP + after, nats_server.url) == _NO_HEADERS
+
+
+def test_natspull_otel_0_switches_it_off(nats_server: NatsServer) -> None:
+    sdk = textwrap.dedent("""
+        import sys
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        trace.set_tracer_provider(provider)
     """)
-    )
-    assert _run(script, nats_server.url) == "['P.js', 'P.many', 'P.core'] [None, None, None]\n"
+    after = "assert exporter.get_finished_spans() == ()\n"
+    assert _run(sdk + _ROUND_TRIP + after, nats_server.url, env={"NATSPULL_OTEL": "0"}) == _NO_HEADERS
