@@ -64,9 +64,14 @@ ACK_KIND = "natspull.ack.kind"
 _TRACEPARENT = "traceparent"
 _ACK_PAYLOADS = (("+ACK", "ack"), ("-NAK", "nak"), ("+TERM", "term"))
 
-# Module state: written only under _lock; read without it on the fast path (each a single
+# Module state: written only under _state_lock; read without it on the fast path (each a single
 # reference read; a reader that sees a half-done refresh takes the slow path once more).
-_lock = threading.Lock()  # guards the writes below; leaf lock: nothing is called under it but imports
+# _state_lock is held across the API's import and the SDK's get_tracer/get_meter and instrument
+# creation (so that instruments are created once), and is taken nowhere else: in particular not
+# by the observable callbacks, which the SDK calls under its own locks. Lock order: _state_lock,
+# then the SDK's locks; _watch_lock is a leaf.
+_state_lock = threading.Lock()
+_watch_lock = threading.Lock()  # guards _watched; leaf lock
 _enabled = os.environ.get("NATSPULL_OTEL", "1").strip().lower() not in ("0", "false", "no", "off")
 _unavailable = False  # the API package is not installed: never try again
 _trace: Any = None  # opentelemetry.trace once loaded (its _TRACER_PROVIDER global is the probe)
@@ -83,6 +88,17 @@ _watched: weakref.WeakKeyDictionary[Any, dict[str, str]] = weakref.WeakKeyDictio
 _last_handout: contextvars.ContextVar[tuple[object, _Handout] | None] = contextvars.ContextVar(
     "natspull_last_handout", default=None
 )
+
+
+def _new_locks_in_child() -> None:
+    """Child process after os.fork(): another thread may have held a lock at the fork."""
+    global _state_lock, _watch_lock
+    _state_lock = threading.Lock()
+    _watch_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_new_locks_in_child)
 
 
 def current() -> Telemetry | None:
@@ -104,7 +120,7 @@ def current() -> Telemetry | None:
 def set_enabled(enabled: bool) -> None:
     """Private switch (benchmarks, tests): False makes :func:`current` return None. Any thread."""
     global _enabled, _trace, _always_refresh, _telemetry
-    with _lock:
+    with _state_lock:
         _enabled = enabled
         if not enabled:
             _trace = None
@@ -118,13 +134,13 @@ def watch(obj: Any, stream: str, consumer: str) -> None:
     Cheap (a weak reference; no OpenTelemetry import). Any thread.
     """
     if _enabled and not _unavailable:
-        with _lock:
+        with _watch_lock:
             _watched[obj] = {SYSTEM: "nats", STREAM_NAME: stream, CONSUMER_GROUP: consumer}
 
 
 def _load() -> Telemetry | None:
     global _unavailable, _trace, _metrics, _always_refresh
-    with _lock:
+    with _state_lock:
         if _trace is None and not _always_refresh and not _unavailable and _enabled:
             try:
                 import opentelemetry.metrics._internal as metrics_internal
@@ -145,7 +161,7 @@ def _refresh() -> Telemetry | None:
     global _seen_tracer, _seen_meter, _telemetry
     from opentelemetry import metrics, trace
 
-    with _lock:
+    with _state_lock:
         if not _enabled:
             return None
         # get_*_provider() may set the globals first (from OTEL_PYTHON_*_PROVIDER): read them after.
@@ -179,13 +195,17 @@ class Telemetry:
     """Spans and instruments for one pair of global providers. Build with :meth:`build`."""
 
     def __init__(self, tracer_provider: object, meter_provider: object, tracer: Any, meter: Any) -> None:
-        from opentelemetry import propagate, trace
+        from opentelemetry import context, propagate, trace
 
         self.tracer_provider = tracer_provider
         self.meter_provider = meter_provider
         self._tracer = tracer  # None: metrics only
         self._propagate = propagate
         self._trace = trace
+        self._context = context
+        # set by exporters around their own sends (OTLP exporters do): an exporter that
+        # publishes through natspull must not trace its own publishes
+        self._suppress_key = getattr(context, "_SUPPRESS_INSTRUMENTATION_KEY", None)
         self._meter = meter  # None: traces only
         if meter is None:
             return
@@ -242,7 +262,7 @@ class Telemetry:
         from opentelemetry.metrics import Observation
 
         def callback(options: Any) -> Iterator[Any]:
-            with _lock:
+            with _watch_lock:
                 watched = list(_watched.items())
             for obj, attributes in watched:
                 if obj.closed:
@@ -267,6 +287,8 @@ class Telemetry:
     ) -> T:
         """Run ``publish(headers)`` in a PRODUCER span ``send <subject>`` whose context is in the
         headers passed (a copy; *headers* not a dict: passed unchanged, for publish to reject)."""
+        if self._suppressed():
+            return publish(headers)
         attributes = {SYSTEM: "nats", OPERATION_NAME: operation, OPERATION_TYPE: "send", DESTINATION: subject}
         size = _body_size(data)
         if size is not None:
@@ -300,9 +322,13 @@ class Telemetry:
         self._propagate.inject(headers)
         return headers or None
 
-    def batch(self) -> Batch:
-        """A ``publish_many`` batch: :meth:`Batch.create` per message, then :meth:`Batch.send`."""
-        return Batch(self)
+    def batch(self) -> Batch | None:
+        """A ``publish_many`` batch: :meth:`Batch.create` per message, then :meth:`Batch.send`
+        (None: instrumentation suppressed)."""
+        return None if self._suppressed() else Batch(self)
+
+    def _suppressed(self) -> bool:
+        return self._suppress_key is not None and bool(self._context.get_value(self._suppress_key))
 
     # ------------------------------------------------------------------ consume
 

@@ -303,6 +303,23 @@ def test_core_publish_span_and_header(
     }
 
 
+def test_publishes_of_an_exporter_are_not_traced(otel: Otel, js: natspull.JetStream, stream: str) -> None:
+    from opentelemetry import context
+
+    # what OTLP exporters do around their sends: an exporter publishing through natspull
+    token = context.attach(context.set_value(context._SUPPRESS_INSTRUMENTATION_KEY, True))
+    try:
+        js.publish(f"{stream}.x", b"1", timeout=TIMEOUT)
+        js.publish_many([(f"{stream}.x", b"2")], timeout=TIMEOUT)
+    finally:
+        context.detach(token)
+    assert otel.spans() == []
+    msgs = js.add_consumer(stream, durable_name="x").fetch(2, max_wait=TIMEOUT)
+    assert [m.headers for m in msgs] == [None, None]
+    for msg in msgs:
+        msg.ack()
+
+
 def test_iterator_spans_end_at_the_ack_or_at_the_next_next(
     otel: Otel, js: natspull.JetStream, stream: str
 ) -> None:
