@@ -350,7 +350,7 @@ class Messages:
         if waker is None:
             raise RuntimeError("use 'async with consumer.messages() as msgs:' before receiving")
         telemetry = _otel.current()
-        task = trio.lowlevel.current_task()
+        task = None if telemetry is None else trio.lowlevel.current_task()
         if telemetry is not None:
             telemetry.next_started(task)  # this task's previous message's span ends
         waker.sleepers += 1
