@@ -12,7 +12,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from . import _fork
+from . import _fork, _otel
 from ._connection import Connection
 from ._jetstream import JetStream
 from ._loop import LoopThread, keep_signals_for_main_thread
@@ -187,6 +187,13 @@ class Client:
         Raises ValueError/TypeError for a bad subject, payload or headers,
         ConnectionClosedError once closed (ForkedError in a forked child). Any thread.
         """
+        telemetry = _otel.current()
+        if telemetry is None:
+            self._publish(subject, data, headers)
+        else:  # a PRODUCER span, its context in the headers
+            telemetry.send("publish", subject, data, headers, lambda h: self._publish(subject, data, h))
+
+    def _publish(self, subject: str, data: bytes, headers: dict[str, str] | None) -> None:
         data, headers = self._conn.check_message(subject, data, headers)
         self._conn.publish_nowait(subject, data, "", headers)
 

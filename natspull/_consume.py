@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import _fork
+from . import _fork, _otel
 from ._lease import LeaseKeeper
 from ._loop import keep_signals_for_main_thread
 from ._msg import Msg
@@ -121,6 +121,7 @@ class ConsumeContext:
         for thread in self._threads:
             thread.start()
         _fork.track(self)
+        _otel.watch(self, engine.stream, engine.consumer)
 
     def __repr__(self) -> str:
         engine = self._engine
@@ -173,7 +174,11 @@ class ConsumeContext:
             if lease is not None:
                 lease.add(msg)
             try:
-                self._handler(msg)
+                telemetry = _otel.current()
+                if telemetry is None:
+                    self._handler(msg)
+                else:  # a CONSUMER span around the call, in the trace of the message's headers
+                    telemetry.process(self._handler, msg)
                 ok = True
             except Exception as exc:
                 ok = False

@@ -8,6 +8,7 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar, cast
 
+from . import _otel
 from ._consumer import Consumer
 from ._consumer_types import (
     ConsumerConfig,
@@ -276,8 +277,15 @@ class JetStream:
         expected stream; ...), natspull.TimeoutError. Any thread but the loop's.
         """
         timeout = self._timeout if timeout is None else check_number("timeout", timeout, exclusive=True)
-        entry = self._entry(0, subject, data, headers, msg_id, expected_stream)
-        return self._link.run(self._publish_all([entry], 1, timeout), timeout + 1.0, "publish")[0]
+
+        def publish(headers: dict[str, str] | None) -> PubAck:
+            entry = self._entry(0, subject, data, headers, msg_id, expected_stream)
+            return self._link.run(self._publish_all([entry], 1, timeout), timeout + 1.0, "publish")[0]
+
+        telemetry = _otel.current()
+        if telemetry is None:
+            return publish(headers)
+        return telemetry.send("publish", subject, data, headers, publish)  # a PRODUCER span
 
     def publish_many(
         self,
@@ -304,16 +312,23 @@ class JetStream:
         if expected_stream is not None:
             check_name("expected_stream", expected_stream)
         entries = []
+        telemetry = _otel.current()
+        batch = None if telemetry is None else telemetry.batch()  # a create span per message
         for index, item in enumerate(messages):
             if not isinstance(item, tuple) or len(item) != 2:
                 raise TypeError(f"messages must yield (subject, data) pairs, got {item!r:.60}")
             try:
-                entries.append(self._entry(index, item[0], item[1], None, None, expected_stream))
+                headers = None if batch is None else batch.create(item[0], item[1])
+                entries.append(self._entry(index, item[0], item[1], headers, None, expected_stream))
             except (TypeError, ValueError) as exc:
                 raise type(exc)(f"messages[{index}]: {exc}") from None
         if not entries:
             return []
-        return self._link.run(self._publish_all(entries, window, timeout), None, "publish_many")
+        if batch is None:
+            return self._link.run(self._publish_all(entries, window, timeout), None, "publish_many")
+        return batch.send(
+            lambda: self._link.run(self._publish_all(entries, window, timeout), None, "publish_many")
+        )
 
     def _entry(
         self,

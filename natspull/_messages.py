@@ -19,6 +19,7 @@ import sys
 import warnings
 from typing import Any
 
+from . import _otel
 from ._msg import Msg
 from ._pull import PullEngine
 from ._queue import MsgQueue, State
@@ -62,6 +63,7 @@ class Messages:
         self._engine = engine
         self._queue = queue
         self._created_at = creation_site()  # natspull.trio puts its own caller's here
+        _otel.watch(self, engine.stream, engine.consumer)
 
     def __del__(self) -> None:
         # Collected: the application can no longer take what the iterator holds, so hand it
@@ -89,8 +91,10 @@ class Messages:
 
     def __next__(self) -> Msg:
         self._engine.loop_thread.check_not_in_loop("iterating Messages")
+        telemetry = _otel.current()
         try:
-            return self._queue.get()
+            # with telemetry: the previous message's span ends, this one's starts
+            return self._queue.get() if telemetry is None else telemetry.take(self._queue.get)
         except IteratorClosedError:
             raise StopIteration from None
 
@@ -115,7 +119,11 @@ class Messages:
         Any thread.
         """
         self._engine.loop_thread.check_not_in_loop("Messages.next()")
-        return self._queue.get(check_timeout("timeout", timeout))
+        timeout = check_timeout("timeout", timeout)
+        telemetry = _otel.current()
+        if telemetry is None:
+            return self._queue.get(timeout)
+        return telemetry.take(self._queue.get, timeout)  # spans: see natspull/_otel.py
 
     def stop(self) -> None:
         """End now: every waiter wakes and sees the end; no new pull is sent.

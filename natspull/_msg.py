@@ -12,11 +12,14 @@ import json
 import os
 import threading
 from collections.abc import Iterable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ._types import Metadata, SequencePair
 from ._validate import check_nanoseconds
 from .errors import Error, MsgAlreadyAckedError
+
+if TYPE_CHECKING:
+    from ._otel import _Handout
 
 __all__ = ["AckSink", "Metadata", "Msg", "nak_unacked", "parse_metadata"]
 
@@ -63,7 +66,7 @@ class Msg:
         reply: the ack subject of a JetStream message ("" for a core message).
     """
 
-    __slots__ = ("_acked", "_metadata", "_sink", "data", "headers", "reply", "size", "subject")
+    __slots__ = ("_acked", "_metadata", "_otel", "_sink", "data", "headers", "reply", "size", "subject")
 
     def __init__(
         self,
@@ -83,6 +86,7 @@ class Msg:
         self._sink = sink
         self._acked = False
         self._metadata: Metadata | None = None
+        self._otel: _Handout | None = None  # set when handed out with OpenTelemetry on (_otel.py)
 
     def __repr__(self) -> str:
         return f"<natspull.Msg subject={self.subject!r} reply={self.reply!r} data={len(self.data)} bytes>"
@@ -164,6 +168,8 @@ class Msg:
         except BaseException:
             self._acked = False  # not confirmed: the caller may retry
             raise
+        if self._otel is not None:
+            self._otel.settled(_ACK)
 
     def _check(self, *, terminal: bool) -> AckSink:
         sink = self._sink
@@ -185,6 +191,8 @@ class Msg:
             if terminal:
                 self._acked = False
             raise
+        if terminal and self._otel is not None:
+            self._otel.settled(payload)
 
 
 def parse_metadata(reply: str) -> Metadata:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
-from . import _fork
+from . import _fork, _otel
 from ._fetch import fetch_steps
 from ._messages import creation_site
 from ._msg import Metadata, nak_unacked
@@ -349,12 +349,18 @@ class Messages:
         waker = self._waker
         if waker is None:
             raise RuntimeError("use 'async with consumer.messages() as msgs:' before receiving")
+        telemetry = _otel.current()
+        task = None if telemetry is None else trio.lowlevel.current_task()
+        if telemetry is not None:
+            telemetry.next_started(task)  # this task's previous message's span ends
         waker.sleepers += 1
         try:
             while (msg := self._take()) is None:
                 await waker.park()
         finally:
             waker.sleepers -= 1
+        if telemetry is not None:
+            telemetry.handed_out(msg, task)  # its span: until its ack/nak/term or this task's next next()
         await trio.lowlevel.cancel_shielded_checkpoint()
         return Msg(msg)
 
