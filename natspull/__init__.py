@@ -19,12 +19,13 @@ from ._client import Client, connect
 from ._consume import ConsumeContext
 from ._consumer import Consumer
 from ._consumer_types import ConsumerConfig, ConsumerInfo, PauseState, PriorityGroupState, PriorityPolicy
+from ._events import ConsumerEvent, PullEvent
 from ._jetstream import JetStream
 from ._messages import Messages
 from ._msg import Metadata, Msg
 from ._ordered import OrderedConsumer, OrderedMessages
-from ._pull import PullEvent
 from ._signals import shutdown_on_signals
+from ._stats import ClientStats, ConsumeStats, MessagesStats
 from ._types import (
     AckPolicy,
     DeliverPolicy,
@@ -57,12 +58,15 @@ from .errors import (
 __all__ = [
     "AckPolicy",
     "Client",
+    "ClientStats",
     "ConnectError",
     "ConnectionClosedError",
     "ConsumeContext",
+    "ConsumeStats",
     "Consumer",
     "ConsumerConfig",
     "ConsumerDeletedError",
+    "ConsumerEvent",
     "ConsumerInfo",
     "ConsumerNotFoundError",
     "DeliverPolicy",
@@ -73,6 +77,7 @@ __all__ = [
     "JetStream",
     "JetStreamAPIError",
     "Messages",
+    "MessagesStats",
     "Metadata",
     "Msg",
     "MsgAlreadyAckedError",

@@ -19,12 +19,15 @@ import natspull.testing
 EXPECTED_ALL = [
     "AckPolicy",
     "Client",
+    "ClientStats",
     "ConnectError",
     "ConnectionClosedError",
     "ConsumeContext",
+    "ConsumeStats",
     "Consumer",
     "ConsumerConfig",
     "ConsumerDeletedError",
+    "ConsumerEvent",
     "ConsumerInfo",
     "ConsumerNotFoundError",
     "DeliverPolicy",
@@ -35,6 +38,7 @@ EXPECTED_ALL = [
     "JetStream",
     "JetStreamAPIError",
     "Messages",
+    "MessagesStats",
     "Metadata",
     "Msg",
     "MsgAlreadyAckedError",
@@ -62,6 +66,18 @@ EXPECTED_ALL = [
 
 EXPECTED_TESTING_ALL = ["NatsCluster", "NatsServer", "find_server_binary"]
 
+EXPECTED_TRIO_ALL = [
+    "Client",
+    "Consumer",
+    "JetStream",
+    "Messages",
+    "MessagesStats",
+    "Msg",
+    "OrderedConsumer",
+    "OrderedMessages",
+    "open_client",
+]
+
 PUBLIC_MODULES = sorted(
     f"natspull.{info.name}"
     for info in pkgutil.iter_modules(natspull.__path__)
@@ -86,6 +102,16 @@ def test_all_is_pinned_and_sorted() -> None:
 
 def test_testing_all_is_pinned_and_sorted() -> None:
     assert natspull.testing.__all__ == EXPECTED_TESTING_ALL
+
+
+def test_trio_all_is_pinned() -> None:
+    trio_module = pytest.importorskip("natspull.trio")
+    assert trio_module.__all__ == EXPECTED_TRIO_ALL
+
+
+def test_pull_event_is_the_consumer_event() -> None:
+    """The old name stays: code annotated with natspull.PullEvent keeps working."""
+    assert natspull.PullEvent is natspull.ConsumerEvent
 
 
 def test_public_modules_are_known() -> None:

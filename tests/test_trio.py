@@ -80,7 +80,8 @@ class _EngineStub:
     consumer = "C"
 
     def stats(self) -> dict[str, int]:
-        return {}
+        counters = ("pulls_sent", "heartbeats_missed", "reconnects", "pins_lost", "resets", "acked")
+        return dict.fromkeys(counters, 0)
 
 
 class _ConsumerStub:
@@ -149,7 +150,7 @@ async def test_cancelling_a_woken_waiter_loses_nothing() -> None:
             with trio.fail_after(1):
                 got.append((await msgs.next()).reply)
         assert got == [f"r{steps}"]
-        assert msgs.stats()["buffered"] == 0
+        assert msgs.stats().buffered == 0
     assert outcomes == {False, True}  # both sides of the race were exercised
     msgs.stop()
 
@@ -189,7 +190,7 @@ async def test_stop_after_a_finished_drain_gives_everything_back() -> None:
     assert sorted(subject for subject, payload in sink.sent if payload == b"-NAK") == [
         f"r{i}" for i in range(1, 8)
     ]
-    assert (queue.stats()["buffered"], msgs.stats()["buffered"], msgs.stats()["delivered"]) == (0, 0, 1)
+    assert (queue.stats()["buffered"], msgs.stats().buffered, msgs.stats().delivered) == (0, 0, 1)
 
 
 @pytest.mark.trio
@@ -221,7 +222,7 @@ async def test_no_lost_wake_up_against_a_racing_producer_thread() -> None:
                 done.set()  # lets the producer thread end even when the test fails
     finally:
         sys.setswitchinterval(interval)
-    assert msgs.stats()["wakeups"] <= n
+    assert msgs.stats().wakeups <= n
     msgs.stop()
 
 
@@ -346,9 +347,9 @@ async def test_async_for_5000_messages_with_acks(client: natspull.trio.Client) -
                     break
             stats = msgs.stats()
     assert seen == list(range(1, n + 1))
-    assert stats["delivered"] == n
+    assert stats.delivered == n
     # One trio wake-up per burst at most, never one per message.
-    assert 0 < stats["wakeups"] < n / 10, stats
+    assert 0 < stats.wakeups < n / 10, stats
     info = await settle(client, consumer)
     assert (info.num_ack_pending, info.num_pending, info.num_redelivered) == (0, 0, 0)
 
@@ -369,9 +370,9 @@ async def test_waiting_blocks_no_thread_and_fail_after_leaves_the_iterator_usabl
 
             nursery.start_soon(wait_one)
             await trio.testing.wait_all_tasks_blocked()  # wait_one is parked in next()
-            assert msgs.stats()["waiters"] == 1
+            assert msgs.stats().waiters == 1
             assert threads_in_queue_get() == []
-        assert msgs.stats()["waiters"] == 0
+        assert msgs.stats().waiters == 0
         await js.publish(f"{stream}.x", b"late")
         with trio.fail_after(5):
             msg = await msgs.next()
@@ -428,7 +429,7 @@ async def test_200_random_cancellations_lose_and_duplicate_nothing(client: natsp
                         inner.start_soon(receive_one, msgs, inner.cancel_scope)
                         await trio.sleep(delay)
                         inner.cancel_scope.cancel()
-            assert msgs.stats()["buffered"] == 0
+            assert msgs.stats().buffered == 0
     assert cancellations >= 200, f"seed {seed}"
     assert sorted(received) == list(range(1, n + 1)), f"seed {seed}: {Counter(received).most_common(3)}"
     info = await settle(client, consumer)
@@ -473,7 +474,7 @@ async def test_drain_from_another_task_ends_after_the_buffered_messages(client: 
             first = await msgs.next()
             received.append(seq(first))
             first.ack()
-            while msgs.stats()["buffered"] < 49:  # the first pull of 50 arrived
+            while msgs.stats().buffered < 49:  # the first pull of 50 arrived
                 await trio.sleep(0.01)
 
             async def drainer() -> None:
@@ -504,7 +505,7 @@ async def test_stop_ends_at_once_and_the_trio_buffer_is_redelivered_promptly(
     received: list[int] = []
     with trio.fail_after(20):
         async with consumer.messages(max_messages=n) as msgs:
-            while msgs.stats()["buffered"] < n:
+            while msgs.stats().buffered < n:
                 await trio.sleep(0.01)
             three = trio.Event()
             async with trio.open_nursery() as nursery:
@@ -524,7 +525,7 @@ async def test_stop_ends_at_once_and_the_trio_buffer_is_redelivered_promptly(
                             await trio.sleep(0.01)
                 assert len(received) == 3  # nothing after stop(), although 97 were buffered
             assert msgs.closed
-            assert msgs.stats()["buffered"] == 0
+            assert msgs.stats().buffered == 0
             with pytest.raises(natspull.IteratorClosedError):
                 await msgs.next()
     # NAKed, not left to ack_wait (30 s): a second iterator gets them within a second.
@@ -548,10 +549,10 @@ async def test_leaving_async_with_gives_the_buffer_back(client: natspull.trio.Cl
         async with consumer.messages(max_messages=50) as msgs:
             msg = await msgs.next()
             msg.ack()
-            while msgs.stats()["buffered"] < 49:
+            while msgs.stats().buffered < 49:
                 await trio.sleep(0.01)
     stats = msgs.stats()
-    assert (stats["delivered"], stats["buffered"], stats["state"]) == (1, 0, "closed")
+    assert (stats.delivered, stats.buffered, stats.state) == (1, 0, "closed")
     with trio.fail_after(1.0):
         got = await consumer.fetch(49, max_wait=0.9)
     assert sorted(seq(m) for m in got) == list(range(2, 51))
@@ -623,7 +624,7 @@ async def test_stop_wakes_every_waiting_task_at_once(client: natspull.trio.Clien
         async with consumer.messages() as msgs, trio.open_nursery() as nursery:
             for _ in range(4):
                 nursery.start_soon(waiter, msgs)
-            while msgs.stats()["waiters"] < 4:
+            while msgs.stats().waiters < 4:
                 await trio.sleep(0.01)
             stopped_at = trio.current_time()
             msgs.stop()
@@ -706,7 +707,7 @@ async def test_ordered_filtered_in_order_and_resets_are_invisible(client: natspu
                 got += [seq(await msgs.next()) for _ in range(500)]
             got += [seq(await msgs.next()) for _ in range(len(expected) - len(got))]
             assert got == expected
-            assert msgs.stats()["resets"] == 2
+            assert msgs.stats().resets == 2
             assert oc.last_sequence == expected[-1]
             with trio.move_on_after(0.3) as idle:
                 await msgs.next()
@@ -766,7 +767,7 @@ async def test_ordered_aclose_deletes_the_consumer_and_ends_a_waiting_task(
                     got.append(seq(msg))
 
             nursery.start_soon(read_all)
-            while len(got) < 3 or msgs.stats()["waiters"] != 1:
+            while len(got) < 3 or msgs.stats().waiters != 1:
                 await trio.sleep(0.01)  # polls until the reader waits for a fourth message
             assert len(await consumer_names(js, stream)) == 1
             await oc.aclose()
