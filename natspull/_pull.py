@@ -533,7 +533,8 @@ class PullEngine:
             self.events.close()
 
     def _on_consumer_deleted(self, headers: dict[str, str], description: str) -> None:
-        self._emit("consumer_deleted", code=409, description=description)
+        if self.queue.state is not State.CLOSED:  # (each waiting request gets a 409: report one)
+            self._emit("consumer_deleted", code=409, description=description)
         self.fail(ConsumerDeletedError(f"consumer {self.stream}/{self.consumer} was deleted", 409))
 
     def _on_server_shutdown(self, headers: dict[str, str], description: str) -> None:
@@ -558,7 +559,8 @@ class PullEngine:
             await self._link.api_request(self._js_prefix, f"CONSUMER.INFO.{self.stream}.{self.consumer}")
         except (ConsumerNotFoundError, JetStreamAPIError) as exc:
             if isinstance(exc, ConsumerNotFoundError) or exc.code == 404:
-                self._emit("consumer_deleted", code=404, description="no responders; consumer not found")
+                if self.queue.state is not State.CLOSED:
+                    self._emit("consumer_deleted", code=404, description="no responders; consumer not found")
                 self.fail(
                     ConsumerNotFoundError(f"consumer {self.stream}/{self.consumer} does not exist", 404)
                 )

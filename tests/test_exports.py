@@ -66,18 +66,6 @@ EXPECTED_ALL = [
 
 EXPECTED_TESTING_ALL = ["NatsCluster", "NatsServer", "find_server_binary"]
 
-EXPECTED_TRIO_ALL = [
-    "Client",
-    "Consumer",
-    "JetStream",
-    "Messages",
-    "MessagesStats",
-    "Msg",
-    "OrderedConsumer",
-    "OrderedMessages",
-    "open_client",
-]
-
 PUBLIC_MODULES = sorted(
     f"natspull.{info.name}"
     for info in pkgutil.iter_modules(natspull.__path__)
@@ -102,11 +90,6 @@ def test_all_is_pinned_and_sorted() -> None:
 
 def test_testing_all_is_pinned_and_sorted() -> None:
     assert natspull.testing.__all__ == EXPECTED_TESTING_ALL
-
-
-def test_trio_all_is_pinned() -> None:
-    trio_module = pytest.importorskip("natspull.trio")
-    assert trio_module.__all__ == EXPECTED_TRIO_ALL
 
 
 def test_pull_event_is_the_consumer_event() -> None:

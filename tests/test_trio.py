@@ -235,6 +235,7 @@ def test_exported_members() -> None:
         "Consumer",
         "JetStream",
         "Messages",
+        "MessagesStats",
         "Msg",
         "OrderedConsumer",
         "OrderedMessages",
