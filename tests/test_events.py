@@ -248,3 +248,18 @@ def test_ordered_iterator_reports_its_resets(js: natspull.JetStream, stream: str
     assert seen[:1] == ["connected"] and "reset" in seen, seen
     reset = next(event for event in events if event.kind == "reset")
     assert reset.consumer == first
+
+
+@pytest.mark.timeout(30)
+def test_closing_the_client_ends_the_event_thread(nats_server: NatsServer) -> None:
+    """An iterator left open when its client closes: its event thread ends too (the autouse
+    guard fails a test that leaves a natspull thread behind)."""
+    events: list[natspull.ConsumerEvent] = []
+    with natspull.connect(nats_server.url) as client:
+        js = client.jetstream()
+        js.add_stream(name="CL", subjects=["cl.>"])
+        msgs = js.add_consumer("CL", durable_name="c").messages(on_event=events.append)
+        wait_until(lambda: kinds(events) == ["connected"], 5, "the connected event")
+    with pytest.raises(natspull.ConnectionClosedError):
+        msgs.next(timeout=5)
+    assert kinds(events) == ["connected"]  # closing is no disconnect

@@ -4,6 +4,7 @@ drain/stop, the trio-flavoured management calls, and the import guard."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import subprocess
@@ -793,3 +794,44 @@ async def test_ordered_cancelled_fetch_deletes_and_the_next_continues(client: na
             assert await consumer_names(js, stream) == []
             await js.publish_many((f"{stream}.m", b"x") for _ in range(3))
             assert [seq(m) for m in await oc.fetch(10, max_wait=1)] == [6, 7, 8]
+
+
+@pytest.mark.trio
+@pytest.mark.timeout(60)
+async def test_stats_are_typed_and_count_exactly(client: natspull.trio.Client) -> None:
+    """100 messages, the first 7 NAKed once: exact delivered/acked/redelivered (test_stats.py
+    does the same for the blocking side)."""
+    total, naked = 100, 7
+    fields = [f.name for f in dataclasses.fields(natspull.MessagesStats)]
+    assert [f.name for f in dataclasses.fields(natspull.trio.MessagesStats)] == [*fields, "wakeups"]
+    assert "wakeups:" in (natspull.trio.MessagesStats.__doc__ or "")
+    js, stream = await new_stream(client, total)
+    consumer = await js.add_consumer(stream, durable_name="stats")
+    msgs = consumer.messages(max_messages=50)
+    before = msgs.stats()
+    assert isinstance(before, natspull.trio.MessagesStats)
+    assert (before.state, before.delivered, before.wakeups) == ("not started", 0, 0)
+    acked = 0
+    async with msgs:
+        async for msg in msgs:
+            if msg.metadata.num_delivered == 1 and seq(msg) <= naked:
+                msg.nak()
+                continue
+            msg.ack()
+            acked += 1
+            if acked == total:
+                break
+        stats = msgs.stats()
+    assert isinstance(stats, natspull.MessagesStats)
+    assert (stats.delivered, stats.acked, stats.redelivered) == (total + naked, total, naked)
+    assert (stats.buffered, stats.waiters, stats.state) == (0, 0, "open")
+    assert stats.wakeups > 0
+    assert msgs.stats().state == "closed"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        stats.wakeups = 0  # type: ignore[misc]
+    with pytest.warns(DeprecationWarning):
+        assert stats["wakeups"] == stats.wakeups
+    client_stats = client.stats()
+    assert isinstance(client_stats, natspull.ClientStats)
+    assert client_stats.state == "connected"
+    assert client_stats.out_msgs >= total + naked  # at least the acks and NAKs
