@@ -12,6 +12,8 @@ import pytest
 from conftest import fill, wait_until
 
 import natspull
+from natspull._msg import parse_metadata
+from natspull._queue import is_redelivery
 from natspull.testing import NatsServer
 
 TOTAL = 100
@@ -66,6 +68,26 @@ def documented(cls: type) -> list[str]:
 def test_every_field_is_there_and_documented(cls: type, fields: list[str]) -> None:
     assert [f.name for f in dataclasses.fields(cls)] == fields
     assert documented(cls) == fields
+
+
+@pytest.mark.parametrize(
+    ("reply", "redelivered"),
+    [
+        ("$JS.ACK.S.C.1.5.5.1700000000000000000.0", False),
+        ("$JS.ACK.S.C.2.5.6.1700000000000000000.0", True),
+        ("$JS.ACK.S.C.12.5.6.1700000000000000000.0", True),
+        ("$JS.ACK.hub.ACCHASH.S.C.1.5.5.1700000000000000000.0.xyz", False),
+        ("$JS.ACK._.ACCHASH.S.C.3.5.7.1700000000000000000.0.xyz", True),
+        ("$JS.ACK.S.C.2", False),  # too short: not an ack subject
+        ("", False),
+        ("_INBOX.abc", False),
+    ],
+)
+def test_redelivery_is_read_from_the_ack_subject(reply: str, redelivered: bool) -> None:
+    """The cheap check the queue runs per message agrees with the metadata parser."""
+    assert is_redelivery(reply) is redelivered
+    if redelivered:
+        assert parse_metadata(reply).num_delivered > 1
 
 
 def handle(msg: natspull.Msg) -> None:
