@@ -835,3 +835,25 @@ async def test_stats_are_typed_and_count_exactly(client: natspull.trio.Client) -
     assert isinstance(client_stats, natspull.ClientStats)
     assert client_stats.state == "connected"
     assert client_stats.out_msgs >= total + naked  # at least the acks and NAKs
+
+
+@pytest.mark.trio
+@pytest.mark.timeout(30)
+async def test_on_event_of_a_trio_iterator(client: natspull.trio.Client) -> None:
+    """on_event runs on a natspull-events thread; consumer_deleted comes before the end."""
+    js, stream = await new_stream(client)
+    consumer = await new_consumer(js, stream)
+    events: list[tuple[str, str]] = []
+
+    def on_event(event: natspull.ConsumerEvent) -> None:
+        events.append((event.kind, threading.current_thread().name))
+
+    async with consumer.messages(on_event=on_event) as msgs:
+        await js.delete_consumer(stream, "c")
+        with trio.fail_after(10), pytest.raises(natspull.ConsumerDeletedError):
+            await msgs.next()
+    with trio.fail_after(5):
+        while len(events) < 2:  # (the callback runs on its own thread: poll)
+            await trio.sleep(0.005)
+    assert [kind for kind, _ in events] == ["connected", "consumer_deleted"]
+    assert all(name.startswith("natspull-events-") for _, name in events), events
