@@ -20,6 +20,13 @@ import natspull
 from natspull.testing import NatsServer
 
 
+def pull_waiting(consumer: natspull.Consumer) -> None:
+    """Wait until a pull of the iterator waits at the server: a consumer deleted while a pull
+    is still on its way drops that pull silently (no 409), and the iterator would learn of the
+    deletion only from its next pull (a 503, then "not found")."""
+    wait_until(lambda: consumer.info().num_waiting >= 1, 10, "a waiting pull")
+
+
 def kinds(events: list[natspull.ConsumerEvent]) -> list[str]:
     return [event.kind for event in list(events)]
 
@@ -72,7 +79,8 @@ def test_restart_freeze_and_delete_arrive_in_order(
         received.append(msg.data)
         msg.ack()
 
-    options: dict[str, Any] = {"expires": 2, "heartbeat": 0.5, "on_event": on_event}
+    # (expires: long, so that the pull waiting when the consumer is deleted is not renewed then)
+    options: dict[str, Any] = {"expires": 30, "heartbeat": 0.5, "on_event": on_event}
     msgs = consumer.messages(**options) if mode == "messages" else None
     ctx = consumer.consume(handle, **options) if mode == "consume" else None
 
@@ -99,6 +107,7 @@ def test_restart_freeze_and_delete_arrive_in_order(
         finally:
             os.kill(pid, signal.SIGCONT)
         receive_one(b"after the freeze")
+        pull_waiting(consumer)
         js.delete_consumer("EV", "c")
         if msgs is not None:
             with pytest.raises(natspull.ConsumerDeletedError):
@@ -185,6 +194,7 @@ def test_events_are_logged(
     with small_consumer.messages(max_messages=10):  # its pull asks for 10: refused with a 409
         wait_until(lambda: logged(small), 10, "the status event's log line")
     with consumer.messages() as msgs:
+        pull_waiting(consumer)
         js.delete_consumer(stream, "logged")
         with pytest.raises(natspull.ConsumerDeletedError):
             msgs.next(timeout=10)
@@ -218,6 +228,7 @@ def test_a_raising_callback_is_logged_and_the_events_go_on(
 
     with consumer.messages(on_event=on_event):
         wait_until(lambda: seen == ["connected"], 5, "the connected event")
+        pull_waiting(consumer)
         js.delete_consumer(stream, "raising")
         wait_until(lambda: seen == ["connected", "consumer_deleted"], 10, "the consumer_deleted event")
     failures = [r for r in caplog.records if r.getMessage() == "natspull: on_event raised"]

@@ -849,6 +849,9 @@ async def test_on_event_of_a_trio_iterator(client: natspull.trio.Client) -> None
         events.append((event.kind, threading.current_thread().name))
 
     async with consumer.messages(on_event=on_event) as msgs:
+        with trio.fail_after(10):
+            while (await consumer.info()).num_waiting < 1:  # the pull waits at the server
+                await trio.sleep(0.005)
         await js.delete_consumer(stream, "c")
         with trio.fail_after(10), pytest.raises(natspull.ConsumerDeletedError):
             await msgs.next()
