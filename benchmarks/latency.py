@@ -182,7 +182,7 @@ def _wake_once(consumer: natspull.Consumer, how: str, timeout: float) -> float:
     try:
         # stats() takes the queue's lock, which the waiter releases only inside its wait():
         # once it counts one waiter, the waiter is blocked.
-        wait_until(lambda: msgs.stats()["waiters"] == 1 or not waiter.is_alive(), timeout, "next() to block")
+        wait_until(lambda: msgs.stats().waiters == 1 or not waiter.is_alive(), timeout, "next() to block")
         start = time.perf_counter_ns()
         getattr(msgs, how)()
         waiter.join(timeout)

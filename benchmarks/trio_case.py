@@ -123,7 +123,7 @@ async def _trio_run(
                 async with trio.open_nursery() as nursery:
                     for _ in range(tasks):
                         nursery.start_soon(work, msgs)
-                wakeups = int(msgs.stats()["wakeups"])
+                wakeups = int(msgs.stats().wakeups)
             await client.flush(timeout)
             elapsed = time.perf_counter() - start
     _check(count, n, f"trio iterator, {tasks} task(s)")

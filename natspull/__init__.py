@@ -19,13 +19,14 @@ from ._client import Client, connect
 from ._consume import ConsumeContext
 from ._consumer import Consumer
 from ._consumer_types import ConsumerConfig, ConsumerInfo, PauseState, PriorityGroupState, PriorityPolicy
+from ._events import ConsumerEvent, PullEvent
 from ._jetstream import JetStream
 from ._messages import Messages
 from ._msg import Metadata, Msg
 from ._ordered import OrderedConsumer, OrderedMessages
-from ._pull import PullEvent
 from ._retry import Backoff
 from ._signals import shutdown_on_signals
+from ._stats import ClientStats, ConsumeStats, MessagesStats
 from ._types import (
     AckPolicy,
     DeliverPolicy,
@@ -59,12 +60,15 @@ __all__ = [
     "AckPolicy",
     "Backoff",
     "Client",
+    "ClientStats",
     "ConnectError",
     "ConnectionClosedError",
     "ConsumeContext",
+    "ConsumeStats",
     "Consumer",
     "ConsumerConfig",
     "ConsumerDeletedError",
+    "ConsumerEvent",
     "ConsumerInfo",
     "ConsumerNotFoundError",
     "DeliverPolicy",
@@ -75,6 +79,7 @@ __all__ = [
     "JetStream",
     "JetStreamAPIError",
     "Messages",
+    "MessagesStats",
     "Metadata",
     "Msg",
     "MsgAlreadyAckedError",

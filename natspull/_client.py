@@ -18,6 +18,7 @@ from ._jetstream import JetStream
 from ._loop import LoopThread, keep_signals_for_main_thread
 from ._msg import Msg
 from ._redact import redact as _redact
+from ._stats import ClientStats
 from ._translate import translate
 from ._validate import check_int, check_number, check_subject, check_timeout
 
@@ -178,6 +179,26 @@ class Client:
     @property
     def max_payload(self) -> int:
         return self._conn.max_payload
+
+    def stats(self) -> ClientStats:
+        r"""A snapshot of the connection (:class:`natspull.ClientStats`): state, reconnects,
+        messages and bytes in and out, ``-ERR``\ s, running consumers.
+
+        Never blocks (reads counters the loop thread writes); any thread, also after close()
+        and in a child process after os.fork() (the parent's counters as inherited).
+        """
+        conn = self._conn
+        counters = conn.counters()
+        return ClientStats(
+            state=conn.state,
+            reconnects=counters.get("reconnects", 0),
+            in_msgs=counters.get("in_msgs", 0),
+            in_bytes=counters.get("in_bytes", 0),
+            out_msgs=counters.get("out_msgs", 0),
+            out_bytes=counters.get("out_bytes", 0),
+            errors_received=counters.get("errors_received", 0),
+            consumers_running=len(conn.engines),
+        )
 
     # -------------------------------------------------------------- operations
 

@@ -143,6 +143,9 @@ class Connection:
     async def _on_disconnected(self) -> None:
         if self.state != "closed":
             self.state = "reconnecting"
+            if not self.closing:  # (nats-py calls this on close too)
+                for engine in list(self._engines):
+                    engine.on_disconnected()
         self._dispatch("disconnected_cb")
 
     async def _on_reconnected(self) -> None:
@@ -221,6 +224,11 @@ class Connection:
     def request_reply_bytes(self) -> int:
         """Length of the reply subject of a nats-py request."""
         return self.inbox_bytes() + 1 + REQUEST_TOKEN_BYTES
+
+    def counters(self) -> dict[str, int]:
+        """nats-py's connection counters (a copy): in/out msgs and bytes, reconnects,
+        errors_received. Any thread."""
+        return self.wire.counters()
 
     @property
     def engines(self) -> frozenset[Engine]:

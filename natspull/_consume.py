@@ -4,63 +4,28 @@ from __future__ import annotations
 
 import itertools
 import logging
-import queue as _queue_module
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from . import _fork, _otel
+from ._events import EventThread
 from ._lease import LeaseKeeper
 from ._loop import keep_signals_for_main_thread
 from ._msg import Msg
-from ._pull import PullEngine, PullEvent
+from ._pull import PullEngine
 from ._queue import MsgQueue, State
 from ._retry import Backoff
+from ._stats import ConsumeStats
 from ._validate import check_timeout
 from .errors import Error, IteratorClosedError
 
-__all__ = ["ConsumeContext", "EventThread"]
+__all__ = ["ConsumeContext"]
 
 log = logging.getLogger("natspull")
 
 _worker_ids = itertools.count(1)
-_event_ids = itertools.count(1)
-
-
-class EventThread:
-    """Runs ``on_event(event)`` of a ``consume()`` for each :class:`PullEvent`, in order, on a
-    thread ``natspull-events-N``: the loop thread only hands events over (:meth:`put`)."""
-
-    _CLOSE = object()
-
-    def __init__(self, on_event: Callable[[PullEvent], Any]) -> None:
-        self._on_event = on_event
-        # SimpleQueue is thread-safe on its own: no natspull lock here.
-        self._queue: _queue_module.SimpleQueue[object] = _queue_module.SimpleQueue()
-        self.thread = threading.Thread(
-            target=self._run, name=f"natspull-events-{next(_event_ids)}", daemon=True
-        )
-        self.thread.start()
-
-    def put(self, event: PullEvent) -> None:
-        """Hand *event* over. Any thread (the loop's); never blocks."""
-        self._queue.put(event)
-
-    def close(self) -> None:
-        """Run what was handed over, then end the thread. Any thread; never blocks; idempotent."""
-        self._queue.put(self._CLOSE)
-
-    def _run(self) -> None:
-        keep_signals_for_main_thread()
-        while True:
-            event = self._queue.get()
-            if event is self._CLOSE:
-                return
-            try:
-                self._on_event(event)  # type: ignore[arg-type]
-            except Exception:
-                log.exception("natspull: on_event raised")
 
 
 class ConsumeContext:
@@ -291,17 +256,21 @@ class ConsumeContext:
         """True once stop() or drain() was called or a terminal error ended the consumption."""
         return self._queue.state is not State.OPEN
 
-    def stats(self) -> dict[str, Any]:
-        """A snapshot: handled, failed, terminated (after term_after deliveries), lease
-        extensions sent (``+WPI``), workers alive, and the iterator stats. Any thread."""
+    def stats(self) -> ConsumeStats:
+        """A snapshot (:class:`natspull.ConsumeStats`): handled, failed, terminated, lease
+        extensions, workers alive, and the iterator's counters. Never blocks but for leaf
+        locks; any thread, also in a child process after os.fork()."""
         with self._errors_lock:
-            counts = {"handled": self._handled, "failed": self._failed, "terminated": self._terminated}
-        counts["lease_extensions"] = 0 if self._lease is None else self._lease.extensions
+            handled, failed, terminated = self._handled, self._failed, self._terminated
+        extensions = 0 if self._lease is None else self._lease.extensions
         alive = sum(thread.is_alive() for thread in self._threads)
-        return {
+        return ConsumeStats(
             **self._queue.stats(),
             **self._engine.stats(),
-            **counts,
-            "workers_alive": alive,
-            "state": self._queue.state.value,
-        }
+            handled=handled,
+            failed=failed,
+            terminated=terminated,
+            lease_extensions=extensions,
+            workers_alive=alive,
+            state=self._queue.state.value,
+        )

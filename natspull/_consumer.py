@@ -6,15 +6,16 @@ import datetime
 from collections.abc import Callable
 from typing import Any
 
-from ._consume import ConsumeContext, EventThread
+from ._consume import ConsumeContext
 from ._consumer_types import ConsumerInfo, PauseState, check_group
+from ._events import ConsumerEvent, EventThread, check_on_event
 from ._fetch import FETCH_GRACE, fetch_steps
 from ._lease import LEASE_FRACTION, LeaseKeeper
 from ._management import Admin
 from ._messages import Messages
 from ._msg import Msg
 from ._options import MAX_HEARTBEAT, MIN_HEARTBEAT, continuous_pull, pin_keepalive, pull_group
-from ._pull import PullEngine, PullEvent, PullGroup, PullOptions
+from ._pull import PullEngine, PullGroup, PullOptions
 from ._queue import Flow, MsgQueue
 from ._retry import DEFAULT_RETRY, Backoff
 from ._types import AckPolicy
@@ -133,20 +134,26 @@ class Consumer:
         options: PullOptions,
         *,
         error_on_missing_heartbeat: bool = False,
-        on_event: Callable[[PullEvent], None] | None = None,
+        on_event: Callable[[ConsumerEvent], Any] | None = None,
     ) -> PullEngine:
-        engine = PullEngine(
-            self._link,
-            self._prefix,
-            self.stream,
-            self.name,
-            flow,
-            options,
-            error_on_missing_heartbeat=error_on_missing_heartbeat,
-            pin_store=self._pins,
-            on_event=on_event,
-        )
-        self._link.run(engine.start(), START_TIMEOUT, "start pulling")
+        events = EventThread(on_event) if on_event is not None else None
+        try:
+            engine = PullEngine(
+                self._link,
+                self._prefix,
+                self.stream,
+                self.name,
+                flow,
+                options,
+                error_on_missing_heartbeat=error_on_missing_heartbeat,
+                pin_store=self._pins,
+                events=events,
+            )
+            self._link.run(engine.start(), START_TIMEOUT, "start pulling")
+        except BaseException:
+            if events is not None:
+                events.close()
+            raise
         return engine
 
     def _group(self, group: Any, min_pending: Any, min_ack_pending: Any, priority: Any) -> PullGroup | None:
@@ -280,6 +287,7 @@ class Consumer:
         threshold_bytes: int | None = None,
         stop_after: int | None = None,
         error_on_missing_heartbeat: bool = False,
+        on_event: Callable[[ConsumerEvent], Any] | None = None,
         group: str | None = None,
         min_pending: int | None = None,
         min_ack_pending: int | None = None,
@@ -306,6 +314,14 @@ class Consumer:
         the consumer's ``priority_timeout`` (1-30 s) - a larger value is refused - so that an
         idle iterator renews its pin in time.
 
+        ``on_event(event)`` receives a :class:`natspull.ConsumerEvent` for each thing that
+        happens to the iterator - connected, disconnected, reconnected, a missed heartbeat, a
+        status the pulls go on after (e.g. 409 ``Exceeded MaxWaiting``), a leadership change,
+        the pin gained or lost, the consumer deleted (before the iterator raises) - one at a
+        time, in order, on a thread ``natspull-events-N`` (never on the loop, so a slow
+        callback holds up nothing but later events); what it raises is logged. Every event
+        is also logged on logger ``"natspull"``, with or without a callback.
+
         Use it with ``with`` or call ``stop()``: an iterator dropped while open
         is stopped when garbage-collected (its messages NAKed back) with a
         ResourceWarning naming where it was created.
@@ -316,6 +332,7 @@ class Consumer:
         """
         if not isinstance(error_on_missing_heartbeat, bool):
             raise TypeError("error_on_missing_heartbeat must be a bool")
+        check_on_event(on_event)
         flow, options = self._continuous(
             {
                 "max_messages": max_messages,
@@ -331,7 +348,9 @@ class Consumer:
             min_ack_pending,
             priority,
         )
-        engine = self._engine(flow, options, error_on_missing_heartbeat=error_on_missing_heartbeat)
+        engine = self._engine(
+            flow, options, error_on_missing_heartbeat=error_on_missing_heartbeat, on_event=on_event
+        )
         return Messages(engine, engine.queue)
 
     def consume(
@@ -340,7 +359,7 @@ class Consumer:
         *,
         workers: int = 1,
         error_handler: Callable[[BaseException, Msg], Any] | None = None,
-        on_event: Callable[[PullEvent], Any] | None = None,
+        on_event: Callable[[ConsumerEvent], Any] | None = None,
         max_messages: int | None = None,
         max_bytes: int | None = None,
         expires: float | None = None,
@@ -385,10 +404,9 @@ class Consumer:
         hook that acks or NAKs the message itself decides instead). The consumer's own
         ``max_deliver`` still applies: a ``term_after`` above it is never reached.
 
-        ``on_event(event)`` receives a :class:`natspull.PullEvent` for each non-terminal
-        happening - a missed heartbeat, a status the pulls go on after (e.g. 409 ``Exceeded
-        MaxWaiting``), a reconnect, the pin gained or lost - one at a time, in order, on a
-        thread ``natspull-events-N`` (never on the loop); what it raises is logged.
+        ``on_event(event)`` receives a :class:`natspull.ConsumerEvent` for each thing that
+        happens to the pulls, as for :meth:`messages`; :meth:`ConsumeContext.wait` returns
+        once the callback has seen them all.
 
         Blocks on: subscribing and the first pull. Returns a
         :class:`ConsumeContext` (stop, drain, wait); it runs until stopped or
@@ -400,8 +418,7 @@ class Consumer:
             raise TypeError(f"handler must be callable, got {type(handler).__name__}")
         if error_handler is not None and not callable(error_handler):
             raise TypeError(f"error_handler must be callable or None, got {type(error_handler).__name__}")
-        if on_event is not None and not callable(on_event):
-            raise TypeError(f"on_event must be callable or None, got {type(on_event).__name__}")
+        check_on_event(on_event)
         workers = check_int("workers", workers, maximum=1024)
         max_lease = check_number("max_lease", max_lease)
         if retry is not None and not isinstance(retry, Backoff):
@@ -426,13 +443,7 @@ class Consumer:
             min_ack_pending,
             priority,
         )
-        events = EventThread(on_event) if on_event is not None else None
-        try:
-            engine = self._engine(flow, options, on_event=events.put if events is not None else None)
-        except BaseException:
-            if events is not None:
-                events.close()
-            raise
+        engine = self._engine(flow, options, on_event=on_event)
         interval = self._lease_interval() if max_lease > 0 else None
         lease = LeaseKeeper(engine.loop_thread, interval, max_lease) if interval is not None else None
         return ConsumeContext(
@@ -441,7 +452,7 @@ class Consumer:
             handler,
             error_handler,
             workers,
-            events,
+            engine.events,
             lease=lease,
             retry=retry,
             term_after=term_after,

@@ -31,6 +31,9 @@ class Engine(Protocol):
     def inbox(self) -> str:
         """The inbox the pulls' messages arrive on."""
 
+    def on_disconnected(self) -> None:
+        """The connection dropped; nats-py is reconnecting."""
+
     def on_reconnected(self) -> None:
         """The connection is back: outstanding pulls died with the old one."""
 

@@ -17,12 +17,12 @@ from __future__ import annotations
 import os
 import sys
 import warnings
-from typing import Any
 
 from . import _otel
 from ._msg import Msg
 from ._pull import PullEngine
 from ._queue import MsgQueue, State
+from ._stats import MessagesStats
 from ._validate import check_timeout
 from .errors import IteratorClosedError
 
@@ -148,7 +148,8 @@ class Messages:
         """True once stop() or drain() was called or the iterator broke (it may still hold messages)."""
         return self._queue.state is not State.OPEN
 
-    def stats(self) -> dict[str, Any]:
-        """A snapshot: delivered, buffered, pending_msgs/pending_bytes (requested, not handed out),
-        pulls_sent, heartbeats_missed, reconnects, state. Any thread."""
-        return {**self._queue.stats(), **self._engine.stats(), "state": self._queue.state.value}
+    def stats(self) -> MessagesStats:
+        """A snapshot (:class:`natspull.MessagesStats`): delivered, buffered, pending, pulls,
+        missed heartbeats, reconnects, acks, redeliveries, state. Never blocks but for the
+        queue's lock (a leaf); any thread, also in a child process after os.fork()."""
+        return MessagesStats(**self._queue.stats(), **self._engine.stats(), state=self._queue.state.value)

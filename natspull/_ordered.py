@@ -20,6 +20,7 @@ from typing import Any, Optional
 from ._consume import ConsumeContext
 from ._consumer import START_TIMEOUT, fetch_request, wait_fetch
 from ._consumer_types import check_time
+from ._events import ConsumerEvent, EventThread, check_on_event
 from ._fetch import FETCH_GRACE
 from ._management import MAX_SEQUENCE, Admin
 from ._messages import Messages
@@ -124,7 +125,7 @@ def ordered_spec(
 class OrderedMessages(Messages):
     """``OrderedConsumer.messages()``: a :class:`Messages` iterator whose messages come strictly
     in stream order, each once. ``stop()``/``drain()`` (and leaving a ``with`` block) delete
-    its server-side consumer. ``stats()`` adds ``resets``."""
+    its server-side consumer. ``stats().resets`` counts its recreations."""
 
     def __init__(self, engine: OrderedEngine, owner: OrderedConsumer) -> None:
         super().__init__(engine, engine.queue)
@@ -213,24 +214,39 @@ class OrderedConsumer:
         if self._fetching or (engine is not None and engine.queue.state is not State.CLOSED):
             raise OrderedConsumerError(f"ordered consumer on {self.stream}: another read is running")
 
-    def _engine(self, cursor: Cursor, flow: Flow, options: PullOptions) -> OrderedEngine:
-        engine = OrderedEngine(
-            self._link,
-            self._admin.prefix,
-            self.stream,
-            self._spec,
-            cursor,
-            flow,
-            options,
-            api_timeout=self._admin.timeout,
-            max_reset_attempts=self._max_reset_attempts,
-        )
-        self._link.run(engine.start(), START_TIMEOUT, "start pulling")
+    def _engine(
+        self,
+        cursor: Cursor,
+        flow: Flow,
+        options: PullOptions,
+        on_event: Callable[[ConsumerEvent], Any] | None = None,
+    ) -> OrderedEngine:
+        events = EventThread(on_event) if on_event is not None else None
+        try:
+            engine = OrderedEngine(
+                self._link,
+                self._admin.prefix,
+                self.stream,
+                self._spec,
+                cursor,
+                flow,
+                options,
+                api_timeout=self._admin.timeout,
+                max_reset_attempts=self._max_reset_attempts,
+                events=events,
+            )
+            self._link.run(engine.start(), START_TIMEOUT, "start pulling")
+        except BaseException:
+            if events is not None:
+                events.close()
+            raise
         return engine
 
     # -------------------------------------------------------------- continuous
 
-    def _start_continuous(self, flow: Flow, options: PullOptions) -> OrderedEngine:
+    def _start_continuous(
+        self, flow: Flow, options: PullOptions, on_event: Callable[[ConsumerEvent], Any] | None
+    ) -> OrderedEngine:
         with self._lock:
             self._begin()
             self._fetching = True  # reserve: no other read starts meanwhile
@@ -238,7 +254,7 @@ class OrderedConsumer:
         try:
             if stale is not None:
                 self._delete(stale.name)
-            return self._engine(self._create(), flow, options)
+            return self._engine(self._create(), flow, options, on_event)
         finally:
             with self._lock:
                 self._fetching = False
@@ -253,6 +269,7 @@ class OrderedConsumer:
         threshold_messages: int | None = None,
         threshold_bytes: int | None = None,
         stop_after: int | None = None,
+        on_event: Callable[[ConsumerEvent], Any] | None = None,
     ) -> OrderedMessages:
         """Start reading and return a blocking iterator, as :meth:`Consumer.messages`.
 
@@ -260,8 +277,10 @@ class OrderedConsumer:
         bad options, StreamNotFoundError, JetStreamAPIError (e.g. a filter outside the
         stream), OrderedConsumerError (another read runs, or closed). The iterator raises
         OrderedConsumerError when the consumer could not be recreated within
-        ``max_reset_attempts``. Any thread but the loop's.
+        ``max_reset_attempts``. ``on_event`` as for :meth:`Consumer.messages`, plus ``reset``
+        events. Any thread but the loop's.
         """
+        check_on_event(on_event)
         flow, options = continuous_pull(
             max_messages=max_messages,
             max_bytes=max_bytes,
@@ -271,7 +290,7 @@ class OrderedConsumer:
             threshold_bytes=threshold_bytes,
             stop_after=stop_after,
         )
-        engine = self._start_continuous(flow, options)
+        engine = self._start_continuous(flow, options, on_event)
         reader = OrderedMessages(engine, self)
         with self._lock:
             self._reader, self._reader_engine = reader, engine
@@ -282,6 +301,7 @@ class OrderedConsumer:
         handler: Callable[[Msg], Any],
         *,
         error_handler: Callable[[BaseException, Msg], Any] | None = None,
+        on_event: Callable[[ConsumerEvent], Any] | None = None,
         max_messages: int | None = None,
         max_bytes: int | None = None,
         expires: float = 30.0,
@@ -293,12 +313,14 @@ class OrderedConsumer:
         ``natspull-worker-N``. A handler exception is logged and given to
         ``error_handler(exc, msg)``; the read goes on with the next message (nothing is
         redelivered: there are no acks). Returns a :class:`ConsumeContext`; its stop()/drain()
-        delete the consumer. Blocks on creating the consumer and the first pull.
+        delete the consumer. ``on_event`` as for :meth:`messages`. Blocks on creating the
+        consumer and the first pull.
         """
         if not callable(handler):
             raise TypeError(f"handler must be callable, got {type(handler).__name__}")
         if error_handler is not None and not callable(error_handler):
             raise TypeError(f"error_handler must be callable or None, got {type(error_handler).__name__}")
+        check_on_event(on_event)
         flow, options = continuous_pull(
             max_messages=max_messages,
             max_bytes=max_bytes,
@@ -317,8 +339,8 @@ class OrderedConsumer:
                 if error_handler is not None:
                     error_handler(exc, msg)
 
-        engine = self._start_continuous(flow, options)
-        context = ConsumeContext(engine, engine.queue, run, None, 1)
+        engine = self._start_continuous(flow, options, on_event)
+        context = ConsumeContext(engine, engine.queue, run, None, 1, engine.events)
         with self._lock:
             self._reader, self._reader_engine = context, engine
         return context

@@ -34,6 +34,7 @@ import logging
 from typing import Any
 
 from ._consumer_types import format_time
+from ._events import EventThread
 from ._link import Link
 from ._msg import Msg
 from ._pull import Continuous, PullEngine, PullOptions
@@ -252,8 +253,10 @@ class OrderedEngine(PullEngine):
         *,
         api_timeout: float,
         max_reset_attempts: int | None,
+        events: EventThread | None = None,
     ) -> None:
-        super().__init__(link, api_prefix, stream, cursor.name, flow, options)
+        super().__init__(link, api_prefix, stream, cursor.name, flow, options, events=events)
+        self.acks = None
         self.ack_sink = NO_ACKS
         self.cursor = cursor
         self._spec = spec
@@ -312,7 +315,9 @@ class OrderedEngine(PullEngine):
             return
         self.heartbeats_missed += 1
         assert self._heartbeat is not None
-        self.reset(f"no heartbeat for {self._heartbeat.interval:g} s")
+        why = f"no heartbeat for {self._heartbeat.interval:g} s"
+        self._emit("heartbeat_missed", description=why)
+        self.reset(why)
 
     def pull(self) -> None:
         if not self._resetting:
@@ -327,7 +332,7 @@ class OrderedEngine(PullEngine):
         self._resetting = True
         old = self.consumer
         self.cursor.restart(_next_name(old))  # from here on nothing of *old* is accepted
-        log.warning("natspull: %s/%s: ordered consumer reset: %s", self.stream, old, why)
+        self._emit("reset", description=why)
         self.loop_thread.loop.create_task(self._recreate(old))
 
     async def _recreate(self, old: str) -> None:

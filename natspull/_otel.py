@@ -268,7 +268,7 @@ class Telemetry:
                 if obj.closed:
                     continue
                 try:
-                    value = obj.stats()[key]
+                    value = getattr(obj.stats(), key)
                 except Exception:  # a forked child's copy, a stats() without this key: skip it
                     continue
                 yield Observation(value, attributes)

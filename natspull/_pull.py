@@ -37,10 +37,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
+from ._events import ConsumerEvent, EventThread, log_event
 from ._fetch import Mode, OneShot
 from ._heartbeat import HeartbeatMonitor
 from ._link import Link
@@ -56,11 +57,12 @@ from .errors import (
     NoHeartbeatError,
 )
 
-__all__ = ["Continuous", "PullEngine", "PullEvent", "PullGroup", "PullOptions"]
+__all__ = ["AckCounter", "Continuous", "PullEngine", "PullGroup", "PullOptions"]
 
 log = logging.getLogger("natspull")
 
 _DRAIN_TIMEOUT = 5.0
+_ACK = b"+ACK"  # (as _msg sends it)
 
 
 def _unfilled(headers: dict[str, str]) -> tuple[int, int]:
@@ -113,27 +115,39 @@ class PullGroup:
         return fields
 
 
-@dataclass(frozen=True)
-class PullEvent:
-    """Something non-terminal that happened to a running ``consume()`` (its ``on_event`` hook).
+class AckCounter:
+    """The ack sink of an engine's messages: forwards to the connection and counts the acks.
 
-    ``kind`` is one of:
-
-    * ``"heartbeat_missed"``: no heartbeat for ``2 x heartbeat``; the engine pulled again;
-    * ``"status"``: a status the engine does not act on, e.g. 409 ``Exceeded MaxWaiting``
-      (``code`` and ``description`` say which); the pulls go on;
-    * ``"reconnected"``: the connection is back; the engine pulled again;
-    * ``"pinned"``: this client is now the pinned client of its priority group (``pin_id``);
-    * ``"pin_lost"``: the server answered 423 (``description``): the pin moved on; the engine
-      forgot it and pulled again at once, without it.
+    ``acked`` (for ``stats()``) counts ``+ACK`` messages handed to the outbox and double acks the
+    server confirmed; NAK, TERM and WPI are not counted. Acks come from any thread.
     """
 
-    kind: str
-    stream: str
-    consumer: str
-    code: int = 0
-    description: str = ""
-    pin_id: str | None = None
+    __slots__ = ("_link", "_lock", "acked")
+
+    def __init__(self, link: Link) -> None:
+        self._link = link
+        # guards acked (several worker threads ack at once); leaf lock, held for one addition
+        self._lock = threading.Lock()
+        self.acked = 0
+
+    @property
+    def max_payload(self) -> int:
+        return self._link.max_payload
+
+    def publish_nowait(self, subject: str, payload: bytes) -> None:
+        self._link.publish_nowait(subject, payload)
+        if payload == _ACK:
+            with self._lock:
+                self.acked += 1
+
+    def request_ack(self, subject: str, payload: bytes, timeout: float) -> None:
+        self._link.request_ack(subject, payload, timeout)
+        if payload == _ACK:
+            with self._lock:
+                self.acked += 1
+
+    def check_fork(self) -> None:
+        self._link.check_fork()
 
 
 class PullOptions:
@@ -238,10 +252,11 @@ class PullEngine:
         *,
         error_on_missing_heartbeat: bool = False,
         pin_store: dict[str, str] | None = None,
-        on_event: Callable[[PullEvent], None] | None = None,
+        events: EventThread | None = None,
     ) -> None:
         self._link = link
-        self.ack_sink: AckSink = link  # what the messages ack through (an ordered engine: nothing)
+        self.acks: AckCounter | None = AckCounter(link)  # None: the messages cannot be acked
+        self.ack_sink: AckSink = self.acks  # what the messages ack through (an ordered engine: nothing)
         self.loop_thread = link.loop_thread
         self._js_prefix = api_prefix
         self.stream = stream
@@ -265,9 +280,9 @@ class PullEngine:
         self.pin_id: str | None = None
         if self._pin_store is not None and options.group is not None:
             self.pin_id = self._pin_store.get(options.group.group)
-        # Non-terminal events for the user (consume's on_event): must not block (it hands the
-        # event to another thread), called on the loop thread.
-        self._on_event = on_event
+        # The application's on_event, on its own thread (see _events); closed when this engine
+        # is done (_done). Events are logged whether or not there is one.
+        self.events = events
         self.inbox = ""
         self._sub: Inbox | None = None
         self._burst: list[Msg] = []
@@ -295,6 +310,8 @@ class PullEngine:
             )
             self._heartbeat.start()
         self.pull()
+        if not self._opts.one_shot:
+            self._emit("connected")
 
     def _on_state_threadsafe(self, state: State) -> None:
         """Queue transition listener. Any thread; never blocks."""
@@ -329,6 +346,7 @@ class PullEngine:
         self._flush_burst()
         self.queue.finish()
         link.unregister(self)
+        self._done()
 
     # ---------------------------------------------------------------- pulling
 
@@ -452,7 +470,6 @@ class PullEngine:
             lowered = description.lower()
             handler = next((h for text, h in _CONFLICTS if text in lowered), None)
         if handler is None:
-            log.warning("natspull: %s/%s: pull status %s %s", self.stream, self.consumer, code, description)
             self._emit("status", code=int(code) if code.isdigit() else 0, description=description)
             self._mode.on_unknown_status(code, description)
             return
@@ -489,7 +506,6 @@ class PullEngine:
             return
         if had is not None:
             self.pins_lost += 1
-            log.info("natspull: %s/%s: pin lost (423 %s)", self.stream, self.consumer, description)
             self._emit("pin_lost", code=423, description=description, pin_id=had)
         msgs, nbytes = _unfilled(headers)
         self._mode.on_pin_lost(msgs, nbytes, exact)
@@ -505,20 +521,30 @@ class PullEngine:
                 del store[name]
 
     def _emit(self, kind: str, *, code: int = 0, description: str = "", pin_id: str | None = None) -> None:
-        if self._on_event is not None:
-            self._on_event(PullEvent(kind, self.stream, self.consumer, code, description, pin_id))
+        """Log a :class:`ConsumerEvent` and hand it to the application's ``on_event`` thread."""
+        event = ConsumerEvent(kind, self.stream, self.consumer, code, description, pin_id)
+        log_event(event)
+        if self.events is not None:
+            self.events.put(event)
+
+    def _done(self) -> None:
+        """Nothing more happens to this engine: its event thread ends after what it was handed."""
+        if self.events is not None:
+            self.events.close()
 
     def _on_consumer_deleted(self, headers: dict[str, str], description: str) -> None:
+        if self.queue.state is not State.CLOSED:  # (each waiting request gets a 409: report one)
+            self._emit("consumer_deleted", code=409, description=description)
         self.fail(ConsumerDeletedError(f"consumer {self.stream}/{self.consumer} was deleted", 409))
 
     def _on_server_shutdown(self, headers: dict[str, str], description: str) -> None:
         # The request died with the server. A reconnect re-pulls (or ends a fetch);
         # a connection closed for good ends everything with ConnectionClosedError.
-        log.info("natspull: %s/%s: %s", self.stream, self.consumer, description)
+        self._emit("status", code=409, description=description)
         self.queue.forget_outstanding()
 
     def _on_leadership_change(self, headers: dict[str, str], description: str) -> None:
-        log.info("natspull: %s/%s: %s", self.stream, self.consumer, description)
+        self._emit("leadership_change", code=409, description=description)
         self._mode.on_leadership_change()
 
     def _on_bad_request(self, headers: dict[str, str], description: str) -> None:
@@ -533,6 +559,8 @@ class PullEngine:
             await self._link.api_request(self._js_prefix, f"CONSUMER.INFO.{self.stream}.{self.consumer}")
         except (ConsumerNotFoundError, JetStreamAPIError) as exc:
             if isinstance(exc, ConsumerNotFoundError) or exc.code == 404:
+                if self.queue.state is not State.CLOSED:
+                    self._emit("consumer_deleted", code=404, description="no responders; consumer not found")
                 self.fail(
                     ConsumerNotFoundError(f"consumer {self.stream}/{self.consumer} does not exist", 404)
                 )
@@ -561,6 +589,7 @@ class PullEngine:
         self.queue.drain()
         self.queue.finish()
         self._link.unregister(self)
+        self._done()
 
     def fail(self, exc: BaseException) -> None:
         """End the queue with the terminal error *exc* (logged; what was buffered is NAKed)."""
@@ -588,7 +617,6 @@ class PullEngine:
         assert self._heartbeat is not None
         interval = self._heartbeat.interval
         self.heartbeats_missed += 1
-        log.warning("natspull: %s/%s: no heartbeat for %.1f s", self.stream, self.consumer, interval)
         self._emit("heartbeat_missed", description=f"no heartbeat for {interval:g} s")
         self._mode.on_heartbeat_missed(
             NoHeartbeatError(f"no heartbeat from {self.stream}/{self.consumer} for {interval:g} s")
@@ -602,8 +630,12 @@ class PullEngine:
         """The client reconnected: outstanding pulls died with the old connection."""
         self.reconnects += 1
         self._touch()
-        self._mode.on_reconnected()  # (a pinned engine pulls with its pin: the server says 423 if it is gone)
         self._emit("reconnected")
+        self._mode.on_reconnected()  # (a pinned engine pulls with its pin: the server says 423 if it is gone)
+
+    def on_disconnected(self) -> None:
+        """The connection dropped; nats-py reconnects (then :meth:`on_reconnected` pulls again)."""
+        self._emit("disconnected")
 
     def abort(self, exc: BaseException) -> None:
         """The connection ends this engine (closing, or a permissions violation): fail its queue."""
@@ -615,6 +647,7 @@ class PullEngine:
         self._sub = None
         self.queue.fail(ConnectionClosedError("the connection is closed"))
         self._link.unregister(self)
+        self._done()
 
     def stats(self) -> dict[str, int]:
         """A snapshot for ``stats()``. Any thread (reads plain ints)."""
@@ -623,6 +656,8 @@ class PullEngine:
             "heartbeats_missed": self.heartbeats_missed,
             "reconnects": self.reconnects,
             "pins_lost": self.pins_lost,
+            "resets": 0,
+            "acked": 0 if self.acks is None else self.acks.acked,
         }
 
 

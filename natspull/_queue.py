@@ -68,7 +68,7 @@ from . import _fork
 from ._msg import Msg
 from .errors import ForkedError, IteratorClosedError, TimeoutError
 
-__all__ = ["Flow", "MsgQueue", "State"]
+__all__ = ["Flow", "MsgQueue", "State", "is_redelivery"]
 
 _helper_ids = itertools.count(1)
 
@@ -91,6 +91,22 @@ class Flow:
     # max_messages together with max_bytes (nats.go's PullMaxMessagesWithBytesLimit): every
     # pull asks for at most this many bytes; the flow itself counts messages (max_bytes 0).
     request_bytes: int = 0
+
+
+def is_redelivery(reply: str) -> bool:
+    """True when the ack subject *reply* says ``num_delivered > 1`` (False for anything else).
+
+    Cheaper than ``Msg.metadata`` (no datetime, no Metadata): it runs for every message handed
+    out. v1 ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>`` (9
+    tokens); v2 puts ``<domain>.<account hash>`` before the stream (12+ tokens).
+    """
+    if not reply.startswith("$JS.ACK."):
+        return False
+    tokens = reply.split(".", 8)
+    if len(tokens) < 9:
+        return False
+    delivered = tokens[4] if reply.count(".") == 8 else tokens[6]
+    return delivered != "1"
 
 
 def _noop() -> None:
@@ -133,6 +149,7 @@ class MsgQueue:
         self._leased_bytes = 0
         self._low_armed = True  # on_low fires at most once per reserve()
         self._delivered = 0  # handed out by get(), ever
+        self._redelivered = 0  # of those, the ones with num_delivered > 1
         self._waiters = 0
         self._created_in = _fork.pid
         # Set only in a child process after os.fork(), together with CLOSED (see _after_fork_in_child).
@@ -170,6 +187,7 @@ class MsgQueue:
         with self._cond:
             return {
                 "delivered": self._delivered,
+                "redelivered": self._redelivered,
                 "buffered": len(self._items),
                 "pending_msgs": self._pending_msgs,
                 "pending_bytes": self._pending_bytes,
@@ -243,6 +261,8 @@ class MsgQueue:
         low = False
         for msg in taken:
             self._buffered_bytes -= msg.size
+            if is_redelivery(msg.reply):
+                self._redelivered += 1
             if lease:
                 self._leased_msgs += 1
                 self._leased_bytes += msg.size

@@ -11,7 +11,7 @@ import datetime
 import functools
 import itertools
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -22,12 +22,14 @@ from ._client import connect as _sync_connect
 from ._consumer import Consumer as _SyncConsumer
 from ._consumer import fetch_request
 from ._consumer_types import ConsumerConfig, ConsumerInfo, PauseState
+from ._events import ConsumerEvent, check_on_event
 from ._jetstream import JetStream as _SyncJetStream
 from ._msg import Msg as _SyncMsg
 from ._options import continuous_pull
 from ._ordered import DEFAULT_INACTIVE_THRESHOLD, FetchResult, FetchSteps
 from ._ordered import OrderedConsumer as _SyncOrderedConsumer
 from ._queue import MsgQueue
+from ._stats import ClientStats
 from ._trio_messages import Messages, Msg, OrderedMessages, in_thread, wait_fetch
 from ._types import DeliverPolicy, PubAck, ReplayPolicy, StreamConfig, StreamInfo
 from ._validate import check_number
@@ -139,12 +141,17 @@ class Consumer:
         threshold_bytes: int | None = None,
         stop_after: int | None = None,
         error_on_missing_heartbeat: bool = False,
+        on_event: Callable[[ConsumerEvent], Any] | None = None,
         group: str | None = None,
         min_pending: int | None = None,
         min_ack_pending: int | None = None,
         priority: int | None = None,
     ) -> Messages:
         """An async iterator over the messages; options as :meth:`natspull.Consumer.messages`.
+
+        ``on_event`` runs on a thread ``natspull-events-N``, not in trio: to reach trio from it,
+        use ``trio.from_thread.run_sync(..., trio_token=...)`` or a memory channel's
+        ``send_nowait`` through it.
 
         Returns at once (options are checked here: ValueError/TypeError); ``async with``
         starts the pulls::
@@ -173,6 +180,8 @@ class Consumer:
         if not isinstance(error_on_missing_heartbeat, bool):
             raise TypeError("error_on_missing_heartbeat must be a bool")
         options["error_on_missing_heartbeat"] = error_on_missing_heartbeat
+        check_on_event(on_event)
+        options["on_event"] = on_event
         return Messages(self._sync, options)
 
     # ---------------------------------------------------------- management
@@ -246,6 +255,7 @@ class OrderedConsumer:
         threshold_messages: int | None = None,
         threshold_bytes: int | None = None,
         stop_after: int | None = None,
+        on_event: Callable[[ConsumerEvent], Any] | None = None,
     ) -> OrderedMessages:
         """An async iterator over the messages in order; options as :meth:`Consumer.messages`.
 
@@ -264,6 +274,8 @@ class OrderedConsumer:
             "stop_after": stop_after,
         }
         continuous_pull(**options)
+        check_on_event(on_event)
+        options["on_event"] = on_event
         self._iterator = OrderedMessages(self._sync, options)
         return self._iterator
 
@@ -533,6 +545,10 @@ class Client:
     @property
     def max_payload(self) -> int:
         return self._sync.max_payload
+
+    def stats(self) -> ClientStats:
+        """A snapshot of the connection's counters, as :meth:`natspull.Client.stats`. Never blocks."""
+        return self._sync.stats()
 
     def jetstream(
         self, domain: str | None = None, api_prefix: str | None = None, timeout: float = 5.0

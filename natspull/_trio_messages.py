@@ -7,15 +7,17 @@ Imported only after :mod:`natspull.trio` has checked that trio is installed.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
-from . import _fork, _otel
+from . import _fork, _otel, _stats
 from ._fetch import fetch_steps
 from ._messages import creation_site
 from ._msg import Metadata, nak_unacked
@@ -30,7 +32,16 @@ if TYPE_CHECKING:
     from ._consumer import Consumer as _SyncConsumer
     from ._messages import Messages as _SyncMessages
 
-__all__ = ["Messages", "Msg", "OrderedMessages", "Waker", "in_thread", "wait_closed", "wait_fetch"]
+__all__ = [
+    "Messages",
+    "MessagesStats",
+    "Msg",
+    "OrderedMessages",
+    "Waker",
+    "in_thread",
+    "wait_closed",
+    "wait_fetch",
+]
 
 T = TypeVar("T")
 
@@ -456,21 +467,40 @@ class Messages:
             return "closed" if self._stopped else "not started"
         return "closed" if self._stopped else self._sync._queue.state.value
 
-    def stats(self) -> dict[str, Any]:
-        """A snapshot, as :meth:`natspull.Messages.stats`: delivered (to tasks), buffered
-        (including the trio-side deque), pending_msgs/pending_bytes, waiters (parked tasks),
-        wakeups (trio wake-ups so far), pulls_sent, heartbeats_missed, reconnects, state.
-        Any thread, but exact only on the trio thread."""
+    def stats(self) -> MessagesStats:
+        """A snapshot (:class:`natspull.trio.MessagesStats`), as :meth:`natspull.Messages.stats`:
+        delivered (to tasks), buffered (including the trio-side deque), waiters (parked tasks),
+        wakeups (trio wake-ups so far), ...; all counters 0 and state ``"not started"`` before
+        ``async with``. ``redelivered`` counts messages moved to the trio side. Never blocks;
+        any thread, but exact only on the trio thread."""
         if self._sync is None or self._waker is None:
-            return {"state": self._state()}
+            return MessagesStats(**dict.fromkeys(_COUNTERS, 0), state=self._state())
         stats = self._sync.stats()
         local = len(self._local)
-        stats["delivered"] -= local + self._returned
-        stats["buffered"] += local
-        stats["waiters"] = self._waker.parked
-        stats["wakeups"] = self._waker.wakeups
-        stats["state"] = self._state()
-        return stats
+        return MessagesStats(
+            **{name: getattr(stats, name) for name in _COUNTERS if name not in _TRIO_SIDE},
+            delivered=stats.delivered - local - self._returned,
+            buffered=stats.buffered + local,
+            waiters=self._waker.parked,
+            wakeups=self._waker.wakeups,
+            state=self._state(),
+        )
+
+
+@dataclass(frozen=True)
+class MessagesStats(_stats.MessagesStats):
+    """A snapshot of a :class:`natspull.trio.Messages`: every field of
+    :class:`natspull.MessagesStats` (``waiters``: parked tasks), and:
+
+    Attributes:
+        wakeups: trio wake-ups so far (at most one per burst of messages).
+    """
+
+    wakeups: int
+
+
+_COUNTERS = tuple(f.name for f in dataclasses.fields(MessagesStats) if f.name != "state")
+_TRIO_SIDE = ("delivered", "buffered", "waiters", "wakeups")
 
 
 class OrderedMessages(Messages):

@@ -164,8 +164,8 @@ def _check_internals() -> str | None:
     for name, kind in REQUIRED_CLIENT_ATTRIBUTES.items():
         if not hasattr(nc, name) or (kind is not None and not isinstance(getattr(nc, name), kind)):
             missing.append(f"Client.{name}")
-    if not all(key in getattr(nc, "stats", {}) for key in ("in_msgs", "in_bytes")):
-        missing.append("Client.stats['in_msgs'/'in_bytes']")
+    if not all(key in getattr(nc, "stats", {}) for key in ("in_msgs", "in_bytes", "out_msgs", "out_bytes")):
+        missing.append("Client.stats['in_msgs'/'in_bytes'/'out_msgs'/'out_bytes']")
     sub = Subscription(nc, 1, "natspull.check")
     if not isinstance(getattr(sub, "_id", None), int) or not hasattr(sub, "_pending_queue"):
         missing.append("Subscription._id/_pending_queue")
@@ -227,6 +227,13 @@ def _wire_size(msg: NatsMsg) -> int:
             len(k.encode()) + len(v.encode()) + 4 for k, v in msg.headers.items()
         )
     return size
+
+
+def _count_out(nc: NatsClient, msgs: int, nbytes: int) -> None:
+    """Count PUBs written past nats-py's ``publish()`` in its ``stats``, as that would have."""
+    stats = nc.stats
+    stats["out_msgs"] += msgs
+    stats["out_bytes"] += nbytes
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:
@@ -363,6 +370,11 @@ class Wire:
             info["client_id"] = self.nc.client_id
         return info
 
+    def counters(self) -> dict[str, int]:
+        """A copy of nats-py's ``Client.stats`` (in/out msgs and bytes, reconnects,
+        errors_received; the fast paths here keep it exact). Any thread."""
+        return dict(getattr(self.nc, "stats", {}))
+
     # ------------------------------------------------------------ public API
 
     async def connect(self, servers: list[str], **options: Any) -> None:
@@ -460,6 +472,7 @@ class Wire:
             return False
         room = WRITE_HIGH_WATER - writer.transport.get_write_buffer_size()
         commands = []
+        sent_bytes = 0  # payload bytes, as nats-py's publish counts them
         done = True
         while entries:
             if room <= 0:  # the rest waits in nats-py's buffer for the socket to drain
@@ -473,8 +486,10 @@ class Wire:
             command = pub_cmd(entry[0], entry[2], entry[1])
             room -= len(command)
             commands.append(command)
+            sent_bytes += len(entry[1])
         if commands:
             writer.write(b"".join(commands))
+            _count_out(nc, len(commands), sent_bytes)
         return done
 
     async def write(self, entries: deque[Entry]) -> None:
@@ -501,6 +516,7 @@ class Wire:
                 command = pub_cmd(subject, reply, payload)
                 commands.append(command)
                 size += len(command)
+                _count_out(nc, 1, len(payload))
                 if size >= WRITE_HIGH_WATER:
                     # nats-py's _send_command waits for its flusher (and so for the socket)
                     # once its buffer is full: hand over in chunks, never all at once.

@@ -96,13 +96,14 @@ except ImportError as exc:
     raise ImportError("natspull.trio needs trio: pip install 'natspull[trio]'") from exc
 
 from ._trio_client import Client, Consumer, JetStream, OrderedConsumer, open_client
-from ._trio_messages import Messages, Msg, OrderedMessages
+from ._trio_messages import Messages, MessagesStats, Msg, OrderedMessages
 
 __all__ = [
     "Client",
     "Consumer",
     "JetStream",
     "Messages",
+    "MessagesStats",
     "Msg",
     "OrderedConsumer",
     "OrderedMessages",

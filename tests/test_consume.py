@@ -46,7 +46,7 @@ def test_four_workers_handle_each_message_once(
     assert len(names) == 4 and all(n.startswith("natspull-worker-") for n in names)
     client.flush()
     wait_until(lambda: consumer.info().num_ack_pending == 0, message="all acks")
-    assert ctx.stats()["handled"] == total
+    assert ctx.stats().handled == total
 
 
 def test_failing_handler_messages_are_redelivered(
@@ -76,7 +76,7 @@ def test_failing_handler_messages_are_redelivered(
     with consumer.consume(handler, workers=2, error_handler=on_error) as ctx:
         assert done.wait(20)
     assert sorted(seq for _, seq in errors) == list(range(10, 101, 10))
-    assert ctx.stats()["failed"] == 10
+    assert ctx.stats().failed == 10
     client.flush()
     wait_until(lambda: consumer.info().num_ack_pending == 0, message="all acks")
 
@@ -95,9 +95,9 @@ def test_flow_control_bounds_buffered_plus_in_handlers(js: natspull.JetStream, s
     ctx = consumer.consume(handler, workers=4, max_messages=20)
     for _ in range(4):
         assert in_handler.acquire(timeout=5)
-    wait_until(lambda: ctx.stats()["buffered"] == 16, message="the buffer to fill")
+    wait_until(lambda: ctx.stats().buffered == 16, message="the buffer to fill")
     stats = ctx.stats()
-    assert stats["buffered"] + 4 <= 20
+    assert stats.buffered + 4 <= 20
     assert consumer.info().num_ack_pending <= 20
     release.set()
     ctx.stop()
@@ -125,7 +125,7 @@ def test_drain_mid_run_handles_every_buffered_message(
     ctx.drain()
     assert ctx.wait(10)
     assert not [t for t in natspull_threads() if t.name.startswith("natspull-worker")]
-    assert len(handled) == len(set(handled)) == ctx.stats()["delivered"]
+    assert len(handled) == len(set(handled)) == ctx.stats().delivered
     client.flush()
     # Every buffered message was handled and acked. The drain comes while the server is still
     # sending the first pull's batch: a message it routes to the pull while it processes the
@@ -150,7 +150,7 @@ def test_stop_mid_run_returns_buffered_for_prompt_redelivery(js: natspull.JetStr
 
     ctx = consumer.consume(slow, workers=2, max_messages=100)
     assert running.acquire(timeout=10) and running.acquire(timeout=10), "both handlers running"
-    wait_until(lambda: ctx.stats()["buffered"] >= 50, message="a buffer")
+    wait_until(lambda: ctx.stats().buffered >= 50, message="a buffer")
     ctx.stop()
     gate.set()  # the two running handlers finish after stop()
     assert ctx.wait(10)
@@ -309,9 +309,9 @@ def test_shutdown_on_signals_restores_handlers_and_second_signal_stops(
     with natspull.shutdown_on_signals(msgs, signals=(signal.SIGUSR1,)) as guard:
         assert signal.getsignal(signal.SIGUSR1) is not previous
         signal.raise_signal(signal.SIGUSR1)
-        assert msgs.closed and msgs.stats()["state"] in ("draining", "closed")
+        assert msgs.closed and msgs.stats().state in ("draining", "closed")
         signal.raise_signal(signal.SIGUSR1)
-        assert msgs.stats()["state"] == "closed"
+        assert msgs.stats().state == "closed"
         assert guard.received == 2
         assert signal.getsignal(signal.SIGUSR1) is previous  # the second signal restored them
     with pytest.raises(TypeError, match="drain"):

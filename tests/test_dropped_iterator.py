@@ -45,7 +45,7 @@ def pull_inboxes(server: NatsServer, client: natspull.Client) -> list[str]:
 
 
 def buffered(msgs: natspull.Messages, count: int) -> bool:
-    return bool(msgs.stats()["buffered"] == count)
+    return bool(msgs.stats().buffered == count)
 
 
 def test_dropped_iterators_are_stopped_and_warn(

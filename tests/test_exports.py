@@ -20,12 +20,15 @@ EXPECTED_ALL = [
     "AckPolicy",
     "Backoff",
     "Client",
+    "ClientStats",
     "ConnectError",
     "ConnectionClosedError",
     "ConsumeContext",
+    "ConsumeStats",
     "Consumer",
     "ConsumerConfig",
     "ConsumerDeletedError",
+    "ConsumerEvent",
     "ConsumerInfo",
     "ConsumerNotFoundError",
     "DeliverPolicy",
@@ -36,6 +39,7 @@ EXPECTED_ALL = [
     "JetStream",
     "JetStreamAPIError",
     "Messages",
+    "MessagesStats",
     "Metadata",
     "Msg",
     "MsgAlreadyAckedError",
@@ -87,6 +91,11 @@ def test_all_is_pinned_and_sorted() -> None:
 
 def test_testing_all_is_pinned_and_sorted() -> None:
     assert natspull.testing.__all__ == EXPECTED_TESTING_ALL
+
+
+def test_pull_event_is_the_consumer_event() -> None:
+    """The old name stays: code annotated with natspull.PullEvent keeps working."""
+    assert natspull.PullEvent is natspull.ConsumerEvent
 
 
 def test_public_modules_are_known() -> None:

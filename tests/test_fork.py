@@ -158,9 +158,9 @@ def world() -> Iterator[World]:
             held = msgs.next(timeout=5)
             acked = msgs.next(timeout=5)
             acked.ack()
-            wait_until(lambda: msgs.stats()["buffered"] > 0, message="buffered messages")
+            wait_until(lambda: msgs.stats().buffered > 0, message="buffered messages")
             with pool.consume(lambda msg: msg.ack(), workers=2) as ctx:
-                wait_until(lambda: ctx.stats()["handled"] == 100, message="the pool to handle 100")
+                wait_until(lambda: ctx.stats().handled == 100, message="the pool to handle 100")
                 yield World(client, js, "FORK", consumer, msgs, held, acked, idle, ctx)
                 ctx.stop()
 
@@ -227,18 +227,18 @@ def test_in_the_child_stats_work_and_leaving_the_parents_with_blocks_does_nothin
         return out
 
     out = run_in_child(body)
-    assert out["msgs"]["buffered"] == 0  # the parent's buffered deliveries are not the child's
-    assert out["msgs"]["state"] == "closed"
-    assert out["ctx"]["workers_alive"] == 0
-    assert out["ctx"]["state"] == "closed"
+    assert out["msgs"].buffered == 0  # the parent's buffered deliveries are not the child's
+    assert out["msgs"].state == "closed"
+    assert out["ctx"].workers_alive == 0
+    assert out["ctx"].state == "closed"
     assert (out["connected"], out["closed"]) == (False, True)
     assert "state=forked" in out["repr"]
     assert out["kept"] == "the child's own error"
     # the parent is unaffected
-    assert world.msgs.stats()["buffered"] > 0
-    assert world.msgs.stats()["state"] == "open"
+    assert world.msgs.stats().buffered > 0
+    assert world.msgs.stats().state == "open"
     assert world.client.is_connected
-    assert world.ctx.stats()["workers_alive"] == 2
+    assert world.ctx.stats().workers_alive == 2
 
 
 # ---------------------------------------------------------------- the parent's messages
@@ -253,7 +253,7 @@ def test_the_child_never_gets_the_parents_messages_and_the_parent_acks_them_all(
     ledger: list[tuple[int, int]] = []  # (stream sequence, num_delivered) handed to the parent
     with consumer.messages(max_messages=50, stop_after=total) as msgs:
         first = msgs.next(timeout=5)  # handed out before the fork; the parent acks it after
-        wait_until(lambda: msgs.stats()["buffered"] >= 10, message="buffered messages")
+        wait_until(lambda: msgs.stats().buffered >= 10, message="buffered messages")
 
         def body() -> dict[str, Any]:
             got: list[int] = []
@@ -264,7 +264,7 @@ def test_the_child_never_gets_the_parents_messages_and_the_parent_acks_them_all(
                 except natspull.Error as exc:
                     errors.append(type(exc).__name__)
             errors.append(attempt(first.ack)["error"])
-            return {"got": got, "errors": errors, "buffered": msgs.stats()["buffered"]}
+            return {"got": got, "errors": errors, "buffered": msgs.stats().buffered}
 
         child = run_in_child(body)
         assert child == {"got": [], "errors": ["ForkedError"] * 4, "buffered": 0}
@@ -463,10 +463,10 @@ def test_the_trio_adapter_refuses_in_the_child(nats_server: NatsServer) -> None:
                         "Messages.stop": msgs.stop,
                     }
                     out = {name: attempt(call) for name, call in calls.items()}
-                    out["buffered"] = msgs.stats()["buffered"]
+                    out["buffered"] = msgs.stats().buffered
                     return out
 
-                assert msgs.stats()["buffered"] > 0
+                assert msgs.stats().buffered > 0
                 out = run_in_child(body)
                 assert out.pop("buffered") == 0  # the deque and the queue held the parent's messages
                 for name, result in out.items():

@@ -102,7 +102,7 @@ def test_messages_max_bytes_hands_out_every_message(
     with consumer.messages(max_bytes=150) as msgs:
         for _ in range(5):
             m = msgs.next(timeout=5)
-            assert 0 <= msgs.stats()["pending_bytes"] <= 150
+            assert 0 <= msgs.stats().pending_bytes <= 150
             got.append(m)
             m.ack()
     assert [m.data for m in got] == FIVE
@@ -125,8 +125,8 @@ def test_pending_bytes_follow_the_server_exactly(
             assert m.size == sizes[-1]
             m.ack()
         expected = final_pending(sizes, 150)
-        wait_until(lambda: msgs.stats()["pending_bytes"] == expected, message=f"pending_bytes == {expected}")
-        assert msgs.stats()["buffered"] == 0
+        wait_until(lambda: msgs.stats().pending_bytes == expected, message=f"pending_bytes == {expected}")
+        assert msgs.stats().buffered == 0
 
 
 def test_consume_max_bytes_handles_every_message(
@@ -141,10 +141,10 @@ def test_consume_max_bytes_handles_every_message(
         m.ack()
 
     with consumer.consume(handler, max_bytes=150) as ctx:
-        wait_until(lambda: ctx.stats()["handled"] == 5, message="five messages handled")
+        wait_until(lambda: ctx.stats().handled == 5, message="five messages handled")
     assert ctx.wait(5)
     assert handled == FIVE
-    assert ctx.stats()["pending_bytes"] >= 0
+    assert ctx.stats().pending_bytes >= 0
 
 
 @pytest.mark.parametrize("headers", [None, HEADERS], ids=["plain", "headers"])
@@ -204,7 +204,7 @@ def test_a_budget_split_over_too_small_requests_is_pulled_whole_again(
                 m = msgs.next(timeout=5)
                 assert m.data == data
                 m.ack()
-            assert msgs.stats()["pulls_sent"] <= 4
+            assert msgs.stats().pulls_sent <= 4
 
 
 _header_sets = st.none() | st.dictionaries(
@@ -246,10 +246,8 @@ def test_random_sizes_every_message_is_handed_out(
             m = msgs.next(timeout=5)
             assert m.data.startswith(b"%d:" % i)
             assert m.size == sizes[i]
-            assert 0 <= msgs.stats()["pending_bytes"] <= max_bytes
+            assert 0 <= msgs.stats().pending_bytes <= max_bytes
             m.ack()
         if threshold == "one":
             expected = final_pending(sizes, max_bytes)
-            wait_until(
-                lambda: msgs.stats()["pending_bytes"] == expected, message=f"pending_bytes == {expected}"
-            )
+            wait_until(lambda: msgs.stats().pending_bytes == expected, message=f"pending_bytes == {expected}")

@@ -33,10 +33,10 @@ def blocked_next(msgs: natspull.Messages, timeout: float | None = 30) -> tuple[t
             result = exc
         out.append((result, time.monotonic()))
 
-    before = msgs.stats()["waiters"]
+    before = msgs.stats().waiters
     t = threading.Thread(target=run)
     t.start()
-    wait_until(lambda: msgs.stats()["waiters"] > before or out, message="next() to block")
+    wait_until(lambda: msgs.stats().waiters > before or out, message="next() to block")
     return t, out
 
 
@@ -79,7 +79,7 @@ def test_drain_hands_out_everything_buffered_then_ends(js: natspull.JetStream, s
     fill(js, stream, 50)
     msgs = consumer.messages(max_messages=100)
     first = msgs.next(timeout=5)
-    wait_until(lambda: msgs.stats()["buffered"] == 49, message="the batch to be buffered")
+    wait_until(lambda: msgs.stats().buffered == 49, message="the batch to be buffered")
     msgs.drain()
     rest = list(msgs)
     for m in [first, *rest]:
@@ -96,7 +96,7 @@ def test_stop_returns_buffered_messages_for_prompt_redelivery(js: natspull.JetSt
     msgs = consumer.messages(max_messages=100)
     first = msgs.next(timeout=5)
     first.ack()
-    wait_until(lambda: msgs.stats()["buffered"] == 49, message="the batch to be buffered")
+    wait_until(lambda: msgs.stats().buffered == 49, message="the batch to be buffered")
     msgs.stop()
     with pytest.raises(natspull.IteratorClosedError):
         msgs.next(timeout=1)
@@ -181,7 +181,7 @@ def test_server_restart_mid_iteration_loses_nothing(nats_server: NatsServer) -> 
                     nats_server.restart()
                 if len(seen) == 2_000:
                     break
-            assert msgs.stats()["reconnects"] >= 1
+            assert msgs.stats().reconnects >= 1
         assert seen == set(range(1, 2_001))
 
 
@@ -263,7 +263,7 @@ def test_missed_heartbeats_repull_and_optionally_raise(nats_server: NatsServer, 
         with consumer.messages(expires=2, heartbeat=0.5, error_on_missing_heartbeat=raise_error) as msgs:
             with pytest.raises(natspull.TimeoutError):
                 msgs.next(timeout=0.3)
-            pulls = msgs.stats()["pulls_sent"]
+            pulls = msgs.stats().pulls_sent
             assert nats_server.pid is not None
             os.kill(nats_server.pid, signal.SIGSTOP)
             try:
@@ -271,11 +271,11 @@ def test_missed_heartbeats_repull_and_optionally_raise(nats_server: NatsServer, 
                     with pytest.raises(natspull.NoHeartbeatError):
                         msgs.next(timeout=5)
                 else:
-                    wait_until(lambda: msgs.stats()["heartbeats_missed"] >= 1, 5, "a missed heartbeat")
+                    wait_until(lambda: msgs.stats().heartbeats_missed >= 1, 5, "a missed heartbeat")
             finally:
                 os.kill(nats_server.pid, signal.SIGCONT)
             # (the engine counts the missed heartbeat, then pulls again: wait for the pull too)
-            wait_until(lambda: msgs.stats()["pulls_sent"] > pulls, 5, "the re-pull")
+            wait_until(lambda: msgs.stats().pulls_sent > pulls, 5, "the re-pull")
             js.publish("hb.x", b"after")
             assert msgs.next(timeout=5).data == b"after"  # still usable
 
@@ -304,10 +304,10 @@ def test_pull_sizes_on_the_wire_follow_the_threshold_rule(
     sub = client._loop_thread.run(spy(), 5)
     fill(js, stream, 100)
     with consumer.messages(max_messages=20, threshold_messages=5, expires=5) as msgs:
-        wait_until(lambda: msgs.stats()["buffered"] == 20, message="the first batch")
+        wait_until(lambda: msgs.stats().buffered == 20, message="the first batch")
         for _ in range(15):
             msgs.next(timeout=5).ack()
-        assert msgs.stats()["pulls_sent"] == 1  # pending 5: not below the threshold
+        assert msgs.stats().pulls_sent == 1  # pending 5: not below the threshold
         msgs.next(timeout=5).ack()  # pending 4 < 5: re-pull 20 - 4
         wait_until(lambda: len(requests) == 2, message="the re-pull")
         for _ in range(84):
@@ -449,8 +449,8 @@ def test_max_bytes_flow_pulls_by_bytes_without_spinning(js: natspull.JetStream, 
             m = msgs.next(timeout=5)
             seqs.append(m.metadata.sequence.stream)
             m.ack()
-            assert msgs.stats()["buffered"] <= 16  # 16 x 64 KiB = 1 MiB
-        assert msgs.stats()["pulls_sent"] < 40
+            assert msgs.stats().buffered <= 16  # 16 x 64 KiB = 1 MiB
+        assert msgs.stats().pulls_sent < 40
     assert seqs == list(range(1, 101))
 
 

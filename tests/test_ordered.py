@@ -39,7 +39,7 @@ def test_filtered_in_order_across_deletes(js: natspull.JetStream, stream: str) -
             got += _read(it, 500)
         got += _read(it, len(expected) - len(got))
         assert got == expected
-        assert it.stats()["resets"] == 2
+        assert it.stats().resets == 2
         with pytest.raises(natspull.TimeoutError):
             it.next(timeout=0.2)
 
@@ -55,7 +55,7 @@ def test_gap_is_never_handed_out(js: natspull.JetStream, stream: str) -> None:
         # next message looks like a gap to it.
         engine.loop_thread.run(_bump(engine), 5)
         assert _read(it, 195) == list(range(6, 201))
-        assert it.stats()["resets"] == 1
+        assert it.stats().resets == 1
 
 
 async def _bump(engine: natspull.OrderedMessages | object) -> None:

@@ -385,7 +385,7 @@ def test_a_failing_handler_is_recorded_on_its_span(otel: Otel, js: natspull.JetS
     consumer = js.add_consumer(stream, durable_name="bad", ack_wait=60, max_deliver=1)
     with consumer.consume(handler, error_handler=lambda exc, msg: None) as ctx:
         (span,) = otel.wait_spans(f"process {stream}.bad", 1)
-        wait_until(lambda: ctx.stats()["failed"] == 1, TIMEOUT, "the failure to be counted")
+        wait_until(lambda: ctx.stats().failed == 1, TIMEOUT, "the failure to be counted")
         ctx.stop()
         assert ctx.wait(TIMEOUT)
     assert span.status.status_code is StatusCode.ERROR
@@ -408,7 +408,7 @@ def test_metrics_after_a_run_of_known_size(otel: Otel, js: natspull.JetStream, s
             msg.ack()
 
     with js.add_consumer(stream, durable_name="m", ack_wait=60).consume(handler, workers=2) as ctx:
-        wait_until(lambda: ctx.stats()["handled"] == 53, TIMEOUT, "53 handler calls")
+        wait_until(lambda: ctx.stats().handled == 53, TIMEOUT, "53 handler calls")
         ctx.drain()
         assert ctx.wait(TIMEOUT)
     otel.wait_spans(f"process {stream}.m", 53)
@@ -431,15 +431,15 @@ def test_observable_instruments_read_the_iterator_stats(
 ) -> None:
     fill(js, stream, 10)
     with js.add_consumer(stream, durable_name="obs").messages(max_messages=100) as msgs:
-        wait_until(lambda: msgs.stats()["buffered"] == 10, TIMEOUT, "10 buffered messages")
+        wait_until(lambda: msgs.stats().buffered == 10, TIMEOUT, "10 buffered messages")
         found = otel.metrics()
         stats = msgs.stats()
         attributes = common(stream, "obs")
         assert found["natspull.consumer.buffered"] == [(attributes, 10)]
-        assert found["natspull.consumer.pending.messages"] == [(attributes, stats["pending_msgs"])]
-        assert found["natspull.consumer.pending.bytes"] == [(attributes, stats["pending_bytes"])]
-        assert found["natspull.consumer.pull_requests"] == [(attributes, stats["pulls_sent"])]
-        assert (stats["pending_msgs"], stats["pulls_sent"]) == (100, 1)  # requested, not handed out
+        assert found["natspull.consumer.pending.messages"] == [(attributes, stats.pending_msgs)]
+        assert found["natspull.consumer.pending.bytes"] == [(attributes, stats.pending_bytes)]
+        assert found["natspull.consumer.pull_requests"] == [(attributes, stats.pulls_sent)]
+        assert (stats.pending_msgs, stats.pulls_sent) == (100, 1)  # requested, not handed out
         msgs.stop()
     assert "natspull.consumer.buffered" not in otel.metrics()  # a stopped iterator is not reported
 

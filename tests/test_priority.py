@@ -98,7 +98,7 @@ def test_prioritized_serves_priority_0_first(
         low_consumer = other.jetstream().consumer(stream, "p")
         with low_consumer.messages(group="jobs", priority=1) as low:
             with consumer.messages(group="jobs", priority=0) as high:
-                wait_until(lambda: low.stats()["pulls_sent"] >= 1 and high.stats()["pulls_sent"] >= 1)
+                wait_until(lambda: low.stats().pulls_sent >= 1 and high.stats().pulls_sent >= 1)
                 consumer.info()  # a round trip after both pulls: the server holds both
                 fill(js, stream, 20)
                 got = [high.next(timeout=5) for _ in range(20)]
@@ -139,8 +139,8 @@ def test_pinned_iterator_sends_its_pin_and_repulls_at_once_on_423(
     assert [m.metadata.sequence.stream for m in [first, *rest]] == list(range(1, 11))
     assert new_pin and new_pin != pin
     assert elapsed < 3
-    assert stats["pins_lost"] == 1
-    assert stats["heartbeats_missed"] == 0
+    assert stats.pins_lost == 1
+    assert stats.heartbeats_missed == 0
     assert all(p["group"] == "jobs" for p in pulls)
     assert any("id" not in p for p in pulls[1:]), pulls  # the re-pull after the 423, without the pin
 
@@ -164,7 +164,7 @@ def test_an_idle_pinned_iterator_keeps_its_pin(js: natspull.JetStream, stream: s
         fill(js, stream, 1)
         msg = it.next(timeout=5)
         assert msg.headers is not None and msg.headers["Nats-Pin-Id"] == pin
-        assert it.stats()["pins_lost"] == 0
+        assert it.stats().pins_lost == 0
 
 
 def test_fetch_remembers_the_pin_and_retries_once_on_423(
@@ -191,7 +191,7 @@ def test_fetch_remembers_the_pin_and_retries_once_on_423(
 def test_resume_wakes_this_clients_waiting_iterator(js: natspull.JetStream, stream: str) -> None:
     consumer = js.add_consumer(stream, durable_name="r")
     with consumer.messages(expires=30) as it:  # heartbeat 15 s
-        wait_until(lambda: it.stats()["pulls_sent"] >= 1)
+        wait_until(lambda: it.stats().pulls_sent >= 1)
         consumer.pause(60)
         fill(js, stream, 1)
         with pytest.raises(natspull.TimeoutError):

@@ -465,7 +465,7 @@ def test_messages_without_pull_permission_raise_permission_error(permissions_ser
                 msgs.stop()
                 thread.join(5)
             assert seen and isinstance(seen[0], natspull.PermissionError)
-            assert msgs.stats()["pulls_sent"] <= 2  # no spin of re-pulls
+            assert msgs.stats().pulls_sent <= 2  # no spin of re-pulls
         finally:
             msgs.stop()
 

@@ -4,6 +4,7 @@ drain/stop, the trio-flavoured management calls, and the import guard."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import subprocess
@@ -80,7 +81,8 @@ class _EngineStub:
     consumer = "C"
 
     def stats(self) -> dict[str, int]:
-        return {}
+        counters = ("pulls_sent", "heartbeats_missed", "reconnects", "pins_lost", "resets", "acked")
+        return dict.fromkeys(counters, 0)
 
 
 class _ConsumerStub:
@@ -149,7 +151,7 @@ async def test_cancelling_a_woken_waiter_loses_nothing() -> None:
             with trio.fail_after(1):
                 got.append((await msgs.next()).reply)
         assert got == [f"r{steps}"]
-        assert msgs.stats()["buffered"] == 0
+        assert msgs.stats().buffered == 0
     assert outcomes == {False, True}  # both sides of the race were exercised
     msgs.stop()
 
@@ -189,7 +191,7 @@ async def test_stop_after_a_finished_drain_gives_everything_back() -> None:
     assert sorted(subject for subject, payload in sink.sent if payload == b"-NAK") == [
         f"r{i}" for i in range(1, 8)
     ]
-    assert (queue.stats()["buffered"], msgs.stats()["buffered"], msgs.stats()["delivered"]) == (0, 0, 1)
+    assert (queue.stats()["buffered"], msgs.stats().buffered, msgs.stats().delivered) == (0, 0, 1)
 
 
 @pytest.mark.trio
@@ -221,7 +223,7 @@ async def test_no_lost_wake_up_against_a_racing_producer_thread() -> None:
                 done.set()  # lets the producer thread end even when the test fails
     finally:
         sys.setswitchinterval(interval)
-    assert msgs.stats()["wakeups"] <= n
+    assert msgs.stats().wakeups <= n
     msgs.stop()
 
 
@@ -234,6 +236,7 @@ def test_exported_members() -> None:
         "Consumer",
         "JetStream",
         "Messages",
+        "MessagesStats",
         "Msg",
         "OrderedConsumer",
         "OrderedMessages",
@@ -346,9 +349,9 @@ async def test_async_for_5000_messages_with_acks(client: natspull.trio.Client) -
                     break
             stats = msgs.stats()
     assert seen == list(range(1, n + 1))
-    assert stats["delivered"] == n
+    assert stats.delivered == n
     # One trio wake-up per burst at most, never one per message.
-    assert 0 < stats["wakeups"] < n / 10, stats
+    assert 0 < stats.wakeups < n / 10, stats
     info = await settle(client, consumer)
     assert (info.num_ack_pending, info.num_pending, info.num_redelivered) == (0, 0, 0)
 
@@ -369,9 +372,9 @@ async def test_waiting_blocks_no_thread_and_fail_after_leaves_the_iterator_usabl
 
             nursery.start_soon(wait_one)
             await trio.testing.wait_all_tasks_blocked()  # wait_one is parked in next()
-            assert msgs.stats()["waiters"] == 1
+            assert msgs.stats().waiters == 1
             assert threads_in_queue_get() == []
-        assert msgs.stats()["waiters"] == 0
+        assert msgs.stats().waiters == 0
         await js.publish(f"{stream}.x", b"late")
         with trio.fail_after(5):
             msg = await msgs.next()
@@ -428,7 +431,7 @@ async def test_200_random_cancellations_lose_and_duplicate_nothing(client: natsp
                         inner.start_soon(receive_one, msgs, inner.cancel_scope)
                         await trio.sleep(delay)
                         inner.cancel_scope.cancel()
-            assert msgs.stats()["buffered"] == 0
+            assert msgs.stats().buffered == 0
     assert cancellations >= 200, f"seed {seed}"
     assert sorted(received) == list(range(1, n + 1)), f"seed {seed}: {Counter(received).most_common(3)}"
     info = await settle(client, consumer)
@@ -473,7 +476,7 @@ async def test_drain_from_another_task_ends_after_the_buffered_messages(client: 
             first = await msgs.next()
             received.append(seq(first))
             first.ack()
-            while msgs.stats()["buffered"] < 49:  # the first pull of 50 arrived
+            while msgs.stats().buffered < 49:  # the first pull of 50 arrived
                 await trio.sleep(0.01)
 
             async def drainer() -> None:
@@ -504,7 +507,7 @@ async def test_stop_ends_at_once_and_the_trio_buffer_is_redelivered_promptly(
     received: list[int] = []
     with trio.fail_after(20):
         async with consumer.messages(max_messages=n) as msgs:
-            while msgs.stats()["buffered"] < n:
+            while msgs.stats().buffered < n:
                 await trio.sleep(0.01)
             three = trio.Event()
             async with trio.open_nursery() as nursery:
@@ -524,7 +527,7 @@ async def test_stop_ends_at_once_and_the_trio_buffer_is_redelivered_promptly(
                             await trio.sleep(0.01)
                 assert len(received) == 3  # nothing after stop(), although 97 were buffered
             assert msgs.closed
-            assert msgs.stats()["buffered"] == 0
+            assert msgs.stats().buffered == 0
             with pytest.raises(natspull.IteratorClosedError):
                 await msgs.next()
     # NAKed, not left to ack_wait (30 s): a second iterator gets them within a second.
@@ -548,10 +551,10 @@ async def test_leaving_async_with_gives_the_buffer_back(client: natspull.trio.Cl
         async with consumer.messages(max_messages=50) as msgs:
             msg = await msgs.next()
             msg.ack()
-            while msgs.stats()["buffered"] < 49:
+            while msgs.stats().buffered < 49:
                 await trio.sleep(0.01)
     stats = msgs.stats()
-    assert (stats["delivered"], stats["buffered"], stats["state"]) == (1, 0, "closed")
+    assert (stats.delivered, stats.buffered, stats.state) == (1, 0, "closed")
     with trio.fail_after(1.0):
         got = await consumer.fetch(49, max_wait=0.9)
     assert sorted(seq(m) for m in got) == list(range(2, 51))
@@ -623,7 +626,7 @@ async def test_stop_wakes_every_waiting_task_at_once(client: natspull.trio.Clien
         async with consumer.messages() as msgs, trio.open_nursery() as nursery:
             for _ in range(4):
                 nursery.start_soon(waiter, msgs)
-            while msgs.stats()["waiters"] < 4:
+            while msgs.stats().waiters < 4:
                 await trio.sleep(0.01)
             stopped_at = trio.current_time()
             msgs.stop()
@@ -706,7 +709,7 @@ async def test_ordered_filtered_in_order_and_resets_are_invisible(client: natspu
                 got += [seq(await msgs.next()) for _ in range(500)]
             got += [seq(await msgs.next()) for _ in range(len(expected) - len(got))]
             assert got == expected
-            assert msgs.stats()["resets"] == 2
+            assert msgs.stats().resets == 2
             assert oc.last_sequence == expected[-1]
             with trio.move_on_after(0.3) as idle:
                 await msgs.next()
@@ -766,7 +769,7 @@ async def test_ordered_aclose_deletes_the_consumer_and_ends_a_waiting_task(
                     got.append(seq(msg))
 
             nursery.start_soon(read_all)
-            while len(got) < 3 or msgs.stats()["waiters"] != 1:
+            while len(got) < 3 or msgs.stats().waiters != 1:
                 await trio.sleep(0.01)  # polls until the reader waits for a fourth message
             assert len(await consumer_names(js, stream)) == 1
             await oc.aclose()
@@ -791,3 +794,69 @@ async def test_ordered_cancelled_fetch_deletes_and_the_next_continues(client: na
             assert await consumer_names(js, stream) == []
             await js.publish_many((f"{stream}.m", b"x") for _ in range(3))
             assert [seq(m) for m in await oc.fetch(10, max_wait=1)] == [6, 7, 8]
+
+
+@pytest.mark.trio
+@pytest.mark.timeout(60)
+async def test_stats_are_typed_and_count_exactly(client: natspull.trio.Client) -> None:
+    """100 messages, the first 7 NAKed once: exact delivered/acked/redelivered (test_stats.py
+    does the same for the blocking side)."""
+    total, naked = 100, 7
+    fields = [f.name for f in dataclasses.fields(natspull.MessagesStats)]
+    assert [f.name for f in dataclasses.fields(natspull.trio.MessagesStats)] == [*fields, "wakeups"]
+    assert "wakeups:" in (natspull.trio.MessagesStats.__doc__ or "")
+    js, stream = await new_stream(client, total)
+    consumer = await js.add_consumer(stream, durable_name="stats")
+    msgs = consumer.messages(max_messages=50)
+    before = msgs.stats()
+    assert isinstance(before, natspull.trio.MessagesStats)
+    assert (before.state, before.delivered, before.wakeups) == ("not started", 0, 0)
+    acked = 0
+    async with msgs:
+        async for msg in msgs:
+            if msg.metadata.num_delivered == 1 and seq(msg) <= naked:
+                msg.nak()
+                continue
+            msg.ack()
+            acked += 1
+            if acked == total:
+                break
+        stats = msgs.stats()
+    assert isinstance(stats, natspull.MessagesStats)
+    assert (stats.delivered, stats.acked, stats.redelivered) == (total + naked, total, naked)
+    assert (stats.buffered, stats.waiters, stats.state) == (0, 0, "open")
+    assert stats.wakeups > 0
+    assert msgs.stats().state == "closed"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        stats.wakeups = 0  # type: ignore[misc]
+    with pytest.warns(DeprecationWarning):
+        assert stats["wakeups"] == stats.wakeups
+    client_stats = client.stats()
+    assert isinstance(client_stats, natspull.ClientStats)
+    assert client_stats.state == "connected"
+    assert client_stats.out_msgs >= total + naked  # at least the acks and NAKs
+
+
+@pytest.mark.trio
+@pytest.mark.timeout(30)
+async def test_on_event_of_a_trio_iterator(client: natspull.trio.Client) -> None:
+    """on_event runs on a natspull-events thread; consumer_deleted comes before the end."""
+    js, stream = await new_stream(client)
+    consumer = await new_consumer(js, stream)
+    events: list[tuple[str, str]] = []
+
+    def on_event(event: natspull.ConsumerEvent) -> None:
+        events.append((event.kind, threading.current_thread().name))
+
+    async with consumer.messages(on_event=on_event) as msgs:
+        with trio.fail_after(10):
+            while (await consumer.info()).num_waiting < 1:  # the pull waits at the server
+                await trio.sleep(0.005)
+        await js.delete_consumer(stream, "c")
+        with trio.fail_after(10), pytest.raises(natspull.ConsumerDeletedError):
+            await msgs.next()
+    with trio.fail_after(5):
+        while len(events) < 2:  # (the callback runs on its own thread: poll)
+            await trio.sleep(0.005)
+    assert [kind for kind, _ in events] == ["connected", "consumer_deleted"]
+    assert all(name.startswith("natspull-events-") for _, name in events), events

@@ -62,8 +62,8 @@ def test_leases_keep_slow_handlers_messages_from_redelivery(
     assert info["delivered"]["consumer_seq"] == 3
     assert info["ack_floor"]["stream_seq"] == 3
     # 7 s with ack_wait 2 s needs at least 3 extensions per message
-    assert stats["lease_extensions"] >= 9
-    assert stats["handled"] == 3 and stats["failed"] == 0
+    assert stats.lease_extensions >= 9
+    assert stats.handled == 3 and stats.failed == 0
 
 
 @pytest.mark.timeout(60)
@@ -93,7 +93,7 @@ def test_max_lease_ends_the_extensions_and_the_server_redelivers(
     # extended until max_lease (3 s), then ack_wait (2 s) after the last +WPI: never before
     # 3 s (without leases: ~2 s), and not much after 3 + 2 s
     assert 3.0 <= gap <= 8.0, gap
-    assert ctx.stats()["lease_extensions"] >= 2
+    assert ctx.stats().lease_extensions >= 2
     client.flush()
     wait_until(lambda: raw_info(client, stream, "capped")["num_ack_pending"] == 0, message="the ack")
     assert raw_info(client, stream, "capped")["delivered"]["consumer_seq"] == 2
@@ -112,8 +112,8 @@ def test_no_lease_for_a_consumer_without_acks(js: natspull.JetStream, stream: st
 
     with consumer.consume(handler) as ctx:
         assert done.wait(10)
-    assert ctx.stats()["lease_extensions"] == 0
-    assert ctx.stats()["handled"] == 1
+    assert ctx.stats().lease_extensions == 0
+    assert ctx.stats().handled == 1
 
 
 # --------------------------------------------------------------------------------- retries
@@ -189,7 +189,7 @@ def test_failing_handler_is_retried_with_backoff_then_terminated(
     assert info["num_pending"] == 0
     assert info["num_redelivered"] == 0
     assert info["ack_floor"]["stream_seq"] == n
-    assert (stats["failed"], stats["terminated"], stats["handled"]) == (3 * n, n, 0)
+    assert (stats.failed, stats.terminated, stats.handled) == (3 * n, n, 0)
     reasons = sorted(json.loads(adv.data)["reason"] for adv in advisories.fetch(n, max_wait=5))
     assert len(reasons) == n
     for reason in reasons:
@@ -220,8 +220,8 @@ def test_dead_letter_hook_that_raises_is_logged_and_the_worker_goes_on(
     with consumer.consume(handler, workers=1, term_after=1, on_dead_letter=on_dead_letter) as ctx:
         for _ in range(3):
             assert all_hooked.acquire(timeout=10)
-        wait_until(lambda: ctx.stats()["terminated"] == 3, message="the TERMs")
-        assert ctx.stats()["workers_alive"] == 1
+        wait_until(lambda: ctx.stats().terminated == 3, message="the TERMs")
+        assert ctx.stats().workers_alive == 1
     assert hooked == [1, 2, 3]
     assert sum("on_dead_letter raised" in record.getMessage() for record in caplog.records) == 3
     client.flush()

@@ -46,7 +46,7 @@ def test_crashes_during_iteration_lose_no_message(nats_server: NatsServer) -> No
         app.finish()
         stats = msgs.stats()
     ledger.check_all_handed_out()
-    assert stats["reconnects"] >= CRASHES
+    assert stats.reconnects >= CRASHES
     # Repeats of a (seq, num_delivered) pair are allowed here, and only here (see the module
     # docstring); printed so that a run shows what a crash cost.
     print(f"crash: {ledger.summary()}; repeated deliveries: {len(ledger.repeated_deliveries())}")

@@ -98,8 +98,8 @@ def test_server_restarts(nats_server: NatsServer) -> None:
             msgs = oc.messages(expires=2)
             reader = _run(msgs, [nats_server.restart] * 3)
             stats = msgs.stats()
-    assert stats["reconnects"] >= 3
-    assert stats["resets"] >= 3
+    assert stats.reconnects >= 3
+    assert stats.resets >= 3
     print(f"restarts: {len(reader.seqs)} in order; {stats}")
 
 
@@ -115,7 +115,7 @@ def test_consumer_deleted_by_admin(nats_server: NatsServer, js: natspull.JetStre
     with js.ordered_consumer("OD", filter_subjects=_filters("OD")) as oc:
         msgs = oc.messages()
         _run(msgs, [delete, delete])
-        assert msgs.stats()["resets"] == 2
+        assert msgs.stats().resets == 2
 
 
 @pytest.fixture
@@ -141,15 +141,15 @@ def test_partition_of_three_heartbeats(chaos_proxy: ChaosProxy, admin: natspull.
             def partition() -> None:
                 chaos_proxy.blackhole()
                 start = time.monotonic()
-                wait_until(lambda: msgs.stats()["heartbeats_missed"] >= 1, 5, "a missed heartbeat")
+                wait_until(lambda: msgs.stats().heartbeats_missed >= 1, 5, "a missed heartbeat")
                 # The fault schedule: keep the partition up for 3 x heartbeat in all.
                 wait_until(lambda: time.monotonic() - start >= 3 * heartbeat, 5, "3 heartbeats")
                 chaos_proxy.heal()
 
             _run(msgs, [partition])
             stats = msgs.stats()
-    assert stats["heartbeats_missed"] >= 1
-    assert stats["resets"] >= 1
+    assert stats.heartbeats_missed >= 1
+    assert stats.resets >= 1
 
 
 @pytest.mark.cluster
@@ -196,7 +196,7 @@ def test_stream_leader_killed(nats_cluster: NatsCluster) -> None:
                 for victim in killed:
                     victim.restart()
             stats = msgs.stats()
-    assert stats["resets"] >= 1
+    assert stats.resets >= 1
     print(f"stream leader killed: {stats}")
 
 

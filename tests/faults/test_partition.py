@@ -70,13 +70,13 @@ def test_partition_of_three_heartbeats(
             partitioned = time.monotonic()
             _publish(js_admin, "P", BATCH)  # the server sends them into the partition
             if ping_interval > PARTITION:
-                wait_until(lambda: msgs.stats()["heartbeats_missed"] >= 1, 5, "a missed heartbeat")
+                wait_until(lambda: msgs.stats().heartbeats_missed >= 1, 5, "a missed heartbeat")
             else:
                 wait_until(lambda: not client.is_connected, 5, "the client to find the connection stale")
             # The fault schedule: keep the partition up for 3 x heartbeat in all.
             time.sleep(max(partitioned + PARTITION - time.monotonic(), 0))
             held = ledger.unique
-            pulls = msgs.stats()["pulls_sent"]
+            pulls = msgs.stats().pulls_sent
             chaos_proxy.heal()
             _publish(js_admin, "P", 2 * BATCH)
             ledger.settle(client, js_admin, "P", "c", 20)
@@ -88,16 +88,16 @@ def test_partition_of_three_heartbeats(
     elapsed = time.monotonic() - t0
     ledger.check()
     assert held <= BATCH  # nothing crossed the partition
-    assert stats["pulls_sent"] > pulls  # pulled again after the partition healed
+    assert stats.pulls_sent > pulls  # pulled again after the partition healed
     if error_on_missing_heartbeat:
         assert app.notices, "NoHeartbeatError never surfaced from next()"
     else:
         assert not app.notices
     if ping_interval > PARTITION:
-        assert stats["heartbeats_missed"] >= 1
-        assert stats["reconnects"] == 0  # the connection outlived the partition
+        assert stats.heartbeats_missed >= 1
+        assert stats.reconnects == 0  # the connection outlived the partition
     else:  # the reconnect, not the heartbeat, noticed it (no heartbeat is checked while disconnected)
-        assert stats["reconnects"] >= 1
+        assert stats.reconnects >= 1
     assert elapsed < 20
     print(f"partition: {ledger.summary()} in {elapsed:.1f} s; {stats}; notices {len(app.notices)}")
 

@@ -50,7 +50,7 @@ def test_restarts_during_iteration(nats_server: NatsServer) -> None:
         elapsed = time.monotonic() - t0
         stats = msgs.stats()
     ledger.check()
-    assert stats["reconnects"] >= RESTARTS
+    assert stats.reconnects >= RESTARTS
     assert elapsed < BUDGET
     print(f"iterator: {ledger.summary()} in {elapsed:.1f} s; {stats}")
 
@@ -72,7 +72,7 @@ def test_restarts_during_consume(nats_server: NatsServer) -> None:
         elapsed = time.monotonic() - t0
         stats = ctx.stats()
     ledger.check()
-    assert stats["reconnects"] >= RESTARTS
-    assert stats["failed"] == 0
+    assert stats.reconnects >= RESTARTS
+    assert stats.failed == 0
     assert elapsed < BUDGET
     print(f"consume: {ledger.summary()} in {elapsed:.1f} s; {stats}")

@@ -69,8 +69,8 @@ def test_every_blocked_call_ends_when_the_server_is_gone(nats_server: NatsServer
             Blocked("fetch", lambda: fetcher.fetch(10, max_wait=60)),
         ]
         # Prove each call is really blocked before the server goes.
-        wait_until(lambda: msgs.stats()["waiters"] == 1, 5, "next() to block")
-        wait_until(lambda: ctx.stats()["waiters"] == 2, 5, "the consume workers to block")
+        wait_until(lambda: msgs.stats().waiters == 1, 5, "next() to block")
+        wait_until(lambda: ctx.stats().waiters == 2, 5, "the consume workers to block")
         wait_until(
             lambda: (fetcher.info().num_waiting or 0) >= 1, 5, "the fetch's pull to wait on the server"
         )
@@ -126,7 +126,7 @@ def test_close_while_reconnecting_ends_blocked_calls(nats_server: NatsServer) ->
             Blocked("next", lambda: msgs.next(timeout=60)),
             Blocked("fetch", lambda: fetcher.fetch(10, max_wait=60)),
         ]
-        wait_until(lambda: msgs.stats()["waiters"] == 1, 5, "next() to block")
+        wait_until(lambda: msgs.stats().waiters == 1, 5, "next() to block")
         wait_until(
             lambda: (fetcher.info().num_waiting or 0) >= 1, 5, "the fetch's pull to wait on the server"
         )

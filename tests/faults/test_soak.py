@@ -150,7 +150,7 @@ def test_soak(
                     print(
                         f"t={now - t0:6.1f}s rss={s['rss_kb'] / 1024:7.1f}MB threads={s['threads']} "
                         f"py_threads={s['py_threads']} fds={s['fds']} handed={ledger.deliveries} "
-                        f"unique={ledger.unique} reconnects={ctx.stats()['reconnects']}",
+                        f"unique={ledger.unique} reconnects={ctx.stats().reconnects}",
                         flush=True,
                     )
                     next_sample += SAMPLE_EVERY
