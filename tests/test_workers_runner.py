@@ -1,0 +1,305 @@
+"""``natspull worker`` / ``natspull.run_workers``: real worker processes on a real server.
+
+The supervisor runs as ``python -m natspull worker`` (a real process receiving real signals);
+its children import tests/worker_targets.py, whose handlers append ``ack <pid> <seq>`` lines to
+a ledger file. Linux only: the checks that no process is left read ``/proc``.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import fill, wait_until
+
+import natspull
+from natspull._workers import EXIT_CRASH_LOOP, EXIT_FORCED, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE
+from natspull.testing import NatsServer
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="checks processes in /proc")
+
+TESTS = str(Path(__file__).parent)
+EXIT_TIMEOUT = 60.0
+
+
+def alive(pid: int) -> bool:
+    """Whether *pid* runs (a zombie no one reaped yet counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
+
+
+def children(pid: int) -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rpartition(")")[2].split()
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            if int(fields[1]) == pid and fields[0] not in ("Z", "X"):
+                found.add(int(entry.name))
+    return found
+
+
+class Ledger:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def lines(self) -> list[list[str]]:
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return []
+        return [line.split() for line in text.splitlines()]
+
+    def acked(self) -> collections.Counter[int]:
+        return collections.Counter(int(f[2]) for f in self.lines() if f[0] == "ack")
+
+    def started(self) -> collections.Counter[int]:
+        return collections.Counter(int(f[2]) for f in self.lines() if f[0] == "start")
+
+    def worker_pids(self) -> set[int]:
+        """Pids of the worker processes that imported the target (not the supervisor)."""
+        return {int(f[1]) for f in self.lines() if f[0] == "load" and f[2] != "MainProcess"}
+
+    def ack_pids(self) -> set[int]:
+        return {int(f[1]) for f in self.lines() if f[0] == "ack"}
+
+
+class Worker:
+    """``python -m natspull worker`` as a subprocess; stdout/stderr go to files."""
+
+    def __init__(self, tmp: Path, url: str, target: str, stream: str, consumer: str, *extra: str) -> None:
+        self.ledger = Ledger(tmp / "ledger")
+        self.out, self.err = tmp / "stdout", tmp / "stderr"
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")]),
+            "NATSPULL_TEST_LEDGER": str(self.ledger.path),
+            "NATSPULL_TEST_RELEASE": str(tmp / "release"),
+        }
+        self.release_path = tmp / "release"
+        argv = [sys.executable, "-m", "natspull", "worker", target, "--stream", stream]
+        argv += ["--consumer", consumer, "--server", url, "--status", "lines", "--status-interval", "0.5"]
+        with open(self.out, "wb") as out, open(self.err, "wb") as err:
+            self.proc = subprocess.Popen([*argv, *extra], stdout=out, stderr=err, env=env)
+
+    def release(self) -> None:
+        self.release_path.touch()
+
+    def wait(self, timeout: float = EXIT_TIMEOUT) -> int:
+        return self.proc.wait(timeout)
+
+    def stdout(self) -> str:
+        return self.out.read_text()
+
+    def stderr(self) -> str:
+        return self.err.read_text()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[list[Worker]]:
+    started: list[Worker] = []
+    yield started
+    pids = set()
+    for worker in started:
+        pids |= worker.ledger.worker_pids()
+        worker.close()
+    for pid in pids:  # never leave a child behind, even when a test failed
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def durable(js: natspull.JetStream, stream: str, **config: object) -> str:
+    js.add_consumer(stream, durable_name="work", ack_policy=natspull.AckPolicy.EXPLICIT, **config)
+    return "work"
+
+
+def info(js: natspull.JetStream, stream: str) -> natspull.ConsumerInfo:
+    return js.consumer(stream, "work").info()
+
+
+def drained(js: natspull.JetStream, stream: str) -> bool:
+    current = info(js, stream)
+    return current.num_ack_pending == 0 and current.num_pending == 0
+
+
+@pytest.mark.timeout(120)
+def test_two_processes_handle_every_message_once(
+    nats_server: NatsServer, js: natspull.JetStream, stream: str, tmp_path: Path, workers: list[Worker]
+) -> None:
+    n = 20_000
+    fill(js, stream, n)
+    consumer = durable(js, stream)
+    worker = Worker(tmp_path, nats_server.url, "worker_targets:record", stream, consumer, "--processes", "2")
+    workers.append(worker)
+    wait_until(lambda: len(worker.ledger.acked()) == n, 90, "every message acked")
+    wait_until(lambda: drained(js, stream), 10, "no ack pending")
+    worker.proc.send_signal(signal.SIGTERM)
+    assert worker.wait() == EXIT_OK, worker.stderr()
+    acked = worker.ledger.acked()
+    assert sorted(acked) == list(range(1, n + 1))
+    assert set(acked.values()) == {1}  # nothing acked twice
+    pids = worker.ledger.worker_pids()
+    assert len(pids) == 2 and worker.ledger.ack_pids() <= pids
+    assert not any(alive(pid) for pid in pids)
+    assert "draining" in worker.stdout()
+    assert info(js, stream).num_redelivered == 0
+
+
+@pytest.mark.timeout(120)
+def test_a_killed_child_is_restarted_and_nothing_is_lost(
+    nats_server: NatsServer, js: natspull.JetStream, stream: str, tmp_path: Path, workers: list[Worker]
+) -> None:
+    n = 4000
+    fill(js, stream, n)
+    consumer = durable(js, stream, ack_wait=2.0)  # what the killed child held comes back after 2 s
+    worker = Worker(
+        tmp_path, nats_server.url, "worker_targets:paced", stream, consumer, "--processes", "2", "--threads", "2"
+    )
+    workers.append(worker)
+    wait_until(lambda: len(worker.ledger.ack_pids()) == 2, 60, "both children acking")
+    victim = next(iter(worker.ledger.ack_pids()))
+    os.kill(victim, signal.SIGKILL)
+    wait_until(lambda: len(worker.ledger.worker_pids()) == 3, 30, "a new child")
+    new = worker.ledger.worker_pids() - {victim}
+    wait_until(lambda: len(worker.ledger.acked()) == n, 60, "every message acked")
+    wait_until(lambda: drained(js, stream), 30, "nothing pending or unacked")
+    worker.proc.send_signal(signal.SIGTERM)
+    assert worker.wait() == EXIT_OK, worker.stderr()
+    assert sorted(worker.ledger.acked()) == list(range(1, n + 1))  # each at least once
+    out = worker.stdout()
+    assert f"pid {victim} died (signal 9); restarting in 0.5 s" in out, out
+    assert all(pid in out for pid in map(str, new))
+    assert not any(alive(pid) for pid in worker.ledger.worker_pids())
+
+
+@pytest.mark.timeout(120)
+def test_sigterm_drains_running_handlers(
+    nats_server: NatsServer, js: natspull.JetStream, stream: str, tmp_path: Path, workers: list[Worker]
+) -> None:
+    n = 20
+    fill(js, stream, n)
+    consumer = durable(js, stream)
+    worker = Worker(
+        tmp_path, nats_server.url, "worker_targets:slow", stream, consumer, "--processes", "2", "--threads", "2"
+    )
+    workers.append(worker)
+    # Both children's handlers are blocked: 2 processes x 2 threads.
+    wait_until(lambda: len(worker.ledger.started()) == 4, 60, "four handlers running")
+    pids = worker.ledger.worker_pids()
+    assert len(pids) == 2
+    worker.proc.send_signal(signal.SIGTERM)
+    wait_until(lambda: "draining" in worker.stdout(), 10, "the supervisor to relay the drain")
+    assert worker.proc.poll() is None and all(alive(pid) for pid in pids)  # waiting for the handlers
+    worker.release()
+    assert worker.wait() == EXIT_OK, worker.stderr()
+    started, acked = worker.ledger.started(), worker.ledger.acked()
+    assert len(started) >= 4 and set(started) == set(acked)  # every started handler acked
+    assert set(acked.values()) == {1}
+    current = info(js, stream)
+    assert current.num_ack_pending == 0
+    assert current.num_pending == n - len(acked)  # the rest was never delivered, or NAKed back
+    assert not any(alive(pid) for pid in pids)
+    assert children(worker.proc.pid) == set()
+
+
+@pytest.mark.timeout(120)
+def test_second_signal_forces_the_stop(
+    nats_server: NatsServer, js: natspull.JetStream, stream: str, tmp_path: Path, workers: list[Worker]
+) -> None:
+    fill(js, stream, 20)
+    consumer = durable(js, stream)
+    worker = Worker(
+        tmp_path, nats_server.url, "worker_targets:slow", stream, consumer, "--threads", "2", "--grace", "3"
+    )
+    workers.append(worker)
+    wait_until(lambda: len(worker.ledger.started()) == 2, 60, "two handlers running")
+    pids = worker.ledger.worker_pids()
+    worker.proc.send_signal(signal.SIGTERM)
+    wait_until(lambda: "draining" in worker.stdout(), 10, "the drain")
+    worker.proc.send_signal(signal.SIGINT)
+    wait_until(lambda: "stopping now" in worker.stdout(), 10, "the stop")
+    # The handlers never finish by themselves: the grace period ends them.
+    assert worker.wait() == EXIT_FORCED, worker.stderr()
+    assert "still running: killed" in worker.stdout()
+    assert not any(alive(pid) for pid in pids)
+    assert worker.ledger.acked() == collections.Counter()
+
+
+@pytest.mark.timeout(60)
+def test_children_exit_when_the_supervisor_is_killed(
+    nats_server: NatsServer, js: natspull.JetStream, stream: str, tmp_path: Path, workers: list[Worker]
+) -> None:
+    consumer = durable(js, stream)
+    worker = Worker(tmp_path, nats_server.url, "worker_targets:record", stream, consumer, "--processes", "2")
+    workers.append(worker)
+    wait_until(lambda: worker.stdout().count("consuming") == 2, 30, "two children consuming")
+    pids = worker.ledger.worker_pids()
+    assert len(pids) == 2 and pids == children(worker.proc.pid)
+    worker.proc.kill()
+    worker.proc.wait(10)
+    wait_until(lambda: not any(alive(pid) for pid in pids), 10, "the orphaned children to exit")
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("no_such_module_xyz:handle", "cannot import module 'no_such_module_xyz'"),
+        ("worker_targets:missing", "module 'worker_targets' has no attribute 'missing'"),
+        ("worker_targets:not_callable", "'worker_targets:not_callable' is not callable"),
+        ("worker_targets", "target must look like 'module:function'"),
+    ],
+)
+def test_bad_target_fails_at_once(
+    target: str, message: str, stream: str, tmp_path: Path, workers: list[Worker]
+) -> None:
+    worker = Worker(tmp_path, "nats://127.0.0.1:1", target, stream, "work")
+    workers.append(worker)
+    start = time.monotonic()
+    assert worker.wait(20) == EXIT_USAGE
+    assert time.monotonic() - start < 10
+    assert message in worker.stderr(), worker.stderr()
+    assert worker.ledger.worker_pids() == set()  # no child started
+
+
+@pytest.mark.timeout(60)
+def test_missing_consumer_fails_without_restarts(
+    nats_server: NatsServer, stream: str, tmp_path: Path, workers: list[Worker]
+) -> None:
+    worker = Worker(tmp_path, nats_server.url, "worker_targets:record", stream, "nope", "--processes", "2")
+    workers.append(worker)
+    assert worker.wait() == EXIT_NOT_FOUND, worker.stderr()
+    assert "could not start" in worker.stdout()
+    assert "restarting" not in worker.stdout()
+
+
+@pytest.mark.timeout(90)
+def test_a_crash_loop_ends_the_run(
+    nats_server: NatsServer, js: natspull.JetStream, stream: str, tmp_path: Path, workers: list[Worker]
+) -> None:
+    fill(js, stream, 10)
+    consumer = durable(js, stream)
+    worker = Worker(tmp_path, nats_server.url, "worker_targets:crash", stream, consumer)
+    workers.append(worker)
+    assert worker.wait() == EXIT_CRASH_LOOP, worker.stderr()
+    out = worker.stdout()
+    assert [f"restarting in {d} s" in out for d in ("0.5", "1", "2", "4")] == [True] * 4
+    assert "5 times in a row: giving up" in out
+    assert len(worker.ledger.worker_pids()) == 5
