@@ -170,7 +170,15 @@ def test_a_killed_child_is_restarted_and_nothing_is_lost(
     fill(js, stream, n)
     consumer = durable(js, stream, ack_wait=2.0)  # what the killed child held comes back after 2 s
     worker = Worker(
-        tmp_path, nats_server.url, "worker_targets:paced", stream, consumer, "--processes", "2", "--threads", "2"
+        tmp_path,
+        nats_server.url,
+        "worker_targets:paced",
+        stream,
+        consumer,
+        "--processes",
+        "2",
+        "--threads",
+        "2",
     )
     workers.append(worker)
     wait_until(lambda: len(worker.ledger.ack_pids()) == 2, 60, "both children acking")
@@ -197,26 +205,37 @@ def test_sigterm_drains_running_handlers(
     fill(js, stream, n)
     consumer = durable(js, stream)
     worker = Worker(
-        tmp_path, nats_server.url, "worker_targets:slow", stream, consumer, "--processes", "2", "--threads", "2"
+        tmp_path,
+        nats_server.url,
+        "worker_targets:slow",
+        stream,
+        consumer,
+        "--processes",
+        "2",
+        "--threads",
+        "2",
     )
     workers.append(worker)
-    # Both children's handlers are blocked: 2 processes x 2 threads.
-    wait_until(lambda: len(worker.ledger.started()) == 4, 60, "four handlers running")
+    # Whichever child pulled first may hold all 20 messages (buffered): at least its two threads
+    # are blocked in handlers.
+    wait_until(lambda: len(worker.ledger.started()) >= 2, 60, "handlers running")
+    wait_until(lambda: worker.stdout().count("consuming") == 2, 30, "both children consuming")
     pids = worker.ledger.worker_pids()
-    assert len(pids) == 2
+    everyone = children(worker.proc.pid)  # the workers and multiprocessing's resource tracker
+    assert len(pids) == 2 and pids < everyone
     worker.proc.send_signal(signal.SIGTERM)
     wait_until(lambda: "draining" in worker.stdout(), 10, "the supervisor to relay the drain")
     assert worker.proc.poll() is None and all(alive(pid) for pid in pids)  # waiting for the handlers
     worker.release()
     assert worker.wait() == EXIT_OK, worker.stderr()
     started, acked = worker.ledger.started(), worker.ledger.acked()
-    assert len(started) >= 4 and set(started) == set(acked)  # every started handler acked
+    assert len(started) >= 2 and set(started) == set(acked)  # every started handler acked
     assert set(acked.values()) == {1}
     current = info(js, stream)
     assert current.num_ack_pending == 0
     assert current.num_pending == n - len(acked)  # the rest was never delivered, or NAKed back
     assert not any(alive(pid) for pid in pids)
-    assert children(worker.proc.pid) == set()
+    wait_until(lambda: not any(alive(pid) for pid in everyone), 10, "the resource tracker to exit")
 
 
 @pytest.mark.timeout(120)
@@ -251,10 +270,11 @@ def test_children_exit_when_the_supervisor_is_killed(
     workers.append(worker)
     wait_until(lambda: worker.stdout().count("consuming") == 2, 30, "two children consuming")
     pids = worker.ledger.worker_pids()
-    assert len(pids) == 2 and pids == children(worker.proc.pid)
+    everyone = children(worker.proc.pid)  # the workers and multiprocessing's resource tracker
+    assert len(pids) == 2 and pids < everyone and len(everyone) == 3
     worker.proc.kill()
     worker.proc.wait(10)
-    wait_until(lambda: not any(alive(pid) for pid in pids), 10, "the orphaned children to exit")
+    wait_until(lambda: not any(alive(pid) for pid in everyone), 10, "the orphaned children to exit")
 
 
 @pytest.mark.timeout(30)
@@ -295,7 +315,7 @@ def test_a_crash_loop_ends_the_run(
     nats_server: NatsServer, js: natspull.JetStream, stream: str, tmp_path: Path, workers: list[Worker]
 ) -> None:
     fill(js, stream, 10)
-    consumer = durable(js, stream)
+    consumer = durable(js, stream, ack_wait=1.0)  # each new child gets the crashing messages again
     worker = Worker(tmp_path, nats_server.url, "worker_targets:crash", stream, consumer)
     workers.append(worker)
     assert worker.wait() == EXIT_CRASH_LOOP, worker.stderr()

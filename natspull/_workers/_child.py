@@ -18,6 +18,7 @@ group; the supervisor decides); SIGTERM sent to the child itself drains it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -69,10 +70,8 @@ class _Counts:
 
 
 def _fatal(conn: Connection, code: int, message: str) -> int:
-    try:
+    with contextlib.suppress(OSError):  # the supervisor is gone
         conn.send(("fatal", code, message))
-    except OSError:  # the supervisor is gone
-        pass
     return code
 
 
@@ -149,14 +148,10 @@ def _run(
             log.warning("natspull: worker %d: the supervisor is gone; stopping", os.getpid())
             ctx.stop()
             deadline = time.monotonic() + grace
-            try:
+            with contextlib.suppress(Error):
                 ctx.wait(max(deadline - time.monotonic(), 0))
-            except Error:
-                pass
             os._exit(EXIT_ERROR)  # a handler may still run: do not wait for it in the interpreter's exit
     # Leaving the client's block flushed every ack.
-    try:
+    with contextlib.suppress(OSError):
         conn.send(counts.report())
-    except OSError:
-        pass
     return EXIT_OK

@@ -8,6 +8,7 @@ both forms. Not thread-safe: the supervisor drives it from its main thread.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections.abc import Sequence
@@ -66,10 +67,8 @@ class _Lines:
         self._next = time.monotonic() + interval
 
     def _print(self, text: str) -> None:
-        try:
+        with contextlib.suppress(OSError, ValueError):  # a closed stdout must not stop the supervisor
             print(f"natspull worker: {text}", file=self._out, flush=True)
-        except (OSError, ValueError):  # a closed stdout must not stop the supervisor
-            pass
 
     def event(self, text: str) -> None:
         self._print(text)

@@ -29,14 +29,13 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import os
 import signal
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from multiprocessing.connection import Connection, wait
 from types import FrameType
-from typing import Any, Callable
+from typing import Any
 
 from .._validate import check_int
 from ._child import child_main
@@ -296,7 +295,9 @@ class _Supervisor:
         stable = now - slot.started >= STABLE
         slot.crashes = 1 if stable else slot.crashes + 1
         if slot.crashes >= CRASH_LIMIT:
-            message = f"worker {index} pid {pid} died ({how}){reason}; {slot.crashes} times in a row: giving up"
+            message = (
+                f"worker {index} pid {pid} died ({how}){reason}; {slot.crashes} times in a row: giving up"
+            )
             log.error("natspull: %s", message)
             self._reporter.event(message)
             slot.row.state = "exited"

@@ -38,7 +38,9 @@ def target_spec(target: object) -> str:
             raise TypeError(f"target {target!r} is not importable as {spec!r} (it resolves to {found!r})")
         return spec
     else:
-        raise TypeError(f"target must be a 'module:function' string or a callable, got {type(target).__name__}")
+        raise TypeError(
+            f"target must be a 'module:function' string or a callable, got {type(target).__name__}"
+        )
     load(spec)
     return spec
 
@@ -65,7 +67,9 @@ def load(spec: str) -> Callable[..., Any]:
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            raise ValueError(f"target {spec!r}: module {module_name!r} has no attribute {qualname!r}") from None
+            raise ValueError(
+                f"target {spec!r}: module {module_name!r} has no attribute {qualname!r}"
+            ) from None
     if not callable(obj):
         raise TypeError(f"target {spec!r} is not callable (it is a {type(obj).__name__})")
     return obj  # type: ignore[no-any-return]

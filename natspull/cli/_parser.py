@@ -205,7 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--consumer", required=True, metavar="C", help="a durable pull consumer on it")
     worker.add_argument("--processes", type=_int_at_least(1), default=1, metavar="N", help="default 1")
     worker.add_argument(
-        "--threads", type=_int_at_least(1), default=4, metavar="M", help="handler threads per process (default 4)"
+        "--threads",
+        type=_int_at_least(1),
+        default=4,
+        metavar="M",
+        help="handler threads per process (default 4)",
     )
     worker.add_argument("--server", type=_server_urls, default=default_url, metavar="URL", help=server_help)
     worker.add_argument(
