@@ -9,6 +9,7 @@ published, and stops when the consumer's ack floor reaches the last one (polled 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -54,11 +55,10 @@ def _poll(predicate: Callable[[], bool], timeout: float, what: str) -> None:
 def _rate(env: Env, n: int, processes: int) -> float:
     """Handle *n* messages with *processes* worker processes; return messages per second."""
     root = str(Path(__file__).resolve().parent.parent)
-    with (
-        env.temp_stream() as stream,
-        env.temp_consumer(stream, ack_policy=natspull.AckPolicy.EXPLICIT) as name,
-        tempfile.TemporaryDirectory(prefix="natspull-bench-") as tmp,
-    ):
+    with contextlib.ExitStack() as stack:
+        stream = stack.enter_context(env.temp_stream())
+        name = stack.enter_context(env.temp_consumer(stream, ack_policy=natspull.AckPolicy.EXPLICIT))
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="natspull-bench-"))
         out_path = os.path.join(tmp, "stdout")
         argv = [sys.executable, "-m", "natspull", "worker", "benchmarks.workers:spin", "--stream", stream]
         argv += ["--consumer", name, "--server", env.url, "--processes", str(processes)]

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -323,3 +324,109 @@ def test_a_crash_loop_ends_the_run(
     assert [f"restarting in {d} s" in out for d in ("0.5", "1", "2", "4")] == [True] * 4
     assert "5 times in a row: giving up" in out
     assert len(worker.ledger.worker_pids()) == 5
+
+
+# ------------------------------------------------------------------ the Python API, in this process
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"target": lambda msg: None}, TypeError, "a lambda, closure or instance cannot be imported"),
+        ({"target": 42}, TypeError, "target must be a 'module:function' string or a callable, got int"),
+        ({"target": "__main__:handle"}, TypeError, "defined in __main__"),
+        ({"processes": 0}, ValueError, "processes"),
+        ({"threads": 0}, ValueError, "threads"),
+        ({"stream": ""}, TypeError, "stream must be a non-empty string"),
+        ({"grace": 0}, ValueError, "grace must be a number of seconds > 0, got 0"),
+        ({"status": "fancy"}, ValueError, "status must be one of auto, live, lines, off, got 'fancy'"),
+        ({"consume_options": {"workers": 2}}, ValueError, "consume_options: 'workers' is not allowed"),
+    ],
+)
+def test_run_workers_checks_its_arguments_at_once(
+    kwargs: dict[str, object], error: type, message: str
+) -> None:
+    import worker_targets
+
+    arguments: dict[str, object] = {"target": worker_targets.record, "stream": "S", "consumer": "C"}
+    arguments.update(kwargs)
+    with pytest.raises(error, match=message.replace("(", r"\(").replace(")", r"\)")):
+        natspull.run_workers(**arguments)  # type: ignore[arg-type]
+
+
+@pytest.mark.timeout(120)
+def test_run_workers_in_process_with_a_callable(
+    nats_server: NatsServer,
+    js: natspull.JetStream,
+    stream: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """run_workers() itself, with a function object as the target and consume options; a SIGTERM
+    to this process drains."""
+    import worker_targets
+
+    n = 300
+    fill(js, stream, n)
+    consumer = durable(js, stream)
+    ledger = Ledger(tmp_path / "ledger")
+    monkeypatch.setattr(worker_targets, "LEDGER", str(ledger.path))  # for the supervisor's own import
+    monkeypatch.setenv("NATSPULL_TEST_LEDGER", str(ledger.path))  # for the children's
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")]))
+    returned = threading.Event()
+
+    def signal_when_done() -> None:
+        try:
+            wait_until(lambda: len(ledger.acked()) == n or returned.is_set(), 90, "every message acked")
+            wait_until(lambda: drained(js, stream) or returned.is_set(), 10, "no ack pending")
+        finally:
+            if not returned.is_set():  # only run_workers() may receive it
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    thread = threading.Thread(target=signal_when_done)
+    thread.start()
+    try:
+        code = natspull.run_workers(
+            worker_targets.record,
+            stream=stream,
+            consumer=consumer,
+            processes=2,
+            threads=2,
+            servers=nats_server.url,
+            consume_options={"max_messages": 10},
+            status="off",
+        )
+    finally:
+        returned.set()
+        thread.join(100)
+    assert code == EXIT_OK
+    assert sorted(ledger.acked()) == list(range(1, n + 1))
+    assert len(ledger.worker_pids()) == 2
+    assert not any(alive(pid) for pid in ledger.worker_pids())
+
+
+@pytest.mark.timeout(60)
+def test_consume_options_reach_every_consume_call(
+    nats_server: NatsServer, js: natspull.JetStream, stream: str, tmp_path: Path, workers: list[Worker]
+) -> None:
+    """An option consume() refuses is refused in the child, at the first start: exit 2, no restart."""
+    consumer = durable(js, stream)
+    ledger = Ledger(tmp_path / "ledger")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")])}
+    env["NATSPULL_TEST_LEDGER"] = str(ledger.path)
+    script = (
+        "import sys, natspull; sys.exit(natspull.run_workers('worker_targets:record', stream=sys.argv[1], "
+        "consumer=sys.argv[2], servers=sys.argv[3], consume_options={'max_messages': 0}, status='lines'))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, stream, consumer, nats_server.url],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=50,
+    )
+    assert result.returncode == EXIT_USAGE, result.stderr
+    assert "could not start: consume options: max_messages" in result.stdout, result.stdout
+    assert "restarting" not in result.stdout
+    assert len(ledger.worker_pids()) == 1

@@ -54,7 +54,7 @@ STABLE = 10.0  # a child that ran this long resets the backoff and the crash cou
 CRASH_LIMIT = 5
 
 _RUNNING, _DRAINING, _STOPPING = "running", "draining", "stopping"
-_FORBIDDEN_OPTIONS = ("handler", "workers")
+_FORBIDDEN_OPTIONS = ("handler", "workers", "stop_after")
 
 
 class _Slot:
@@ -129,7 +129,10 @@ def run_workers(
     options = dict(consume_options or {})
     for key in options:
         if not isinstance(key, str) or key in _FORBIDDEN_OPTIONS:
-            raise ValueError(f"consume_options: {key!r} is not allowed (use target= and threads=)")
+            raise ValueError(
+                f"consume_options: {key!r} is not allowed (the handler is target=, the workers are "
+                f"threads=, and the processes run until a signal)"
+            )
     if threading.current_thread() is not threading.main_thread():
         raise RuntimeError("run_workers() must be called from the main thread (it handles signals)")
     args = (spec, servers, stream, consumer, threads, options, float(grace))
