@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -75,6 +76,16 @@ class Ledger:
 
     def ack_pids(self) -> set[int]:
         return {int(f[1]) for f in self.lines() if f[0] == "ack"}
+
+
+def final_rows(out: str, processes: int) -> list[dict[str, int]]:
+    """The status rows printed last (one line per process when the supervisor ends)."""
+    rows = re.findall(
+        r"worker (\d+) pid \d+ \w+: handled ([\d,]+) failed ([\d,]+) redelivered ([\d,]+) restarts (\d+)", out
+    )
+    assert len(rows) >= processes, out
+    keys = ("worker", "handled", "failed", "redelivered", "restarts")
+    return [{k: int(v.replace(",", "")) for k, v in zip(keys, row)} for row in rows[-processes:]]
 
 
 class Worker:
@@ -161,6 +172,10 @@ def test_two_processes_handle_every_message_once(
     assert not any(alive(pid) for pid in pids)
     assert "draining" in worker.stdout()
     assert info(js, stream).num_redelivered == 0
+    rows = final_rows(worker.stdout(), 2)
+    assert [r["worker"] for r in rows] == [1, 2]
+    assert sum(r["handled"] for r in rows) == n
+    assert [(r["failed"], r["redelivered"], r["restarts"]) for r in rows] == [(0, 0, 0)] * 2
 
 
 @pytest.mark.timeout(120)
@@ -194,13 +209,23 @@ def test_a_killed_child_is_restarted_and_nothing_is_lost(
     assert sorted(worker.ledger.acked()) == list(range(1, n + 1))  # each at least once
     out = worker.stdout()
     assert f"pid {victim} died (signal 9); restarting in 0.5 s" in out, out
+    rows = final_rows(out, 2)
+    assert sorted(r["restarts"] for r in rows) == [0, 1]
+    # What the killed child held came back after ack_wait: handled again with num_delivered 2.
+    assert sum(r["redelivered"] for r in rows) >= 1
     assert all(pid in out for pid in map(str, new))
     assert not any(alive(pid) for pid in worker.ledger.worker_pids())
 
 
 @pytest.mark.timeout(120)
-def test_sigterm_drains_running_handlers(
-    nats_server: NatsServer, js: natspull.JetStream, stream: str, tmp_path: Path, workers: list[Worker]
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=lambda s: s.name)
+def test_a_signal_drains_running_handlers(
+    signum: signal.Signals,
+    nats_server: NatsServer,
+    js: natspull.JetStream,
+    stream: str,
+    tmp_path: Path,
+    workers: list[Worker],
 ) -> None:
     n = 20
     fill(js, stream, n)
@@ -224,7 +249,7 @@ def test_sigterm_drains_running_handlers(
     pids = worker.ledger.worker_pids()
     everyone = children(worker.proc.pid)  # the workers and multiprocessing's resource tracker
     assert len(pids) == 2 and pids < everyone
-    worker.proc.send_signal(signal.SIGTERM)
+    worker.proc.send_signal(signum)
     wait_until(lambda: "draining" in worker.stdout(), 10, "the supervisor to relay the drain")
     assert worker.proc.poll() is None and all(alive(pid) for pid in pids)  # waiting for the handlers
     worker.release()
