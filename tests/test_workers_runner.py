@@ -364,6 +364,7 @@ def test_a_crash_loop_ends_the_run(
         ({"processes": 0}, ValueError, "processes"),
         ({"threads": 0}, ValueError, "threads"),
         ({"stream": ""}, TypeError, "stream must be a non-empty string"),
+        ({"servers": []}, TypeError, "servers must be a URL string or a non-empty list of them, got []"),
         ({"grace": 0}, ValueError, "grace must be a number of seconds > 0, got 0"),
         ({"status": "fancy"}, ValueError, "status must be one of auto, live, lines, off, got 'fancy'"),
         ({"consume_options": {"workers": 2}}, ValueError, "consume_options: 'workers' is not allowed"),
@@ -376,7 +377,7 @@ def test_run_workers_checks_its_arguments_at_once(
 
     arguments: dict[str, object] = {"target": worker_targets.record, "stream": "S", "consumer": "C"}
     arguments.update(kwargs)
-    with pytest.raises(error, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(error, match=re.escape(message)):
         natspull.run_workers(**arguments)  # type: ignore[arg-type]
 
 

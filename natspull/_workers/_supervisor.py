@@ -111,6 +111,10 @@ def run_workers(
     (5 restarts in a row that did not run 10 s); 130 forced: a second signal, or workers killed
     after *grace*.
 
+    Each worker process is started with the multiprocessing *spawn* method, which imports the
+    main module again in it: in a script, call ``run_workers()`` under
+    ``if __name__ == "__main__":``. The processes are named ``natspull-worker-N``.
+
     Blocks until the run ends. Main thread only (signals). Raises ValueError or TypeError at
     once for a bad argument or a target that cannot be imported or is not callable (before any
     process starts), RuntimeError off the main thread.
@@ -118,6 +122,9 @@ def run_workers(
     spec = target_spec(target)
     processes = check_int("processes", processes, maximum=1024)
     threads = check_int("threads", threads, maximum=1024)
+    urls = [servers] if isinstance(servers, str) else servers
+    if not isinstance(urls, list) or not urls or not all(isinstance(url, str) and url for url in urls):
+        raise TypeError(f"servers must be a URL string or a non-empty list of them, got {servers!r}")
     for name, value in (("stream", stream), ("consumer", consumer)):
         if not isinstance(value, str) or not value:
             raise TypeError(f"{name} must be a non-empty string, got {value!r}")
