@@ -22,7 +22,7 @@ import pytest
 from conftest import fill, wait_until
 
 import natspull
-from natspull._workers import EXIT_CRASH_LOOP, EXIT_FORCED, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE
+from natspull._workers import EXIT_CRASH_LOOP, EXIT_ERROR, EXIT_FORCED, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE
 from natspull.testing import NatsServer
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="checks processes in /proc")
@@ -262,6 +262,24 @@ def test_a_signal_drains_running_handlers(
     assert current.num_pending == n - len(acked)  # the rest was never delivered, or NAKed back
     assert not any(alive(pid) for pid in pids)
     wait_until(lambda: not any(alive(pid) for pid in everyone), 10, "the resource tracker to exit")
+
+
+@pytest.mark.timeout(120)
+def test_a_child_killed_during_the_drain_is_an_error(
+    nats_server: NatsServer, js: natspull.JetStream, stream: str, tmp_path: Path, workers: list[Worker]
+) -> None:
+    fill(js, stream, 20)
+    consumer = durable(js, stream)
+    worker = Worker(tmp_path, nats_server.url, "worker_targets:slow", stream, consumer, "--threads", "2")
+    workers.append(worker)
+    wait_until(lambda: len(worker.ledger.started()) == 2, 60, "two handlers running")
+    (pid,) = worker.ledger.worker_pids()
+    worker.proc.send_signal(signal.SIGTERM)
+    wait_until(lambda: "draining" in worker.stdout(), 10, "the drain")
+    os.kill(pid, signal.SIGKILL)
+    assert worker.wait() == EXIT_ERROR, worker.stderr()
+    assert f"worker 1 pid {pid} ended with exit code -9" in worker.stdout()
+    assert "restarting" not in worker.stdout()
 
 
 @pytest.mark.timeout(120)

@@ -14,7 +14,7 @@ __all__ = [
 ]
 
 EXIT_OK = 0  # a signal ended the run and every child drained within the grace period
-EXIT_ERROR = 1  # a child could not start for another reason (e.g. a JetStream API error)
+EXIT_ERROR = 1  # a child could not start for another reason, or failed while draining
 EXIT_USAGE = 2  # the target or the consume options were refused (in a child)
 EXIT_NOT_FOUND = 3  # the stream or the consumer does not exist (at the first start)
 EXIT_CONNECT = 4  # a child could not connect (at the first start)

@@ -39,7 +39,7 @@ from typing import Any
 
 from .._validate import check_int
 from ._child import child_main
-from ._codes import EXIT_CRASH_LOOP, EXIT_FORCED, EXIT_OK
+from ._codes import EXIT_CRASH_LOOP, EXIT_ERROR, EXIT_FORCED, EXIT_OK
 from ._status import STATUS_MODES, Reporter, Row, make_reporter
 from ._target import target_spec
 
@@ -106,10 +106,10 @@ def run_workers(
     ``"lines"`` (a line per process every *status_interval* seconds) or ``"off"``; on stdout.
 
     Returns the exit code: 0 every worker drained after a signal; 1 a worker could not start
-    (another error); 2 a worker refused the target or the consume options; 3 no such stream or
-    consumer; 4 cannot connect (2-4: at the first start of a worker); 5 a worker kept dying
-    (5 restarts in a row that did not run 10 s); 130 forced: a second signal, or workers killed
-    after *grace*.
+    (another error), or ended with an error while draining; 2 a worker refused the target or
+    the consume options; 3 no such stream or consumer; 4 cannot connect (2-4: at the first
+    start of a worker); 5 a worker kept dying (5 restarts in a row that did not run 10 s);
+    130 forced: a second signal, or workers killed after *grace*.
 
     Each worker process is started with the multiprocessing *spawn* method, which imports the
     main module again in it: in a script, call ``run_workers()`` under
@@ -288,8 +288,10 @@ class _Supervisor:
         index, pid = slot.row.index, slot.row.pid
         if self._phase != _RUNNING:
             slot.row.state = "exited"
-            if code != 0:
+            if code != 0:  # it did not drain (or stop) cleanly: not a clean end
                 self._reporter.event(f"worker {index} pid {pid} ended with exit code {code}")
+                if self._code == EXIT_OK:
+                    self._code = EXIT_ERROR
             return
         how = f"exit code {code}" if code >= 0 else f"signal {-code}"
         reason = f": {slot.fatal[1]}" if slot.fatal else ""
