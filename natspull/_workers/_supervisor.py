@@ -194,7 +194,11 @@ class _Supervisor:
         for slot in self._slots:
             if slot.alive:
                 waitables += [slot.conn, slot.process.sentinel]
-        ready = wait(waitables, TICK) if waitables else []
+        if waitables:
+            ready = wait(waitables, TICK)
+        else:  # every process is waiting for its restart: nothing to wait on but time
+            ready = []
+            time.sleep(TICK)
         now = time.monotonic()
         for slot in self._slots:
             if slot.alive and slot.conn in ready:
