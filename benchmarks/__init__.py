@@ -12,6 +12,7 @@ Layout::
     consume.py      3 consume(workers=8), 3b worker scaling, 9 memory with a slow consumer
     latency.py      6 publish -> receive latency, 7 drain()/stop() wake-up latency
     publish.py      8 publish_many against nats-py publish_async
+    workers.py      12 natspull worker: a CPU-bound handler in 1 and 2 processes
 
 Adding a case: write a function ``(env: Env) -> list[Sample]`` in a module, decorate it with
 ``@case("11", "my_case", "what it measures")`` and add the module's name to

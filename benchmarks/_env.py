@@ -62,6 +62,7 @@ class Sizes:
     publish: int  # 128 B messages published per library (case 8)
     memory: int  # 64 KiB messages through the slow consumer (case 9)
     core: int  # 128 B core messages received (case 10)
+    workers: int  # messages through the CPU-bound handler per process count (case 13)
     repeat: int  # default repetitions
 
 
@@ -76,6 +77,7 @@ FULL = Sizes(
     publish=100_000,
     memory=1_000,
     core=100_000,
+    workers=20_000,
     repeat=5,
 )
 QUICK = Sizes(
@@ -89,6 +91,7 @@ QUICK = Sizes(
     publish=10_000,
     memory=100,
     core=10_000,
+    workers=2_000,
     repeat=1,
 )
 

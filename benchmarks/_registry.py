@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 # Modules whose import registers cases; add yours here.
-CASE_MODULES = ("throughput", "consume", "latency", "publish", "trio_case", "otel_case")
+CASE_MODULES = ("throughput", "consume", "latency", "publish", "trio_case", "otel_case", "workers")
 
 MSGS_PER_S = "msgs/s"
 MS = "ms"

@@ -39,6 +39,7 @@ from ._types import (
     StreamInfo,
 )
 from ._version import __version__
+from ._workers import run_workers
 from .errors import (
     ConnectError,
     ConnectionClosedError,
@@ -102,5 +103,6 @@ __all__ = [
     "TimeoutError",
     "__version__",
     "connect",
+    "run_workers",
     "shutdown_on_signals",
 ]

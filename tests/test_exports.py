@@ -62,6 +62,7 @@ EXPECTED_ALL = [
     "TimeoutError",
     "__version__",
     "connect",
+    "run_workers",
     "shutdown_on_signals",
 ]
 

@@ -17,11 +17,13 @@ from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit
 
 import natspull
+from natspull._workers import STATUS_MODES
 
 from ._consume import cmd_consume
 from ._demo import cmd_demo
 from ._publish import cmd_publish
 from ._server import cmd_server
+from ._worker import cmd_worker
 
 __all__ = ["build_parser"]
 
@@ -29,15 +31,17 @@ _DEFAULT_URL = "nats://127.0.0.1:4222"
 
 _EPILOG = """\
 exit codes:
-  0    success; consume and server also exit 0 when SIGINT/SIGTERM/SIGHUP
-       ends them (consume drains first: every printed message is acked)
+  0    success; consume, worker and server also exit 0 when SIGINT/SIGTERM/SIGHUP
+       ends them (consume and worker drain first: every handled message is acked)
   1    error (the server refused, nats-server missing or failing to start, ...)
   2    usage: bad arguments
   3    not found: stream or consumer (publish: no stream stores the subject)
   4    cannot connect to the server
+  5    worker: a worker process kept dying (5 restarts in a row, none ran 10 s)
   130  interrupted: a demo ended early by SIGINT/SIGTERM/SIGHUP (it drains
        and prints what it handled), or any command interrupted before it
-       started its work
+       started its work; worker: forced stop (a second signal, or workers
+       killed after --grace)
 
 The default server is $NATS_URL, else nats://127.0.0.1:4222 (demo: an embedded
 nats-server unless --server is given). Comma-separated URLs are a server list.
@@ -183,6 +187,48 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("data", nargs="?", default="", metavar="DATA|-", help="payload; - reads stdin")
     publish.add_argument("--count", type=_int_at_least(1), default=1, metavar="N", help="publish N copies")
     publish.add_argument("--server", type=_server_urls, default=default_url, metavar="URL", help=server_help)
+
+    worker = command(
+        "worker",
+        "run a handler in worker processes on a durable pull consumer until SIGINT/SIGTERM/SIGHUP",
+        cmd_worker,
+        "Each of --processes processes imports MODULE:FUNCTION (the current directory is on the\n"
+        "import path), connects on its own and runs consumer.consume(FUNCTION, workers=--threads).\n"
+        "FUNCTION(msg) acks each message; an exception NAKs it. A process that dies is restarted\n"
+        "(backoff 0.5 s doubling to 10 s). The first SIGINT/SIGTERM/SIGHUP drains every process\n"
+        "(started and buffered messages are handled and acked) and exits 0; a second one stops at\n"
+        "once (buffered messages are NAKed back) and exits 130, as does a drain that takes longer\n"
+        "than --grace (the processes are killed). On a terminal a live table shows each process.",
+    )
+    worker.add_argument("target", metavar="MODULE:FUNCTION", help="the handler, e.g. myapp.jobs:handle")
+    worker.add_argument("--stream", required=True, metavar="S", help="the stream")
+    worker.add_argument("--consumer", required=True, metavar="C", help="a durable pull consumer on it")
+    worker.add_argument("--processes", type=_int_at_least(1), default=1, metavar="N", help="default 1")
+    worker.add_argument(
+        "--threads",
+        type=_int_at_least(1),
+        default=4,
+        metavar="M",
+        help="handler threads per process (default 4)",
+    )
+    worker.add_argument("--server", type=_server_urls, default=default_url, metavar="URL", help=server_help)
+    worker.add_argument(
+        "--grace",
+        type=_positive_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="after the first signal, kill processes still running after this long (default 30)",
+    )
+    worker.add_argument(
+        "--status",
+        choices=STATUS_MODES,
+        default="auto",
+        help="live: a table on the terminal; lines: a line per process every --status-interval "
+        "seconds; auto (default): live on a terminal, else lines",
+    )
+    worker.add_argument(
+        "--status-interval", type=_positive_seconds, default=10.0, metavar="SECONDS", help="default 10"
+    )
 
     server = command(
         "server",

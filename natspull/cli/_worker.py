@@ -1,0 +1,38 @@
+"""``natspull worker MODULE:FUNCTION``: worker processes on a durable consumer (natspull.run_workers).
+
+The current directory is put on ``sys.path`` first (as ``python -m`` does), so a handler in
+``./jobs.py`` is found as ``jobs:handle`` also through the ``natspull`` script. A target that
+cannot be imported or called is a usage error (exit 2) before any process starts; the other
+exit codes are :func:`natspull.run_workers`'s. Main thread (signals).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import natspull
+
+from ._common import EXIT_USAGE, CliError
+
+__all__ = ["cmd_worker"]
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        return natspull.run_workers(
+            args.target,
+            stream=args.stream,
+            consumer=args.consumer,
+            processes=args.processes,
+            threads=args.threads,
+            servers=args.server,
+            grace=args.grace,
+            status=args.status,
+            status_interval=args.status_interval,
+        )
+    except (ValueError, TypeError) as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
