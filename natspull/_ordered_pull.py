@@ -353,14 +353,13 @@ class OrderedEngine(PullEngine):
             await stale.unsubscribe()
         self.loop_thread.loop.create_task(self._delete(old))
         name = self.cursor.name
-        api, body = self._spec.create(self.stream, name, self.cursor.stream_seq)
-        payload = json.dumps(body).encode()
         delay = BACKOFF_FIRST
         attempts = 0
         while not self._stopping:
             attempts += 1
+            api, body = self._spec.create(self.stream, name, self.cursor.stream_seq)
             try:
-                await link.api_request(self._js_prefix, api, payload, self._api_timeout)
+                await link.api_request(self._js_prefix, api, json.dumps(body).encode(), self._api_timeout)
                 break
             except StreamNotFoundError as exc:
                 self._give_up(exc)
@@ -379,6 +378,12 @@ class OrderedEngine(PullEngine):
                     exc,
                     delay,
                 )
+                # The next attempt under a new name: an unanswered create may have been placed on
+                # a server that just died (its leader had not noticed yet), and every create of
+                # that name then waits for it. The orphan expires (inactive_threshold).
+                self.loop_thread.loop.create_task(self._delete(name))
+                name = _next_name(name)
+                self.cursor.restart(name)
             await asyncio.sleep(delay)
             delay = min(delay * 2, BACKOFF_MAX)
         if self._stopping:

@@ -54,7 +54,11 @@ class Reader:
         """Let the reader through stage k+1 and wait until it passed stage k."""
         self.gate.allow(len(EXPECTED) * (k + 1) // (STAGES + 1))
         want = len(EXPECTED) * k // (STAGES + 1)
-        wait_until(lambda: len(self.seqs) >= want or self.error is not None, 30, f"{want} messages read")
+        wait_until(
+            lambda: len(self.seqs) >= want or self.error is not None,
+            30,
+            lambda: f"{want} messages read (read {len(self.seqs)}; {self.msgs.stats()})",
+        )
         assert self.error is None, self.error
 
     def finish(self) -> None:
@@ -112,10 +116,13 @@ def test_consumer_deleted_by_admin(nats_server: NatsServer, js: natspull.JetStre
         assert len(names) == 1, names
         js.delete_consumer("OD", names[0])
 
+    # The server does not always answer the pulls waiting on a consumer it deletes (no 409;
+    # nats-server issue 3969): the reader then resets at the second missed heartbeat, so the
+    # heartbeat is short here (2 s: a reset within 4 s instead of 30 s with the defaults).
     with js.ordered_consumer("OD", filter_subjects=_filters("OD")) as oc:
-        msgs = oc.messages()
+        msgs = oc.messages(expires=4)
         _run(msgs, [delete, delete])
-        assert msgs.stats().resets == 2
+        assert msgs.stats().resets >= 2  # (a missed heartbeat under load may add one)
 
 
 @pytest.fixture
@@ -154,11 +161,6 @@ def test_partition_of_three_heartbeats(chaos_proxy: ChaosProxy, admin: natspull.
 
 @pytest.mark.cluster
 @pytest.mark.timeout(180)
-@pytest.mark.xfail(
-    strict=False,
-    reason="known intermittent (1 of 3 clean-clone CI runs): after the R1 consumer's server is "
-    "killed the ordered reader made no progress for 30 s; not yet understood (issue 14 note)",
-)
 def test_stream_leader_killed(nats_cluster: NatsCluster) -> None:
     with natspull.connect(nats_cluster.urls, reconnect_time_wait=0.1, max_reconnect_attempts=-1) as client:
         js = client.jetstream(timeout=10)
@@ -176,13 +178,26 @@ def test_stream_leader_killed(nats_cluster: NatsCluster) -> None:
 
         def restart() -> None:
             killed.pop().restart()
+            # The next fault kills another server: with the restarted one still catching up, the
+            # R3 stream would have no quorum and nothing (not even a consumer) could be created.
+            wait_until(lambda: _stream_current(js, "OC"), 60, "the restarted server to catch up")
 
         with js.ordered_consumer("OC", filter_subjects=_filters("OC")) as oc:
             msgs = oc.messages(expires=2)
 
             def consumer_host() -> str:
-                info = js.consumer_info("OC", msgs._engine.consumer)
-                return info.cluster.leader if info.cluster and info.cluster.leader else ""
+                host = [""]
+
+                def found() -> bool:
+                    try:
+                        info = js.consumer_info("OC", msgs._engine.consumer)
+                    except natspull.ConsumerNotFoundError:
+                        return False  # a reset is creating the next one
+                    host[0] = info.cluster.leader if info.cluster and info.cluster.leader else ""
+                    return bool(host[0])
+
+                wait_until(found, 30, "the consumer's server")
+                return host[0]
 
             faults = [
                 lambda: kill(_stream_leader(js, "OC")),  # the acceptance case
@@ -206,6 +221,19 @@ def _stream_leader(js: natspull.JetStream, name: str) -> str:
     except natspull.Error:
         return ""
     return info.cluster.leader if info.cluster and info.cluster.leader else ""
+
+
+def _stream_current(js: natspull.JetStream, name: str) -> bool:
+    """The stream has a leader and both other replicas are online and current."""
+    try:
+        info = js.stream_info(name)
+    except natspull.Error:
+        return False
+    cluster = info.cluster
+    if cluster is None or not cluster.leader:
+        return False
+    replicas = cluster.replicas or []
+    return len(replicas) == 2 and all(peer.current and not peer.offline for peer in replicas)
 
 
 def _try_publish(js: natspull.JetStream, subject: str, data: bytes) -> bool:
