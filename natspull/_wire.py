@@ -347,7 +347,10 @@ class Wire:
         """Give a new TCP transport of nats-py the pausing ``writelines()`` (:func:`_write_joined`)."""
         self._paced = transport
         if isinstance(transport, TcpTransport):
-            transport.writelines = functools.partial(_write_joined, transport)  # type: ignore[method-assign]
+            try:
+                transport.writelines = functools.partial(_write_joined, transport)  # type: ignore[method-assign]
+            except AttributeError:  # a nats-py whose transport has __slots__: its own writelines()
+                log.debug("natspull: cannot pace nats-py's transport writes", exc_info=True)
 
     # ---------------------------------------------------------------- state
 

@@ -143,7 +143,11 @@ class Run:
     """A started program: its output lines, read on a helper thread, and what it left behind."""
 
     def __init__(self, argv: list[str]) -> None:
+        # A temporary dir of its own: another natspull process (a parallel test run) sweeping
+        # stale dirs in the shared one could otherwise remove what this program left behind.
+        self.tmp = tempfile.mkdtemp(prefix="natspull-orphans-test-")
         env = {k: v for k, v in os.environ.items() if k != "NATS_URL"}
+        env["TMPDIR"] = self.tmp
         self.proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
         )
@@ -197,6 +201,7 @@ class Run:
             os.kill(self.server.pid, signal.SIGKILL)
         if self.store is not None:
             shutil.rmtree(self.store, ignore_errors=True)
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 @pytest.fixture
@@ -233,7 +238,9 @@ def assert_dies(server: Server) -> None:
 
 @pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
 @pytest.mark.parametrize("name", list(PROGRAMS))
-def test_server_dies_with_its_parent(runs: list[Run], name: str, signum: signal.Signals) -> None:
+def test_server_dies_with_its_parent(
+    runs: list[Run], name: str, signum: signal.Signals, monkeypatch: pytest.MonkeyPatch
+) -> None:
     program = PROGRAMS[name]
     run = start(runs, program)
     assert run.server is not None and run.store is not None
@@ -248,6 +255,7 @@ def test_server_dies_with_its_parent(runs: list[Run], name: str, signum: signal.
         # The parent died before it could clean up; the next temporary server removes the dir,
         # because its owner and its server are both gone.
         assert os.path.isdir(run.store)
+        monkeypatch.setattr(tempfile, "tempdir", run.tmp)  # where the program's dirs are
         with NatsServer():
             assert not os.path.exists(run.store)
 

@@ -4,6 +4,7 @@ immutability, documented fields, and the deprecated dict-style access."""
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import re
 import threading
 import warnings
@@ -51,9 +52,10 @@ def documented(cls: type) -> list[str]:
     """The names under ``Attributes:`` in the docstrings of *cls* and its bases."""
     names: list[str] = []
     for klass in reversed(cls.__mro__):
-        doc = klass.__dict__.get("__doc__") or ""
+        # cleandoc: Python 3.13 strips the indentation of docstrings at compile time, 3.9-3.12 do not
+        doc = inspect.cleandoc(klass.__dict__.get("__doc__") or "")
         _, _, attributes = doc.partition("Attributes:")
-        names += re.findall(r"^\s{8}(\w+):", attributes, re.M)
+        names += re.findall(r"^ {4}(\w+):", attributes, re.M)
     return names
 
 
