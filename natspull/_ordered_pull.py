@@ -95,6 +95,37 @@ class Cursor:
         """The stream sequence of the last message accepted (0: none)."""
         return int(self._last)
 
+    def accept(self, burst: list[Msg]) -> tuple[list[Msg], str | None]:
+        """The messages of *burst* (one read, in arrival order) that continue the sequence,
+        and the ack subject of the first that breaks it (None: nothing broke it). The cursor
+        moves past the accepted ones; the rest is dropped (a reset re-reads it).
+
+        The usual burst is checked at its ends: a consumer numbers its deliveries 1, 2, 3, ...
+        (ack none: no redelivery), so when every message is this consumer's (a prefix test
+        each) and the first and the last carry the next sequence and next + len - 1, the
+        burst has neither a gap nor a duplicate. Anything else goes message by message.
+        """
+        head = self._head
+        count = len(burst)
+        if head is not None and count > 1 and all(msg.reply.startswith(head) for msg in burst):
+            try:
+                cseq_first = int(burst[0].reply[len(head) :].split(".", 3)[2])
+                _, sseq, cseq_last, _ = burst[-1].reply[len(head) :].split(".", 3)
+                if cseq_first == self.consumer_seq + 1 and int(cseq_last) == self.consumer_seq + count:
+                    self.consumer_seq += count
+                    self._last = sseq
+                    return burst, None
+            except (IndexError, ValueError):
+                pass  # not ack subjects: message by message
+        accepted: list[Msg] = []
+        for msg in burst:
+            verdict = self.check(msg.reply)
+            if verdict == ACCEPT:
+                accepted.append(msg)
+            elif verdict == GAP:
+                return accepted, msg.reply
+        return accepted, None
+
     def check(self, reply: str) -> int:
         """ACCEPT (and advance), STALE or GAP for a message with ack subject *reply*."""
         head = self._head
@@ -269,25 +300,26 @@ class OrderedEngine(PullEngine):
 
     # ------------------------------------------------------------ the check
 
-    def _deliver(
-        self, subject: str, reply: str, data: bytes, size: int, headers: dict[str, str] | None = None
-    ) -> None:
-        verdict = self.cursor.check(reply)
-        if verdict == ACCEPT:
-            _deliver(self, subject, reply, data, size, headers)  # (not super(): once per message)
-        elif verdict == GAP and not self._resetting:
-            expected = self.cursor.consumer_seq + 1
-            self.cursor.broken = True
-            if self._opts.one_shot:
-                log.info(
-                    "natspull: %s/%s: gap after consumer sequence %d",
-                    self.stream,
-                    self.consumer,
-                    expected - 1,
-                )
-                self.request_done()
-            else:
-                self.reset(f"a gap: expected consumer sequence {expected}, got {reply}")
+    def _flush_burst(self) -> None:
+        burst = self._burst
+        if not burst:
+            return
+        self._burst = []
+        accepted, broken = self.cursor.accept(burst)
+        if accepted:
+            self._touch()
+            self.queue.put_many(accepted)
+        if broken is None or self._resetting:
+            return
+        expected = self.cursor.consumer_seq + 1
+        self.cursor.broken = True
+        if self._opts.one_shot:
+            log.info(
+                "natspull: %s/%s: gap after consumer sequence %d", self.stream, self.consumer, expected - 1
+            )
+            self.request_done()
+        else:
+            self.reset(f"a gap: expected consumer sequence {expected}, got {broken}")
 
     def _on_msg(
         self, subject: str, reply: str, data: bytes, headers: dict[str, str] | None, size: int
@@ -425,9 +457,6 @@ class OrderedEngine(PullEngine):
 
     def stats(self) -> dict[str, int]:
         return {**super().stats(), "resets": self.resets}
-
-
-_deliver = PullEngine._deliver
 
 
 def _next_name(name: str) -> str:

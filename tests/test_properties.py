@@ -15,6 +15,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 import natspull
 from natspull._msg import Msg
 from natspull._options import continuous_pull
+from natspull._ordered_pull import ACCEPT, GAP, Cursor
 from natspull._queue import MsgQueue, State
 from natspull._validate import check_name, check_subject
 from natspull.testing import NatsServer
@@ -463,3 +464,65 @@ PullFlow.TestCase.settings = settings(
     phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
 )
 TestPullFlow = PullFlow.TestCase
+
+
+# ------------------------------------------------------------- the ordered sequence check
+
+# What one inbox of an ordered read can receive: the current consumer's deliveries, whose
+# consumer sequences strictly increase (ack none: never a redelivery) and may skip (a lost
+# message: the gap the check exists for); late ones of an older consumer; something that is
+# not an ack subject at all.
+deliveries = st.lists(
+    st.one_of(
+        st.tuples(st.just("next"), st.integers(1, 1)),
+        st.tuples(st.just("skip"), st.integers(2, 3)),
+        st.tuples(st.just("stale"), st.integers(1, 9)),
+        st.just(("junk", 0)),
+    ),
+    max_size=60,
+)
+
+
+def _ordered_burst(events: list[tuple[str, int]]) -> list[Msg]:
+    msgs, cseq, sseq = [], 0, 100
+    for kind, step in events:
+        sseq += 1 + step
+        if kind == "junk":
+            reply = "_INBOX.not.an.ack.subject"
+        elif kind == "stale":
+            reply = f"$JS.ACK.S.old_1.1.{sseq}.{step}.1700000000000000000.0"
+        else:
+            cseq += step
+            reply = f"$JS.ACK.S.abc_2.1.{sseq}.{cseq}.1700000000000000000.{1000 - cseq}"
+        msgs.append(Msg("S.x", b"", reply, None, None, 0))
+    return msgs
+
+
+@settings(max_examples=500, deadline=None)
+@given(deliveries, st.lists(st.integers(1, 12), max_size=10))
+def test_a_burst_is_checked_like_its_messages_one_by_one(
+    events: list[tuple[str, int]], cuts: list[int]
+) -> None:
+    """Cursor.accept checks a whole read at its ends; its verdict is always the one the
+    message-by-message check gives (the same accepted messages, the same break)."""
+    msgs = _ordered_burst(events)
+    fast, slow = Cursor("abc_2", 7), Cursor("abc_2", 7)
+    start = 0
+    for cut in [*cuts, len(msgs)]:
+        burst, start = msgs[start : start + cut], start + cut
+        if not burst:
+            continue
+        accepted, broken = fast.accept(burst)
+        expected: list[Msg] = []
+        expected_broken = None
+        for msg in burst:
+            verdict = slow.check(msg.reply)
+            if verdict == ACCEPT:
+                expected.append(msg)
+            elif verdict == GAP:
+                expected_broken = msg.reply
+                break
+        assert (accepted, broken) == (expected, expected_broken)
+        assert (fast.consumer_seq, fast.stream_seq) == (slow.consumer_seq, slow.stream_seq)
+        if broken is not None:
+            return  # the engine resets here: a new consumer, a new cursor
