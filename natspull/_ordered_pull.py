@@ -78,83 +78,75 @@ class Cursor:
     Loop thread while an engine runs; the owner's thread before and after.
     """
 
-    __slots__ = ("_head", "_last", "broken", "consumer_seq", "name")
+    __slots__ = ("_after", "_head", "_last_reply", "broken", "consumer_seq", "name")
 
     def __init__(self, name: str, stream_seq: int) -> None:
         self.name = name
         self.consumer_seq = 0  # last accepted consumer sequence of *name* (0: none yet)
-        self._last = str(stream_seq)  # last accepted (or handed out) stream sequence, as sent
+        self._after = stream_seq  # the stream sequence the read started after
+        self._last_reply: str | None = None  # the ack subject of the last accepted message
         # The ack subjects' common start up to the consumer's name ("$JS.ACK.<stream>.<name>."),
-        # learnt from the first message: the check per message is then a prefix test and a
-        # short split (the stream sequence is parsed only when it is asked for).
+        # learnt from the first message: checking a message is then a prefix test, and only the
+        # last of a read is parsed (the stream sequence only when it is asked for).
         self._head: str | None = None
         self.broken = False  # a gap was seen (one-shot: recreate before the next fetch)
 
     @property
     def stream_seq(self) -> int:
-        """The stream sequence of the last message accepted (0: none)."""
-        return int(self._last)
+        """The stream sequence of the last message accepted (before any: the starting point)."""
+        last = self._last_reply
+        return self._after if last is None else stream_sequence(last)
 
     def accept(self, burst: list[Msg]) -> tuple[list[Msg], str | None]:
-        """The messages of *burst* (one read, in arrival order) that continue the sequence,
-        and the ack subject of the first that breaks it (None: nothing broke it). The cursor
-        moves past the accepted ones; the rest is dropped (a reset re-reads it).
+        """The messages of *burst* (one read, in arrival order, not empty) that continue the
+        sequence, and the ack subject of the first that breaks it (None: nothing broke it).
+        The cursor moves past the accepted ones; the rest is dropped (a reset re-reads it).
 
-        The usual burst is checked at its ends: a consumer numbers its deliveries 1, 2, 3, ...
-        (ack none: no redelivery), so when every message is this consumer's (a prefix test
-        each) and the first and the last carry the next sequence and next + len - 1, the
-        burst has neither a gap nor a duplicate. Anything else goes message by message.
+        A consumer numbers its deliveries 1, 2, 3, ... and never goes back (ack none: no
+        redelivery; each reset reads a consumer of a new name). So when every message of the
+        burst is this consumer's (a prefix test each) and the last one's number is the next
+        expected + len - 1, the burst is exactly the next len deliveries: no gap, no duplicate.
+        Anything else goes message by message.
         """
         head = self._head
-        count = len(burst)
-        if head is not None and count > 1 and all(msg.reply.startswith(head) for msg in burst):
-            try:
-                cseq_first = int(burst[0].reply[len(head) :].split(".", 3)[2])
-                _, sseq, cseq_last, _ = burst[-1].reply[len(head) :].split(".", 3)
-                if cseq_first == self.consumer_seq + 1 and int(cseq_last) == self.consumer_seq + count:
-                    self.consumer_seq += count
-                    self._last = sseq
+        if head is not None:
+            for msg in burst:
+                if not msg.reply.startswith(head):
+                    break
+            else:
+                last = burst[-1].reply
+                try:
+                    cseq = int(last[len(head) :].split(".", 3)[2])
+                except (IndexError, ValueError):
+                    cseq = -1  # not an ack subject: message by message
+                if cseq == self.consumer_seq + len(burst):
+                    self.consumer_seq = cseq
+                    self._last_reply = last
                     return burst, None
-            except (IndexError, ValueError):
-                pass  # not ack subjects: message by message
         accepted: list[Msg] = []
         for msg in burst:
-            verdict = self.check(msg.reply)
+            verdict = self._check(msg.reply)
+            if verdict == GAP:
+                return accepted, msg.reply
             if verdict == ACCEPT:
                 accepted.append(msg)
-            elif verdict == GAP:
-                return accepted, msg.reply
         return accepted, None
 
-    def check(self, reply: str) -> int:
-        """ACCEPT (and advance), STALE or GAP for a message with ack subject *reply*."""
-        head = self._head
-        if head is None or not reply.startswith(head):
-            return self._check_first(reply)
-        try:
-            _, sseq, cseq, _ = reply[len(head) :].split(".", 3)
-            if int(cseq) != self.consumer_seq + 1:
-                return GAP
-        except ValueError:
-            return GAP  # not an ack subject: nothing can be trusted after it
-        self.consumer_seq += 1
-        self._last = sseq
-        return ACCEPT
-
-    def _check_first(self, reply: str) -> int:
-        """The full parse: another consumer's message, or the first of this one."""
+    def _check(self, reply: str) -> int:
+        """ACCEPT (and advance), STALE or GAP for one message with ack subject *reply*."""
         try:
             tokens, i = _tokens(reply)
             if tokens[i] != self.name:
                 return STALE
             cseq = int(tokens[i + 3])
-            if cseq != self.consumer_seq + 1:
-                return GAP
-            self._last = str(int(tokens[i + 2]))
+            int(tokens[i + 2])  # (a stream sequence, for stream_seq)
         except (IndexError, ValueError):
+            return GAP  # not an ack subject: nothing can be trusted after it
+        if cseq != self.consumer_seq + 1:
             return GAP
         self._head = ".".join(tokens[: i + 1]) + "."
         self.consumer_seq = cseq
+        self._last_reply = reply
         return ACCEPT
 
     def restart(self, name: str) -> None:
