@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import nats
 
@@ -16,6 +17,7 @@ import natspull
 
 from ._env import KIB, BenchmarkError, Env, LoopThread, Watchdog, expect, run_async
 from ._registry import MSGS_PER_S, Sample, case, target
+from ._report import Results
 
 SMALL = "128 B"
 LARGE = "16 KiB"
@@ -225,3 +227,11 @@ target(
     0.5,
     "x",
 )
+
+
+def _ordered_ratio(size: str) -> Callable[[Results], float | None]:
+    return lambda r: r.ratio("iterator_ordered", size, "iterator_noack", size)
+
+
+for _size in (SMALL, LARGE):
+    target(f"case 2b >= 0.9x case 2 (ordered vs durable, no acks), {_size}", _ordered_ratio(_size), 0.9, "x")
