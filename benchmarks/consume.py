@@ -28,13 +28,15 @@ MEMORY = "memory"
 PEAK_GROWTH = "RSS growth, peak"
 
 
-def _consume_rate(env: Env, n: int, workers: int) -> float:
-    """Handle *n* messages with ``consume(handler, workers=...)``; return messages per second."""
+def consume_rate(env: Env, n: int, workers: int, pause: float = SLEEP) -> float:
+    """Handle *n* 128 B messages with ``consume(handler, workers=...)``, the handler sleeping
+    *pause* seconds (0: not at all) and acking; return messages per second."""
     stream = env.filled_stream(128, n)
     counter = Counter(n)
 
     def handler(msg: natspull.Msg) -> None:
-        time.sleep(SLEEP)
+        if pause:
+            time.sleep(pause)
         msg.ack()
         counter.hit()
 
@@ -76,14 +78,14 @@ def _run_until_handled(
 @case("3", CONSUME, "natspull: consume(handler, workers=8); handler sleeps 1 ms, then acks")
 def consume_8(env: Env) -> list[Sample]:
     n = env.sizes.consume
-    return [Sample("workers=8", _consume_rate(env, n, 8), MSGS_PER_S, n=n, ideal=8 / SLEEP)]
+    return [Sample("workers=8", consume_rate(env, n, 8), MSGS_PER_S, n=n, ideal=8 / SLEEP)]
 
 
 @case("3b", "consume_scaling", "natspull: consume() scaling with workers; handler sleeps 1 ms")
 def consume_scaling(env: Env) -> list[Sample]:
     n = env.sizes.scaling
     return [
-        Sample(f"workers={w}", _consume_rate(env, n, w), MSGS_PER_S, n=n, ideal=w / SLEEP)
+        Sample(f"workers={w}", consume_rate(env, n, w), MSGS_PER_S, n=n, ideal=w / SLEEP)
         for w in SCALING_WORKERS
     ]
 

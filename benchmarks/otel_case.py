@@ -13,17 +13,16 @@
 from __future__ import annotations
 
 import importlib.util
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-import natspull
 from natspull import _otel
 
-from ._env import Counter, Env, Watchdog, expect
+from ._env import Env
 from ._registry import MSGS_PER_S, Sample, case
-from .consume import _run_until_handled as run_until_handled
+from .consume import consume_rate
+from .throughput import iterate
 
 SIZE = 128
 OTEL = "otel"
@@ -99,37 +98,8 @@ def otel_overhead(env: Env) -> list[Sample]:
 
 
 def _iterate(env: Env, n: int) -> float:
-    stream = env.filled_stream(SIZE, n)
-    with (
-        env.temp_consumer(stream, ack_policy=natspull.AckPolicy.EXPLICIT) as name,
-        natspull.connect(env.url) as client,
-    ):
-        consumer = client.jetstream().consumer(stream, name)
-        count = 0
-        start = time.perf_counter()
-        with consumer.messages(stop_after=n) as msgs, Watchdog(env.timeout, msgs.stop):
-            for msg in msgs:
-                msg.ack()
-                count += 1
-        client.flush(timeout=env.timeout)
-        elapsed = time.perf_counter() - start
-    expect(count, n, "messages")
-    return n / elapsed
+    return iterate(env, "", SIZE, n, ack=True).value
 
 
 def _consume(env: Env, n: int) -> float:
-    stream = env.filled_stream(SIZE, n)
-    counter = Counter(n)
-
-    def handler(msg: natspull.Msg) -> None:
-        msg.ack()
-        counter.hit()
-
-    with (
-        env.temp_consumer(stream, ack_policy=natspull.AckPolicy.EXPLICIT) as name,
-        natspull.connect(env.url) as client,
-    ):
-        consumer = client.jetstream().consumer(stream, name)
-        start = time.perf_counter()
-        end = run_until_handled(env, client, consumer.consume(handler), counter)
-    return n / (end - start)
+    return consume_rate(env, n, workers=1, pause=0)

@@ -41,15 +41,15 @@ def _runs(env: Env) -> list[tuple[str, int, int]]:
 
 @case("1", ITERATOR, "natspull: for msg in consumer.messages(): msg.ack()")
 def iterator_ack(env: Env) -> list[Sample]:
-    return [_iterate(env, label, size, n, ack=True) for label, size, n in _runs(env)]
+    return [iterate(env, label, size, n, ack=True) for label, size, n in _runs(env)]
 
 
 @case("2", "iterator_noack", "natspull: messages() with AckPolicy.NONE")
 def iterator_noack(env: Env) -> list[Sample]:
-    return [_iterate(env, label, size, n, ack=False) for label, size, n in _runs(env)]
+    return [iterate(env, label, size, n, ack=False) for label, size, n in _runs(env)]
 
 
-def _iterate(env: Env, label: str, size: int, n: int, *, ack: bool) -> Sample:
+def iterate(env: Env, label: str, size: int, n: int, *, ack: bool) -> Sample:
     stream = env.filled_stream(size, n)
     policy = natspull.AckPolicy.EXPLICIT if ack else natspull.AckPolicy.NONE
     with env.temp_consumer(stream, ack_policy=policy) as name, natspull.connect(env.url) as client:

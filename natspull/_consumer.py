@@ -8,23 +8,22 @@ from typing import Any
 
 from ._consume import ConsumeContext
 from ._consumer_types import ConsumerInfo, PauseState, check_group
-from ._events import ConsumerEvent, EventThread, check_on_event
+from ._events import ConsumerEvent, check_on_event
 from ._fetch import FETCH_GRACE, fetch_steps
 from ._lease import LEASE_FRACTION, LeaseKeeper
 from ._management import Admin
 from ._messages import Messages
 from ._msg import Msg
 from ._options import MAX_HEARTBEAT, MIN_HEARTBEAT, continuous_pull, pin_keepalive, pull_group
-from ._pull import PullEngine, PullGroup, PullOptions
+from ._pull import PullEngine, PullGroup, PullOptions, start_engine
 from ._queue import Flow, MsgQueue
 from ._retry import DEFAULT_RETRY, Backoff
 from ._types import AckPolicy
 from ._validate import check_int, check_number
 from .errors import JetStreamAPIError, TimeoutError
 
-__all__ = ["START_TIMEOUT", "Consumer", "fetch_request", "wait_fetch"]
+__all__ = ["Consumer", "fetch_request", "wait_fetch"]
 
-START_TIMEOUT = 10.0
 #: The server's ack_wait when a consumer's info does not say (nats-server's default).
 DEFAULT_ACK_WAIT = 30.0
 
@@ -136,9 +135,10 @@ class Consumer:
         error_on_missing_heartbeat: bool = False,
         on_event: Callable[[ConsumerEvent], Any] | None = None,
     ) -> PullEngine:
-        events = EventThread(on_event) if on_event is not None else None
-        try:
-            engine = PullEngine(
+        return start_engine(
+            self._link,
+            on_event,
+            lambda events: PullEngine(
                 self._link,
                 self._prefix,
                 self.stream,
@@ -148,13 +148,8 @@ class Consumer:
                 error_on_missing_heartbeat=error_on_missing_heartbeat,
                 pin_store=self._pins,
                 events=events,
-            )
-            self._link.run(engine.start(), START_TIMEOUT, "start pulling")
-        except BaseException:
-            if events is not None:
-                events.close()
-            raise
-        return engine
+            ),
+        )
 
     def _group(self, group: Any, min_pending: Any, min_ack_pending: Any, priority: Any) -> PullGroup | None:
         """The validated priority-group options of a pull (against :attr:`cached_info`)."""

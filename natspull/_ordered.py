@@ -18,16 +18,16 @@ from collections.abc import Callable, Generator
 from typing import Any, Optional
 
 from ._consume import ConsumeContext
-from ._consumer import START_TIMEOUT, fetch_request, wait_fetch
+from ._consumer import fetch_request, wait_fetch
 from ._consumer_types import check_time
-from ._events import ConsumerEvent, EventThread, check_on_event
+from ._events import ConsumerEvent, check_on_event
 from ._fetch import FETCH_GRACE
 from ._management import MAX_SEQUENCE, Admin
 from ._messages import Messages
 from ._msg import Msg
 from ._options import continuous_pull
 from ._ordered_pull import Cursor, OrderedEngine, OrderedSpec, stream_sequence
-from ._pull import PullOptions
+from ._pull import PullOptions, start_engine
 from ._queue import Flow, MsgQueue, State
 from ._types import DeliverPolicy, ReplayPolicy
 from ._validate import check_int, check_name, check_number
@@ -221,9 +221,10 @@ class OrderedConsumer:
         options: PullOptions,
         on_event: Callable[[ConsumerEvent], Any] | None = None,
     ) -> OrderedEngine:
-        events = EventThread(on_event) if on_event is not None else None
-        try:
-            engine = OrderedEngine(
+        return start_engine(
+            self._link,
+            on_event,
+            lambda events: OrderedEngine(
                 self._link,
                 self._admin.prefix,
                 self.stream,
@@ -234,13 +235,8 @@ class OrderedConsumer:
                 api_timeout=self._admin.timeout,
                 max_reset_attempts=self._max_reset_attempts,
                 events=events,
-            )
-            self._link.run(engine.start(), START_TIMEOUT, "start pulling")
-        except BaseException:
-            if events is not None:
-                events.close()
-            raise
-        return engine
+            ),
+        )
 
     # -------------------------------------------------------------- continuous
 

@@ -39,7 +39,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from ._events import ConsumerEvent, EventThread, log_event
 from ._fetch import Mode, OneShot
@@ -57,9 +57,19 @@ from .errors import (
     NoHeartbeatError,
 )
 
-__all__ = ["AckCounter", "Continuous", "PullEngine", "PullGroup", "PullOptions"]
+__all__ = [
+    "START_TIMEOUT",
+    "AckCounter",
+    "Continuous",
+    "PullEngine",
+    "PullGroup",
+    "PullOptions",
+    "start_engine",
+]
 
 log = logging.getLogger("natspull")
+
+START_TIMEOUT = 10.0  # seconds for an engine's subscription and first pull
 
 _DRAIN_TIMEOUT = 5.0
 _ACK = b"+ACK"  # (as _msg sends it)
@@ -659,6 +669,28 @@ class PullEngine:
             "resets": 0,
             "acked": 0 if self.acks is None else self.acks.acked,
         }
+
+
+_E = TypeVar("_E", bound=PullEngine)
+
+
+def start_engine(
+    link: Link, on_event: Callable[[ConsumerEvent], Any] | None, build: Callable[[EventThread | None], _E]
+) -> _E:
+    """``build(events)`` an engine, with an event thread for *on_event* (None: none), and start it.
+
+    Blocks on: the inbox subscription and the first pull (:data:`START_TIMEOUT`). Raises what
+    building or starting raises, after closing the event thread. Any thread but the loop's.
+    """
+    events = EventThread(on_event) if on_event is not None else None
+    try:
+        engine = build(events)
+        link.run(engine.start(), START_TIMEOUT, "start pulling")
+    except BaseException:
+        if events is not None:
+            events.close()
+        raise
+    return engine
 
 
 _Handler = Callable[[PullEngine, "dict[str, str]", str], None]

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -125,9 +125,17 @@ class Worker:
 
 
 @pytest.fixture
-def workers(tmp_path: Path) -> Iterator[list[Worker]]:
+def start_worker(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
+    """``start_worker(url, target, stream, consumer, *extra)``: a supervisor, closed (with every
+    child it started) at the end of the test."""
     started: list[Worker] = []
-    yield started
+
+    def start(url: str, target: str, stream: str, consumer: str, *extra: str) -> Worker:
+        worker = Worker(tmp_path, url, target, stream, consumer, *extra)
+        started.append(worker)
+        return worker
+
+    yield start
     pids = set()
     for worker in started:
         pids |= worker.ledger.worker_pids()
@@ -153,13 +161,12 @@ def drained(js: natspull.JetStream, stream: str) -> bool:
 
 @pytest.mark.timeout(120)
 def test_two_processes_handle_every_message_once(
-    nats_server: NatsServer, js: natspull.JetStream, stream: str, tmp_path: Path, workers: list[Worker]
+    nats_server: NatsServer, js: natspull.JetStream, stream: str, start_worker: Callable[..., Worker]
 ) -> None:
     n = 20_000
     fill(js, stream, n)
     consumer = durable(js, stream)
-    worker = Worker(tmp_path, nats_server.url, "worker_targets:record", stream, consumer, "--processes", "2")
-    workers.append(worker)
+    worker = start_worker(nats_server.url, "worker_targets:record", stream, consumer, "--processes", "2")
     wait_until(lambda: len(worker.ledger.acked()) == n, 90, "every message acked")
     wait_until(lambda: drained(js, stream), 10, "no ack pending")
     worker.proc.send_signal(signal.SIGTERM)
@@ -180,13 +187,12 @@ def test_two_processes_handle_every_message_once(
 
 @pytest.mark.timeout(120)
 def test_a_killed_child_is_restarted_and_nothing_is_lost(
-    nats_server: NatsServer, js: natspull.JetStream, stream: str, tmp_path: Path, workers: list[Worker]
+    nats_server: NatsServer, js: natspull.JetStream, stream: str, start_worker: Callable[..., Worker]
 ) -> None:
     n = 4000
     fill(js, stream, n)
     consumer = durable(js, stream, ack_wait=2.0)  # what the killed child held comes back after 2 s
-    worker = Worker(
-        tmp_path,
+    worker = start_worker(
         nats_server.url,
         "worker_targets:paced",
         stream,
@@ -196,7 +202,6 @@ def test_a_killed_child_is_restarted_and_nothing_is_lost(
         "--threads",
         "2",
     )
-    workers.append(worker)
     wait_until(lambda: len(worker.ledger.ack_pids()) == 2, 60, "both children acking")
     victim = next(iter(worker.ledger.ack_pids()))
     os.kill(victim, signal.SIGKILL)
@@ -224,14 +229,12 @@ def test_a_signal_drains_running_handlers(
     nats_server: NatsServer,
     js: natspull.JetStream,
     stream: str,
-    tmp_path: Path,
-    workers: list[Worker],
+    start_worker: Callable[..., Worker],
 ) -> None:
     n = 20
     fill(js, stream, n)
     consumer = durable(js, stream)
-    worker = Worker(
-        tmp_path,
+    worker = start_worker(
         nats_server.url,
         "worker_targets:slow",
         stream,
@@ -241,7 +244,6 @@ def test_a_signal_drains_running_handlers(
         "--threads",
         "2",
     )
-    workers.append(worker)
     # Whichever child pulled first may hold all 20 messages (buffered): at least its two threads
     # are blocked in handlers.
     wait_until(lambda: len(worker.ledger.started()) >= 2, 60, "handlers running")
@@ -266,12 +268,11 @@ def test_a_signal_drains_running_handlers(
 
 @pytest.mark.timeout(120)
 def test_a_child_killed_during_the_drain_is_an_error(
-    nats_server: NatsServer, js: natspull.JetStream, stream: str, tmp_path: Path, workers: list[Worker]
+    nats_server: NatsServer, js: natspull.JetStream, stream: str, start_worker: Callable[..., Worker]
 ) -> None:
     fill(js, stream, 20)
     consumer = durable(js, stream)
-    worker = Worker(tmp_path, nats_server.url, "worker_targets:slow", stream, consumer, "--threads", "2")
-    workers.append(worker)
+    worker = start_worker(nats_server.url, "worker_targets:slow", stream, consumer, "--threads", "2")
     wait_until(lambda: len(worker.ledger.started()) == 2, 60, "two handlers running")
     (pid,) = worker.ledger.worker_pids()
     worker.proc.send_signal(signal.SIGTERM)
@@ -284,14 +285,13 @@ def test_a_child_killed_during_the_drain_is_an_error(
 
 @pytest.mark.timeout(120)
 def test_second_signal_forces_the_stop(
-    nats_server: NatsServer, js: natspull.JetStream, stream: str, tmp_path: Path, workers: list[Worker]
+    nats_server: NatsServer, js: natspull.JetStream, stream: str, start_worker: Callable[..., Worker]
 ) -> None:
     fill(js, stream, 20)
     consumer = durable(js, stream)
-    worker = Worker(
-        tmp_path, nats_server.url, "worker_targets:slow", stream, consumer, "--threads", "2", "--grace", "3"
+    worker = start_worker(
+        nats_server.url, "worker_targets:slow", stream, consumer, "--threads", "2", "--grace", "3"
     )
-    workers.append(worker)
     wait_until(lambda: len(worker.ledger.started()) == 2, 60, "two handlers running")
     pids = worker.ledger.worker_pids()
     worker.proc.send_signal(signal.SIGTERM)
@@ -307,11 +307,10 @@ def test_second_signal_forces_the_stop(
 
 @pytest.mark.timeout(60)
 def test_children_exit_when_the_supervisor_is_killed(
-    nats_server: NatsServer, js: natspull.JetStream, stream: str, tmp_path: Path, workers: list[Worker]
+    nats_server: NatsServer, js: natspull.JetStream, stream: str, start_worker: Callable[..., Worker]
 ) -> None:
     consumer = durable(js, stream)
-    worker = Worker(tmp_path, nats_server.url, "worker_targets:record", stream, consumer, "--processes", "2")
-    workers.append(worker)
+    worker = start_worker(nats_server.url, "worker_targets:record", stream, consumer, "--processes", "2")
     wait_until(lambda: worker.stdout().count("consuming") == 2, 30, "two children consuming")
     pids = worker.ledger.worker_pids()
     everyone = children(worker.proc.pid)  # the workers and multiprocessing's resource tracker
@@ -332,10 +331,9 @@ def test_children_exit_when_the_supervisor_is_killed(
     ],
 )
 def test_bad_target_fails_at_once(
-    target: str, message: str, stream: str, tmp_path: Path, workers: list[Worker]
+    target: str, message: str, stream: str, start_worker: Callable[..., Worker]
 ) -> None:
-    worker = Worker(tmp_path, "nats://127.0.0.1:1", target, stream, "work")
-    workers.append(worker)
+    worker = start_worker("nats://127.0.0.1:1", target, stream, "work")
     start = time.monotonic()
     assert worker.wait(20) == EXIT_USAGE
     assert time.monotonic() - start < 10
@@ -345,10 +343,9 @@ def test_bad_target_fails_at_once(
 
 @pytest.mark.timeout(60)
 def test_missing_consumer_fails_without_restarts(
-    nats_server: NatsServer, stream: str, tmp_path: Path, workers: list[Worker]
+    nats_server: NatsServer, stream: str, start_worker: Callable[..., Worker]
 ) -> None:
-    worker = Worker(tmp_path, nats_server.url, "worker_targets:record", stream, "nope", "--processes", "2")
-    workers.append(worker)
+    worker = start_worker(nats_server.url, "worker_targets:record", stream, "nope", "--processes", "2")
     assert worker.wait() == EXIT_NOT_FOUND, worker.stderr()
     assert "could not start" in worker.stdout()
     assert "restarting" not in worker.stdout()
@@ -356,12 +353,11 @@ def test_missing_consumer_fails_without_restarts(
 
 @pytest.mark.timeout(90)
 def test_a_crash_loop_ends_the_run(
-    nats_server: NatsServer, js: natspull.JetStream, stream: str, tmp_path: Path, workers: list[Worker]
+    nats_server: NatsServer, js: natspull.JetStream, stream: str, start_worker: Callable[..., Worker]
 ) -> None:
     fill(js, stream, 10)
     consumer = durable(js, stream, ack_wait=1.0)  # each new child gets the crashing messages again
-    worker = Worker(tmp_path, nats_server.url, "worker_targets:crash", stream, consumer)
-    workers.append(worker)
+    worker = start_worker(nats_server.url, "worker_targets:crash", stream, consumer)
     assert worker.wait() == EXIT_CRASH_LOOP, worker.stderr()
     out = worker.stdout()
     assert [f"restarting in {d} s" in out for d in ("0.5", "1", "2", "4")] == [True] * 4
@@ -452,7 +448,7 @@ def test_run_workers_in_process_with_a_callable(
 
 @pytest.mark.timeout(60)
 def test_consume_options_reach_every_consume_call(
-    nats_server: NatsServer, js: natspull.JetStream, stream: str, tmp_path: Path, workers: list[Worker]
+    nats_server: NatsServer, js: natspull.JetStream, stream: str, tmp_path: Path
 ) -> None:
     """An option consume() refuses is refused in the child, at the first start: exit 2, no restart."""
     consumer = durable(js, stream)

@@ -7,26 +7,9 @@ something a spawned process can import; ``_codes`` holds the exit codes.
 
 from __future__ import annotations
 
-from ._codes import (
-    EXIT_CONNECT,
-    EXIT_CRASH_LOOP,
-    EXIT_ERROR,
-    EXIT_FORCED,
-    EXIT_NOT_FOUND,
-    EXIT_OK,
-    EXIT_USAGE,
-)
+from . import _codes
+from ._codes import *  # noqa: F403 (the exit codes, listed once, in _codes)
 from ._status import STATUS_MODES
 from ._supervisor import run_workers
 
-__all__ = [
-    "EXIT_CONNECT",
-    "EXIT_CRASH_LOOP",
-    "EXIT_ERROR",
-    "EXIT_FORCED",
-    "EXIT_NOT_FOUND",
-    "EXIT_OK",
-    "EXIT_USAGE",
-    "STATUS_MODES",
-    "run_workers",
-]
+__all__ = [*_codes.__all__, "STATUS_MODES", "run_workers"]
