@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import warnings
 
 from . import _otel
@@ -104,6 +105,9 @@ class Messages:
     def __exit__(self, *exc_info: object) -> None:
         if self._queue.forked is None:  # a forked child leaving the parent's block: see Client.__exit__
             self.stop()
+        telemetry = _otel.current()
+        if telemetry is not None:  # the span of the last message this thread took (not settled) ends
+            telemetry.next_started(threading.get_ident())
 
     def next(self, timeout: float | None = None) -> Msg:
         """The next message.

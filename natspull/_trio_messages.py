@@ -327,6 +327,9 @@ class Messages:
     ) -> None:
         """stop(), give the deque back now, and restore ``queue.on_ready``."""
         self.stop()
+        telemetry = _otel.current()
+        if telemetry is not None:  # the span of the last message this task took (not settled) ends
+            telemetry.next_started(trio.lowlevel.current_task())
         if self._queue is not None:
             self._give_back_all()
             if self._previous_on_ready is not None:

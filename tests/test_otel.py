@@ -376,6 +376,44 @@ def test_iterator_spans_end_at_the_ack_or_at_the_next_next(
         assert dict(span.attributes or {}) == expected
 
 
+def test_leaving_the_with_block_ends_the_last_span(otel: Otel, js: natspull.JetStream, stream: str) -> None:
+    """A loop left with break: the message taken last, never settled, gets no next(); its span
+    ends with the block (the ordered consumer's messages are never settled at all)."""
+    fill(js, stream, 5, size=4)
+    name = f"process {stream}.m"
+    with js.add_consumer(stream, durable_name="it", ack_wait=60).messages() as msgs:
+        for msg in msgs:
+            if msg.metadata.sequence.stream == 2:
+                break
+        assert len(otel.spans(name)) == 1  # the first, ended by the second next()
+    spans = otel.spans(name)
+    assert [s.attributes["messaging.nats.stream.sequence"] for s in spans if s.attributes] == [1, 2]
+    with js.ordered_consumer(stream) as ordered, ordered.messages() as msgs:
+        assert msgs.next(TIMEOUT).metadata.sequence.stream == 1
+        assert len(otel.spans(name)) == 2
+    spans = otel.spans(name)[2:]
+    assert [s.attributes["messaging.nats.stream.sequence"] for s in spans if s.attributes] == [1]
+    assert all("natspull.ack.kind" not in (s.attributes or {}) for s in otel.spans(name))
+
+
+@pytest.mark.trio
+async def test_trio_leaving_the_block_ends_the_last_span(otel: Otel, nats_server: NatsServer) -> None:
+    async with natspull.trio.open_client(nats_server.url) as client:
+        js = client.jetstream()
+        await js.add_stream(name="TL", subjects=["TL.>"])
+        await js.publish_many([("TL.m", b"%d" % i) for i in range(3)])
+        consumer = await js.add_consumer("TL", durable_name="t", ack_wait=60)
+        name = "process TL.m"
+        with trio.fail_after(TIMEOUT):
+            async with consumer.messages() as msgs:
+                taken = await msgs.next()  # never settled
+                assert otel.spans(name) == []
+            (span,) = otel.spans(name)
+        assert span.attributes is not None
+        assert span.attributes["messaging.nats.stream.sequence"] == taken.metadata.sequence.stream
+        await js.delete_stream("TL")
+
+
 def test_a_failing_handler_is_recorded_on_its_span(otel: Otel, js: natspull.JetStream, stream: str) -> None:
     js.publish(f"{stream}.bad", b"x", timeout=TIMEOUT)
 
