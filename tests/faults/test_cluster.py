@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import queue
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -156,3 +158,32 @@ def test_rolling_restart_during_consume(nats_cluster: NatsCluster, cluster_clien
     ledger.check()
     assert elapsed < BUDGET
     print(f"rolling restart: {ledger.summary()} in {elapsed:.1f} s; {ctx.stats()}")
+
+
+@pytest.mark.timeout(120)
+def test_consumer_leader_stepdown_is_an_event_and_pulls_go_on(
+    nats_cluster: NatsCluster, cluster_client: natspull.Client
+) -> None:
+    """An R3 consumer's leader steps down while a pull waits on it: the iterator gets 409
+    Leadership Change as a ``leadership_change`` event, pulls again, and the next message arrives."""
+    js = cluster_client.jetstream(timeout=10)
+    _idempotent(lambda: js.add_stream(name="SD", subjects=["SD.>"], num_replicas=3))
+    _leader("stream", lambda: js.stream_info("SD"))
+    _idempotent(lambda: js.add_consumer("SD", durable_name="c", ack_wait=10))
+    before = _leader("consumer", lambda: js.consumer_info("SD", "c"))
+    events: queue.Queue[natspull.ConsumerEvent] = queue.Queue()
+    with js.consumer("SD", "c").messages(expires=30, on_event=events.put) as msgs:
+        wait_until(lambda: js.consumer_info("SD", "c").num_waiting == 1, 10, "the pull waiting")
+        reply = cluster_client.request("$JS.API.CONSUMER.LEADER.STEPDOWN.SD.c", b"", timeout=10)
+        assert json.loads(reply.data)["success"] is True, reply.data
+        seen = []
+        while not seen or seen[-1].kind != "leadership_change":
+            seen.append(events.get(timeout=10))  # queue.Empty: no such event
+        assert seen[-1].code == 409 and seen[-1].description == "Leadership Change", seen
+        assert [e.kind for e in seen] == ["connected", "leadership_change"], seen
+        assert _leader("consumer", lambda: js.consumer_info("SD", "c")) != before
+        wait_until(lambda: _try_publish(js, "SD.m", b"after"), 10, "SD to accept a publish")
+        msg = msgs.next(timeout=15)
+        assert (msg.data, msg.metadata.sequence.stream) == (b"after", 1)
+        msg.ack_sync(timeout=10)
+    assert events.empty(), list(events.queue)
