@@ -9,9 +9,11 @@ point where the two differ; nothing else in the engine knows which one it runs.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Generator
 from typing import Protocol
 
+from . import _otel
 from ._msg import Msg
 from ._queue import MsgQueue
 from .errors import Error, JetStreamAPIError
@@ -137,15 +139,21 @@ def fetch_steps(queue: MsgQueue, wait: float) -> Generator[float, bool, list[Msg
     """The sequence of one ``fetch()``, for a driver that knows how to wait (thread or trio).
 
     Yields how long to wait for *queue* to close; the driver sends back whether it closed.
-    Returns what the request brought. The driver throws an exception it got while waiting
+    Returns what the request brought (telemetry on: a ``receive`` span from the start to now,
+    see ``_otel.Telemetry.received``). The driver throws an exception it got while waiting
     (e.g. KeyboardInterrupt, ``trio.Cancelled``) into the generator, which hands everything
     back to the server (``queue.stop()`` NAKs it) and re-raises.
     """
+    started = time.time_ns()
     try:
         if not (yield wait):
             queue.drain()  # the server never answered: keep what is in flight, then end
             yield FETCH_DRAIN_WAIT
-        return queue.take_all()
+        msgs = queue.take_all()
     except BaseException:
         queue.stop()
         raise
+    telemetry = _otel.current()
+    if telemetry is not None:
+        telemetry.received(*queue.source, msgs, started)
+    return msgs

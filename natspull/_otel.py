@@ -24,6 +24,9 @@ What is recorded (names in docs/observability.md):
 - ``messages()`` (thread and trio): a CONSUMER span ``process <subject>`` per message handed
   out, ended by its ack/nak/term, or when the same thread (trio task) asks the iterator for
   its next message, whichever comes first.
+- ``fetch()``/``next()`` (thread and trio, ordered consumers too): a CLIENT span
+  ``receive <stream>`` per request, from the request to its answer, linked to the context in
+  each message's headers (``messaging.batch.message_count``: how many it brought).
 - Metrics on the meter ``natspull``: counters of sent, consumed, acked, NAKed, terminated and
   redelivered messages, a histogram of handler durations, and observable gauges/counters read
   from each open iterator's or consume()'s ``stats()``.
@@ -34,6 +37,7 @@ raise); a failing handler's exception is re-raised unchanged after being recorde
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import os
 import threading
@@ -352,6 +356,42 @@ class Telemetry:
         finally:
             if self._meter is not None:
                 self._duration.record(time.perf_counter() - start, attributes)
+
+    def received(self, stream: str, consumer: str, msgs: list[Any], started: int) -> None:
+        """A ``fetch()`` that began at *started* (``time.time_ns()``) brought *msgs*: a CLIENT
+        span ``receive <stream>`` from then to now, linked to each message's producer context;
+        the messages count as consumed (and their acks, NAKs and terms as settled)."""
+        attributes: dict[str, Any] = {SYSTEM: "nats", CONSUMER_GROUP: consumer, STREAM_NAME: stream}
+        redelivered = 0
+        links = []
+        trace = self._trace
+        for msg in msgs:
+            with contextlib.suppress(Exception):  # (not a JetStream message: a test's hand-made Msg)
+                redelivered += msg.metadata.num_delivered > 1
+            msg._otel = _Handout(self, None, False, attributes)
+            if self._tracer is not None and msg.headers:
+                context = trace.get_current_span(self._propagate.extract(msg.headers)).get_span_context()
+                if context.is_valid:
+                    links.append(trace.Link(context))
+        if self._tracer is not None:
+            span = self._tracer.start_span(
+                f"receive {stream}",
+                kind=trace.SpanKind.CLIENT,
+                attributes={
+                    **attributes,
+                    OPERATION_NAME: "fetch",
+                    OPERATION_TYPE: "receive",
+                    BATCH_COUNT: len(msgs),
+                },
+                links=links,
+                start_time=started,
+            )
+            span.end()
+        if self._meter is not None:
+            if msgs:
+                self._consumed.add(len(msgs), {**attributes, OPERATION_NAME: "fetch"})
+            if redelivered:
+                self._redeliveries.add(redelivered, attributes)
 
     def take(self, get: Callable[..., T], *args: Any) -> T:
         """An iterator's ``get(*args)``: end this thread's previous span, start the new message's."""

@@ -277,6 +277,7 @@ class PullEngine:
             on_low=self._request_pull_threadsafe,
             on_discard=self._nak_all,
             on_state=self._on_state_threadsafe,
+            source=(stream, consumer),
         )
         self._opts = options
         self._mode: Mode = OneShot(self) if options.one_shot else Continuous(self)

@@ -129,8 +129,10 @@ class MsgQueue:
         on_discard: Callable[[list[Msg]], None] = lambda msgs: None,
         on_state: Callable[[State], None] = lambda state: None,
         on_ready: Callable[[], None] = _noop,
+        source: tuple[str, str] = ("", ""),
     ) -> None:
         self.flow = flow
+        self.source = source  # (stream, consumer) the messages come from, for telemetry
         self._on_low = on_low  # called outside the lock; must not block
         self._on_discard = on_discard  # called outside the lock; must not block
         self._on_state = on_state  # called outside the lock after a transition; must not block

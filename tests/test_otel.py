@@ -464,6 +464,67 @@ def test_metrics_after_a_run_of_known_size(otel: Otel, js: natspull.JetStream, s
     assert "natspull.terms" not in found
 
 
+def test_fetch_and_next_are_receive_spans(otel: Otel, js: natspull.JetStream, stream: str) -> None:
+    """fetch()/next(): one CLIENT span ``receive <stream>`` per request, over the wait, linked to
+    the messages' producer spans; the messages count as consumed and their acks as settled."""
+    sends = [js.publish(f"{stream}.m", b"%d" % i, timeout=TIMEOUT) for i in range(3)]
+    assert len(sends) == 3
+    creates = otel.spans(f"send {stream}.m")
+    assert len(creates) == 3
+    consumer = js.add_consumer(stream, durable_name="f", ack_wait=60)
+    otel.metrics()  # (the publishes)
+    msgs = consumer.fetch(5, max_wait=0.5)
+    assert len(msgs) == 3
+    (span,) = otel.spans(f"receive {stream}")
+    assert span.kind is SpanKind.CLIENT
+    assert dict(span.attributes or {}) == {
+        **common(stream, "f"),
+        "messaging.operation.name": "fetch",
+        "messaging.operation.type": "receive",
+        "messaging.batch.message_count": 3,
+    }
+    assert [link.context.span_id for link in span.links] == [c.context.span_id for c in creates]
+    assert span.start_time is not None and span.end_time is not None
+    assert span.end_time - span.start_time >= 0.4e9  # it waited for the (unfilled) request to expire
+    msgs[0].ack()
+    msgs[1].ack()
+    msgs[2].nak(delay=30)
+    again = consumer.fetch(1, no_wait=True)
+    assert again == []
+    assert dict(otel.spans(f"receive {stream}")[1].attributes or {})["messaging.batch.message_count"] == 0
+    js.publish(f"{stream}.m", b"3", timeout=TIMEOUT)
+    consumer.next(timeout=TIMEOUT).term()
+    spans = otel.spans(f"receive {stream}")
+    assert [dict(s.attributes or {})["messaging.batch.message_count"] for s in spans] == [3, 0, 1]
+    assert otel.spans(f"process {stream}.m") == []  # fetched messages have no process span
+    found = otel.metrics()
+    attributes = common(stream, "f")
+    assert found["messaging.client.consumed.messages"] == [
+        ({**attributes, "messaging.operation.name": "fetch"}, 4)
+    ]
+    assert found["natspull.acks"] == [(attributes, 2)]
+    assert found["natspull.naks"] == [(attributes, 1)]
+    assert found["natspull.terms"] == [(attributes, 1)]
+
+
+@pytest.mark.trio
+async def test_trio_fetch_is_a_receive_span(otel: Otel, nats_server: NatsServer) -> None:
+    async with natspull.trio.open_client(nats_server.url) as client:
+        js = client.jetstream()
+        await js.add_stream(name="TF", subjects=["TF.>"])
+        await js.publish_many([("TF.m", b"%d" % i) for i in range(2)])
+        consumer = await js.add_consumer("TF", durable_name="t", ack_wait=60)
+        with trio.fail_after(TIMEOUT):
+            msgs = await consumer.fetch(5, max_wait=0.5)
+        assert len(msgs) == 2
+        (span,) = otel.spans("receive TF")
+        assert dict(span.attributes or {})["messaging.batch.message_count"] == 2
+        assert [link.context.span_id for link in span.links] == [
+            c.context.span_id for c in otel.spans("create TF.m")
+        ]
+        await js.delete_stream("TF")
+
+
 def test_observable_instruments_read_the_iterator_stats(
     otel: Otel, js: natspull.JetStream, stream: str
 ) -> None:
