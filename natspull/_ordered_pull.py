@@ -7,7 +7,9 @@ added (nats.go's ``jetstream/ordered.go``):
 * **The check.** Every message's ack subject carries the consumer's name and the consumer
   and stream sequences (ack none still sends ``$JS.ACK`` metadata). :class:`Cursor` accepts a
   message only from the consumer being read and only with the next consumer sequence; it
-  remembers the stream sequence of the last message accepted.
+  remembers the stream sequence of the last message accepted. It checks a socket read's
+  messages together when the read is handed to the queue (``Cursor.accept``): a prefix test
+  per message and one parse of the last, message by message only when that does not add up.
 * **The reset.** On a gap, a missed heartbeat, a reconnect, a leadership change or the
   consumer being deleted (409, or 503 and not found), the engine stops pulling, switches the
   cursor to a new consumer name at once (so nothing more of the old consumer is accepted),

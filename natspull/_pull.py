@@ -57,15 +57,7 @@ from .errors import (
     NoHeartbeatError,
 )
 
-__all__ = [
-    "START_TIMEOUT",
-    "AckCounter",
-    "Continuous",
-    "PullEngine",
-    "PullGroup",
-    "PullOptions",
-    "start_engine",
-]
+__all__ = ["AckCounter", "Continuous", "PullEngine", "PullGroup", "PullOptions", "start_engine"]
 
 log = logging.getLogger("natspull")
 

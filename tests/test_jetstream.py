@@ -166,10 +166,10 @@ def test_fetch_on_missing_consumer_is_a_clear_error(js: natspull.JetStream, stre
 def test_consumer_info_waits_the_contexts_timeout(nats_server: NatsServer) -> None:
     """Regression: Consumer.info() built its own JetStream with a fixed 5 s timeout."""
     with natspull.connect(nats_server.url) as client:
-        js = client.jetstream(timeout=0.5)
-        js.add_stream(name="T", subjects=["t.>"])
-        consumer = js.add_consumer("T", durable_name="c")
-        assert consumer.info().name == "c"
+        setup = client.jetstream()  # (the default timeout: creating a file stream may take > 0.5 s)
+        setup.add_stream(name="T", subjects=["t.>"])
+        setup.add_consumer("T", durable_name="c")
+        consumer = client.jetstream(timeout=0.5).consumer("T", "c")
         pid = nats_server.pid
         assert pid is not None
         os.kill(pid, signal.SIGSTOP)  # the server answers nothing

@@ -74,6 +74,14 @@ class Ledger:
         """Pids of the worker processes that imported the target (not the supervisor)."""
         return {int(f[1]) for f in self.lines() if f[0] == "load" and f[2] != "MainProcess"}
 
+    def failed(self) -> dict[int, list[tuple[int, float]]]:
+        """Stream sequence -> [(num_delivered, monotonic time)] of each failed handler call."""
+        found: dict[int, list[tuple[int, float]]] = {}
+        for f in self.lines():
+            if f[0] == "fail":
+                found.setdefault(int(f[2]), []).append((int(f[3]), float(f[4])))
+        return found
+
     def ack_pids(self) -> set[int]:
         return {int(f[1]) for f in self.lines() if f[0] == "ack"}
 
@@ -150,6 +158,18 @@ def durable(js: natspull.JetStream, stream: str, **config: object) -> str:
     return "work"
 
 
+def progress(worker: Worker, js: natspull.JetStream, stream: str, n: int) -> str:
+    """What a test that timed out waiting for every message to be acked reports."""
+    current = info(js, stream)
+    tail = worker.stdout().splitlines()[-6:]
+    return (
+        f"every message acked: {len(worker.ledger.acked())} of {n} acked; consumer: pending "
+        f"{current.num_pending}, ack pending {current.num_ack_pending}, redelivered "
+        f"{current.num_redelivered}, waiting {current.num_waiting}; stdout ends: {tail}; stderr: "
+        f"{worker.stderr()[-2000:]}"
+    )
+
+
 def info(js: natspull.JetStream, stream: str) -> natspull.ConsumerInfo:
     return js.consumer(stream, "work").info()
 
@@ -192,6 +212,10 @@ def test_a_killed_child_is_restarted_and_nothing_is_lost(
     n = 4000
     fill(js, stream, n)
     consumer = durable(js, stream, ack_wait=2.0)  # what the killed child held comes back after 2 s
+    # A buffer that drains well within ack_wait (50 messages, about 0.1 s): with the default 500
+    # a loaded machine can take longer than 2 s to drain it, and the server redelivers messages
+    # still buffered (more work, duplicates): the likely cause of the one run (of a full suite)
+    # that went past the 60 s below.
     worker = start_worker(
         nats_server.url,
         "worker_targets:paced",
@@ -201,13 +225,15 @@ def test_a_killed_child_is_restarted_and_nothing_is_lost(
         "2",
         "--threads",
         "2",
+        "--max-messages",
+        "50",
     )
     wait_until(lambda: len(worker.ledger.ack_pids()) == 2, 60, "both children acking")
     victim = next(iter(worker.ledger.ack_pids()))
     os.kill(victim, signal.SIGKILL)
     wait_until(lambda: len(worker.ledger.worker_pids()) == 3, 30, "a new child")
     new = worker.ledger.worker_pids() - {victim}
-    wait_until(lambda: len(worker.ledger.acked()) == n, 60, "every message acked")
+    wait_until(lambda: len(worker.ledger.acked()) == n, 60, lambda: progress(worker, js, stream, n))
     wait_until(lambda: drained(js, stream), 30, "nothing pending or unacked")
     worker.proc.send_signal(signal.SIGTERM)
     assert worker.wait() == EXIT_OK, worker.stderr()
@@ -470,3 +496,93 @@ def test_consume_options_reach_every_consume_call(
     assert "could not start: consume options: max_messages" in result.stdout, result.stdout
     assert "restarting" not in result.stdout
     assert len(ledger.worker_pids()) == 1
+
+
+# ------------------------------------------------------------------ consume() options as flags
+
+
+@pytest.mark.timeout(90)
+def test_max_messages_flag_bounds_what_a_process_holds(
+    nats_server: NatsServer, js: natspull.JetStream, stream: str, start_worker: Callable[..., Worker]
+) -> None:
+    """--max-messages 1 with 2 threads: one message requested, so one handler runs and the
+    server holds the rest (the default, 500, would deliver all 5 at once)."""
+    fill(js, stream, 5)
+    consumer = durable(js, stream)
+    worker = start_worker(
+        nats_server.url, "worker_targets:slow", stream, consumer, "--threads", "2", "--max-messages", "1"
+    )
+    wait_until(lambda: len(worker.ledger.started()) == 1, 60, "a handler running")
+    current = info(js, stream)
+    assert (current.num_ack_pending, current.num_pending) == (1, 4)
+    assert len(worker.ledger.started()) == 1
+    worker.release()
+    wait_until(lambda: drained(js, stream), 30, "every message acked")
+    worker.proc.send_signal(signal.SIGTERM)
+    assert worker.wait() == EXIT_OK, worker.stderr()
+    assert sorted(worker.ledger.acked()) == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.timeout(90)
+def test_retry_and_term_after_flags(
+    nats_server: NatsServer, js: natspull.JetStream, stream: str, start_worker: Callable[..., Worker]
+) -> None:
+    """--retry 2:2 --term-after 2 with a handler that always fails: each message is delivered
+    twice, at least 1.6 s apart (2 s - 20 % jitter; the default retry waits about 1 s), then
+    terminated."""
+    fill(js, stream, 2)
+    consumer = durable(js, stream, ack_wait=30)
+    worker = start_worker(
+        nats_server.url,
+        "worker_targets:fail",
+        stream,
+        consumer,
+        "--threads",
+        "2",
+        "--retry",
+        "2:2",
+        "--term-after",
+        "2",
+    )
+    wait_until(lambda: sum(map(len, worker.ledger.failed().values())) == 4, 60, "4 failed deliveries")
+    wait_until(lambda: info(js, stream).num_ack_pending == 0, 10, "both messages terminated")
+    current = info(js, stream)
+    assert (current.delivered.consumer_seq, current.num_pending) == (4, 0)  # nothing more to come
+    failed = worker.ledger.failed()
+    assert sorted(failed) == [1, 2]
+    for calls in failed.values():
+        assert [delivered for delivered, _ in calls] == [1, 2]
+        assert calls[1][1] - calls[0][1] >= 1.6, calls
+    worker.proc.send_signal(signal.SIGTERM)
+    assert worker.wait() == EXIT_OK, worker.stderr()
+    (row,) = final_rows(worker.stdout(), 1)
+    assert (row["handled"], row["failed"]) == (0, 4)
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("lease", ["default", "0"])
+def test_max_lease_flag(
+    lease: str,
+    nats_server: NatsServer,
+    js: natspull.JetStream,
+    stream: str,
+    start_worker: Callable[..., Worker],
+) -> None:
+    """A handler running 3 x ack_wait: with leases (the default) the server never redelivers
+    its message; --max-lease 0 turns them off and it is redelivered."""
+    fill(js, stream, 1)
+    consumer = durable(js, stream, ack_wait=1.0)
+    extra = [] if lease == "default" else ["--max-lease", lease]
+    worker = start_worker(nats_server.url, "worker_targets:slow", stream, consumer, "--threads", "1", *extra)
+    wait_until(lambda: len(worker.ledger.started()) == 1, 60, "the handler running")
+    if lease == "0":
+        wait_until(lambda: info(js, stream).num_redelivered == 1, 10, "the redelivery")
+    else:
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:  # the +WPI every 0.5 s keeps it from coming back
+            assert info(js, stream).num_redelivered == 0
+            time.sleep(0.1)
+    worker.release()
+    wait_until(lambda: drained(js, stream), 30, "the message acked")
+    worker.proc.send_signal(signal.SIGTERM)
+    assert worker.wait() == EXIT_OK, worker.stderr()

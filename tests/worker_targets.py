@@ -6,6 +6,7 @@ O_APPEND write (atomic for lines this short, whichever process writes):
     load <pid> <process name>     at import (the supervisor imports the target too: MainProcess)
     start <pid> <stream seq>      a handler started (``slow`` only)
     ack <pid> <stream seq>        a handler acked the message (after the ack was sent)
+    fail <pid> <stream seq> <num_delivered> <time.monotonic()>   ``fail`` raised
 
 ``slow`` blocks until the file $NATSPULL_TEST_RELEASE exists (at most 60 s), the "slow operation"
 a signal arrives during.
@@ -55,6 +56,13 @@ def slow(msg: natspull.Msg) -> None:
     while not os.path.exists(RELEASE) and time.monotonic() < deadline:
         time.sleep(0.01)
     record(msg)
+
+
+def fail(msg: natspull.Msg) -> None:
+    """Write ``fail ...`` and raise: every delivery fails (consume() NAKs or terminates it)."""
+    meta = msg.metadata
+    _write(f"fail {os.getpid()} {meta.sequence.stream} {meta.num_delivered} {time.monotonic()}")
+    raise RuntimeError("this handler always fails")
 
 
 def crash(msg: natspull.Msg) -> None:

@@ -229,6 +229,37 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--status-interval", type=_positive_seconds, default=10.0, metavar="SECONDS", help="default 10"
     )
+    # consume() options: only the ones given reach consume() (its defaults otherwise)
+    worker.add_argument(
+        "--max-messages",
+        type=_int_at_least(1),
+        default=argparse.SUPPRESS,
+        metavar="N",
+        help="messages buffered or in handlers, per process (default 500)",
+    )
+    worker.add_argument(
+        "--max-lease",
+        type=_seconds_or_zero,
+        default=argparse.SUPPRESS,
+        metavar="SECONDS",
+        help="keep a running handler's message from being redelivered (+WPI every half ack_wait) "
+        "for at most this long; 0: never (default 3600)",
+    )
+    worker.add_argument(
+        "--retry",
+        type=_retry,
+        default=argparse.SUPPRESS,
+        metavar="INITIAL:MAXIMUM|none",
+        help="delay the NAK of a failed message: INITIAL seconds, doubling up to MAXIMUM (+/- 20 %%; "
+        "default 1:60); none: NAK at once",
+    )
+    worker.add_argument(
+        "--term-after",
+        type=_int_at_least(1),
+        default=argparse.SUPPRESS,
+        metavar="N",
+        help="terminate a message whose N-th delivery fails (default: never)",
+    )
 
     server = command(
         "server",
@@ -307,13 +338,37 @@ def _int_at_least(minimum: int) -> Callable[[str], int]:
 
 
 def _positive_seconds(text: str) -> float:
+    return _seconds(text, allow_zero=False)
+
+
+def _seconds_or_zero(text: str) -> float:
+    return _seconds(text, allow_zero=True)
+
+
+def _seconds(text: str, *, allow_zero: bool) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text!r}")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise argparse.ArgumentTypeError(f"must be a number of seconds {bound}, got {text!r}")
     return value
+
+
+def _retry(text: str) -> natspull.Backoff | None:
+    """``--retry``: ``INITIAL:MAXIMUM`` seconds (a Backoff doubling between them) or ``none``."""
+    if text.strip().lower() == "none":
+        return None
+    initial, sep, maximum = text.partition(":")
+    try:
+        if not sep:
+            raise ValueError("expected INITIAL:MAXIMUM")
+        return natspull.Backoff(initial=float(initial), maximum=float(maximum))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"expected INITIAL:MAXIMUM seconds or none, got {text!r}: {exc}"
+        ) from None
 
 
 def _port(text: str) -> int:

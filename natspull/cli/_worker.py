@@ -18,6 +18,9 @@ from ._common import EXIT_USAGE, CliError
 
 __all__ = ["cmd_worker"]
 
+#: consume() options the command has flags for (each reaches consume() only when given).
+_CONSUME_FLAGS = ("max_messages", "max_lease", "retry", "term_after")
+
 
 def cmd_worker(args: argparse.Namespace) -> int:
     if os.getcwd() not in sys.path and "" not in sys.path:
@@ -33,6 +36,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             grace=args.grace,
             status=args.status,
             status_interval=args.status_interval,
+            consume_options={key: getattr(args, key) for key in _CONSUME_FLAGS if hasattr(args, key)},
         )
     except (ValueError, TypeError) as exc:
         raise CliError(str(exc), EXIT_USAGE) from None
