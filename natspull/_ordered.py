@@ -127,22 +127,16 @@ class OrderedMessages(Messages):
     in stream order, each once. ``stop()``/``drain()`` (and leaving a ``with`` block) delete
     its server-side consumer. ``stats().resets`` counts its recreations."""
 
-    def __init__(self, engine: OrderedEngine, owner: OrderedConsumer) -> None:
+    #: Whether the messages this iterator's queue hands out reach the application as they are
+    #: taken (the next read continues after ``queue.last_taken``); the trio adapter, which takes
+    #: ahead into a deque of its own, sets it False and reports each message it hands out.
+    hands_out = True
+
+    def __init__(self, engine: OrderedEngine) -> None:
         super().__init__(engine, engine.queue)
-        self._owner = owner
 
     def __repr__(self) -> str:
         return f"<natspull.OrderedMessages {self._engine.stream} {self._queue.state.value}>"
-
-    def __next__(self) -> Msg:
-        msg = super().__next__()
-        self._owner._handed = msg
-        return msg
-
-    def next(self, timeout: float | None = None) -> Msg:
-        msg = super().next(timeout)
-        self._owner._handed = msg
-        return msg
 
 
 class OrderedConsumer:
@@ -185,8 +179,18 @@ class OrderedConsumer:
     @property
     def last_sequence(self) -> int:
         """The stream sequence of the last message handed out (0: none yet)."""
-        handed = self._handed
+        handed = self._last_handed()
         return 0 if handed is None else stream_sequence(handed.reply)
+
+    def _last_handed(self) -> Msg | None:
+        """The last message handed out: the ``messages()`` iterator's, or ``_handed`` (set by the
+        other reads). Any thread (single reference reads)."""
+        reader = self._reader
+        if isinstance(reader, OrderedMessages) and reader.hands_out:
+            taken = reader._queue.last_taken
+            if taken is not None:
+                return taken
+        return self._handed
 
     # ------------------------------------------------------------ the consumer
 
@@ -213,6 +217,8 @@ class OrderedConsumer:
         engine = self._reader_engine
         if self._fetching or (engine is not None and engine.queue.state is not State.CLOSED):
             raise OrderedConsumerError(f"ordered consumer on {self.stream}: another read is running")
+        self._handed = self._last_handed()  # the ended read's: it is forgotten now
+        self._reader = self._reader_engine = None
 
     def _engine(
         self,
@@ -287,7 +293,7 @@ class OrderedConsumer:
             stop_after=stop_after,
         )
         engine = self._start_continuous(flow, options, on_event)
-        reader = OrderedMessages(engine, self)
+        reader = OrderedMessages(engine)
         with self._lock:
             self._reader, self._reader_engine = reader, engine
         return reader

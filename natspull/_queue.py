@@ -145,6 +145,7 @@ class MsgQueue:
         # interrupted its own thread (see module docstring), never to nest.
         self._cond = threading.Condition(threading.RLock())
         self._items: deque[Msg] = deque()
+        self.last_taken: Msg | None = None  # the message handed out last (read without the lock)
         self._state = State.OPEN
         self._error: BaseException | None = None  # terminal; set only together with CLOSED
         self._notice: BaseException | None = None  # raised once by the next get(); non-terminal
@@ -268,6 +269,8 @@ class MsgQueue:
             count = min(count, limit - self._delivered)
         items = self._items
         taken = [items.popleft() for _ in range(min(count, len(items)))]
+        if taken:
+            self.last_taken = taken[-1]
         low = False
         head = self._ack_head
         for msg in taken:

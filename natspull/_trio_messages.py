@@ -23,6 +23,7 @@ from ._messages import creation_site
 from ._msg import Metadata, nak_unacked
 from ._msg import Msg as _SyncMsg
 from ._ordered import OrderedConsumer as _SyncOrderedConsumer
+from ._ordered import OrderedMessages as _SyncOrderedMessages
 from ._queue import MsgQueue, State
 from .errors import Error, IteratorClosedError
 
@@ -520,6 +521,11 @@ class OrderedMessages(Messages):
         """Private: use :meth:`OrderedConsumer.messages`."""
         super().__init__(ordered, options)
         self._ordered = ordered
+
+    def _attach(self, sync: _SyncMessages) -> None:
+        if isinstance(sync, _SyncOrderedMessages):
+            sync.hands_out = False  # this deque takes ahead: _take reports what tasks received
+        super()._attach(sync)
 
     def _take(self) -> _SyncMsg | None:
         msg = super()._take()

@@ -111,9 +111,17 @@ def test_fetch_and_next_continue_in_order(js: natspull.JetStream, stream: str) -
         assert _read(it, 3) == [22, 23, 24]
         with pytest.raises(natspull.OrderedConsumerError, match="another read"):
             oc.fetch(1, max_wait=1)
+        assert oc.last_sequence == 24  # while it runs: what it handed out, not what it holds
         it.stop()
         assert _seqs(oc.fetch(5, max_wait=5)) == [25, 26, 27, 28, 29]
         assert oc.last_sequence == 29
+        # A for-loop left with break: the next read continues after the message it broke on.
+        with oc.messages() as it:
+            for msg in it:
+                if msg.metadata.sequence.stream == 31:
+                    break
+        assert oc.last_sequence == 31
+        assert oc.next(timeout=5).metadata.sequence.stream == 32
 
 
 def test_ordered_messages_cannot_be_acked(js: natspull.JetStream, stream: str) -> None:
