@@ -1,10 +1,9 @@
 """The Python version matrix: ``nox`` runs every session, ``nox -l`` lists them.
 
-* ``mypy-3.9``, ``mypy-3.13``: mypy (strict, setup.cfg) for the two ends of the range;
-* ``core-3.10``, ``core-3.12``: the README examples and the core test files in between;
-* ``tests-3.9``, ``tests-3.13``: the whole test suite on the oldest and newest supported Python.
-
-They run in this order, quickest first; a failed session does not stop the others.
+* ``tests-3.9``: mypy (strict, setup.cfg) for Python 3.9 and the whole suite on the oldest Python;
+* ``tests-3.13``: the same on the newest (CI runs the README's test command on 3.13 instead);
+* ``core-3.10``, ``core-3.12``: the unit tests, the README examples and the core test files;
+* ``portable-3.11``: the core and fault suites on nats-py's public API only (NATSPULL_PORTABLE=1).
 
 Each session gets its own virtualenv under ``.nox/`` with ``pip install -e '.[test]'`` (done by
 uv when it is installed); the resolver picks the newest releases that still support that Python.
@@ -31,14 +30,19 @@ nox.options.reuse_venv = "yes"  # locally: keep .nox/ between runs (a clean clon
 nox.options.default_venv_backend = "uv|virtualenv"
 
 CORE_TESTS = [
-    "tests/test_readme.py",
-    "tests/test_client.py",
-    "tests/test_messages.py",
-    "tests/test_consume.py",
-    "tests/test_queue.py",
-    "tests/test_jetstream.py",
-    "tests/test_internals.py",
-    "tests/test_translate.py",
+    "tests/unit",
+    "tests/integration/test_readme.py",
+    "tests/integration/test_client.py",
+    "tests/integration/test_messages.py",
+    "tests/integration/test_consume.py",
+    "tests/integration/test_jetstream.py",
+    "tests/integration/test_internals.py",
+]
+PORTABLE_TESTS = [
+    "tests/integration/test_client.py",
+    "tests/integration/test_messages.py",
+    "tests/integration/test_consume.py",
+    "tests/faults",
 ]
 
 
@@ -92,43 +96,38 @@ def _install(session: nox.Session) -> None:
     session.run("python", "--version")
 
 
-@_session("mypy-3.9", "3.9")
-def mypy_39(session: nox.Session) -> None:
-    """mypy for Python 3.9, run by 3.9 (the resolver picks the last mypy that targets 3.9)."""
+@_session("tests-3.9", "3.9")
+def tests_39(session: nox.Session) -> None:
+    """mypy for Python 3.9 (the last mypy that targets it) and the whole suite on Python 3.9."""
     _install(session)
     session.run("mypy", "--python-version", "3.9")
+    session.run("python", "-m", "pytest", *session.posargs)
 
 
-@_session("mypy-3.13", "3.13")
-def mypy_313(session: nox.Session) -> None:
-    """mypy for Python 3.13."""
+@_session("tests-3.13", "3.13")
+def tests_313(session: nox.Session) -> None:
+    """mypy and the whole suite on Python 3.13."""
     _install(session)
     session.run("mypy", "--python-version", "3.13")
+    session.run("python", "-m", "pytest", *session.posargs)
 
 
 @_session("core-3.10", "3.10")
 def core_310(session: nox.Session) -> None:
-    """README examples and the core test files on Python 3.10."""
+    """The unit tests, README examples and core test files on Python 3.10."""
     _install(session)
     session.run("python", "-m", "pytest", *CORE_TESTS, *session.posargs)
 
 
 @_session("core-3.12", "3.12")
 def core_312(session: nox.Session) -> None:
-    """README examples and the core test files on Python 3.12."""
+    """The unit tests, README examples and core test files on Python 3.12."""
     _install(session)
     session.run("python", "-m", "pytest", *CORE_TESTS, *session.posargs)
 
 
-@_session("tests-3.9", "3.9")
-def tests_39(session: nox.Session) -> None:
-    """The whole test suite on Python 3.9."""
+@_session("portable-3.11", "3.11")
+def portable_311(session: nox.Session) -> None:
+    """The core and fault suites on nats-py's public API only (natspull/_transport/_wire.py)."""
     _install(session)
-    session.run("python", "-m", "pytest", *session.posargs)
-
-
-@_session("tests-3.13", "3.13")
-def tests_313(session: nox.Session) -> None:
-    """The whole test suite on Python 3.13."""
-    _install(session)
-    session.run("python", "-m", "pytest", *session.posargs)
+    session.run("python", "-m", "pytest", *PORTABLE_TESTS, *session.posargs, env={"NATSPULL_PORTABLE": "1"})

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from natspull import _otel
+from natspull._observe import _otel
 
 from ._env import Env
 from ._registry import MSGS_PER_S, Sample, case

@@ -16,17 +16,17 @@ Public names are re-exported here; modules starting with ``_`` are private.
 """
 
 from ._client import Client, connect
-from ._consume import ConsumeContext
 from ._consumer import Consumer
 from ._consumer_types import ConsumerConfig, ConsumerInfo, PauseState, PriorityGroupState, PriorityPolicy
-from ._events import ConsumerEvent, PullEvent
+from ._engine._retry import Backoff
+from ._iterator import Messages
 from ._jetstream import JetStream
-from ._messages import Messages
 from ._msg import Metadata, Msg
+from ._observe._events import ConsumerEvent
+from ._observe._stats import ClientStats, ConsumeStats, MessagesStats
 from ._ordered import OrderedConsumer, OrderedMessages
-from ._retry import Backoff
+from ._pool import ConsumeContext
 from ._signals import shutdown_on_signals
-from ._stats import ClientStats, ConsumeStats, MessagesStats
 from ._types import (
     AckPolicy,
     DeliverPolicy,
@@ -51,7 +51,8 @@ from .errors import (
     JetStreamAPIError,
     MsgAlreadyAckedError,
     NoHeartbeatError,
-    OrderedConsumerError,
+    OrderedConsumerResetError,
+    OrderedConsumerUsageError,
     PermissionError,
     StreamNotFoundError,
     TimeoutError,
@@ -86,14 +87,14 @@ __all__ = [
     "MsgAlreadyAckedError",
     "NoHeartbeatError",
     "OrderedConsumer",
-    "OrderedConsumerError",
+    "OrderedConsumerResetError",
+    "OrderedConsumerUsageError",
     "OrderedMessages",
     "PauseState",
     "PermissionError",
     "PriorityGroupState",
     "PriorityPolicy",
     "PubAck",
-    "PullEvent",
     "ReplayPolicy",
     "RetentionPolicy",
     "StorageType",

@@ -12,14 +12,15 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from . import _fork, _otel
-from ._connection import Connection
 from ._jetstream import JetStream
-from ._loop import LoopThread, keep_signals_for_main_thread
 from ._msg import Msg
+from ._observe import _otel
+from ._observe._stats import ClientStats
 from ._redact import redact as _redact
-from ._stats import ClientStats
-from ._translate import translate
+from ._transport import _fork
+from ._transport._connection import Connection
+from ._transport._loop import LoopThread, keep_signals_for_main_thread
+from ._transport._translate import translate
 from ._validate import check_int, check_number, check_subject, check_timeout
 
 __all__ = ["Client", "connect"]
@@ -84,7 +85,7 @@ class Client:
     calls from user threads hand work to it and wait with a timeout. A
     context manager: ``with natspull.connect(url) as client: ...`` closes it.
 
-    The public facade over a :class:`~natspull._connection.Connection`, which owns
+    The public facade over a :class:`~natspull._transport._connection.Connection`, which owns
     everything on the loop side (docs/architecture.md).
 
     A client cannot cross ``os.fork()``: in the child every call on it (and on

@@ -6,18 +6,18 @@ import datetime
 from collections.abc import Callable
 from typing import Any
 
-from ._consume import ConsumeContext
+from ._admin import Admin
 from ._consumer_types import ConsumerInfo, PauseState, check_group
-from ._events import ConsumerEvent, check_on_event
-from ._fetch import FETCH_GRACE, fetch_steps
-from ._lease import LEASE_FRACTION, LeaseKeeper
-from ._management import Admin
-from ._messages import Messages
+from ._engine._lease import LEASE_FRACTION, LeaseKeeper
+from ._engine._modes import FETCH_GRACE, fetch_steps
+from ._engine._pull import PullEngine, PullGroup, PullOptions, start_engine
+from ._engine._queue import Flow, MsgQueue
+from ._engine._retry import DEFAULT_RETRY, Backoff
+from ._engine._settings import MAX_HEARTBEAT, MIN_HEARTBEAT, continuous_pull, pin_keepalive, pull_group
+from ._iterator import Messages
 from ._msg import Msg
-from ._options import MAX_HEARTBEAT, MIN_HEARTBEAT, continuous_pull, pin_keepalive, pull_group
-from ._pull import PullEngine, PullGroup, PullOptions, start_engine
-from ._queue import Flow, MsgQueue
-from ._retry import DEFAULT_RETRY, Backoff
+from ._observe._events import ConsumerEvent, check_on_event
+from ._pool import ConsumeContext
 from ._types import AckPolicy
 from ._validate import check_int, check_number
 from .errors import JetStreamAPIError, TimeoutError

@@ -8,7 +8,7 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar, cast
 
-from . import _otel
+from ._admin import Admin, pages
 from ._consumer import Consumer
 from ._consumer_types import (
     ConsumerConfig,
@@ -17,10 +17,11 @@ from ._consumer_types import (
     as_consumer_config,
     check_consumer_config,
 )
-from ._link import Link
-from ._management import Admin, pages
+from ._observe import _otel
 from ._ordered import DEFAULT_INACTIVE_THRESHOLD, OrderedConsumer, check_max_reset_attempts, ordered_spec
-from ._translate import api_error, translate
+from ._transport._link import Link
+from ._transport._translate import api_error, translate
+from ._transport._wire import Reply
 from ._types import DeliverPolicy, PubAck, ReplayPolicy, StreamConfig, StreamConsumerLimits, StreamInfo
 from ._types import stream_info as _stream_info
 from ._validate import (
@@ -31,7 +32,6 @@ from ._validate import (
     check_number,
     check_subject,
 )
-from ._wire import Reply
 from .errors import JetStreamAPIError
 
 __all__ = ["JetStream"]
@@ -256,7 +256,7 @@ class JetStream:
         return (name for page in self._pages(f"CONSUMER.NAMES.{stream}", "consumers") for name in page)
 
     def _pages(self, api: str, key: str) -> Iterator[list[Any]]:
-        """The lazy pages of a list API (natspull._management.pages), one request per page."""
+        """The lazy pages of a list API (natspull._admin.pages), one request per page."""
         return pages(self._api, api, key)
 
     # ------------------------------------------------------------------ publish

@@ -19,7 +19,7 @@ from ._validate import check_nanoseconds
 from .errors import Error, MsgAlreadyAckedError
 
 if TYPE_CHECKING:
-    from ._otel import _Handout
+    from ._observe._otel import _Handout
 
 __all__ = ["AckSink", "Metadata", "Msg", "nak_unacked", "parse_metadata"]
 

@@ -17,25 +17,26 @@ import time
 from collections.abc import Callable, Generator
 from typing import Any, Optional
 
-from ._consume import ConsumeContext
+from ._admin import MAX_SEQUENCE, Admin
 from ._consumer import fetch_request, wait_fetch
 from ._consumer_types import check_time
-from ._events import ConsumerEvent, check_on_event
-from ._fetch import FETCH_GRACE
-from ._management import MAX_SEQUENCE, Admin
-from ._messages import Messages
+from ._engine._modes import FETCH_GRACE
+from ._engine._ordered_mode import Cursor, OrderedEngine, OrderedSpec, stream_sequence
+from ._engine._pull import PullOptions, start_engine
+from ._engine._queue import Flow, MsgQueue, State
+from ._engine._settings import continuous_pull
+from ._iterator import Messages
 from ._msg import Msg
-from ._options import continuous_pull
-from ._ordered_pull import Cursor, OrderedEngine, OrderedSpec, stream_sequence
-from ._pull import PullOptions, start_engine
-from ._queue import Flow, MsgQueue, State
+from ._observe._events import ConsumerEvent, check_on_event
+from ._pool import ConsumeContext
 from ._types import DeliverPolicy, ReplayPolicy
 from ._validate import check_int, check_name, check_number
 from .errors import (
     ConsumerDeletedError,
     ConsumerNotFoundError,
     Error,
-    OrderedConsumerError,
+    OrderedConsumerResetError,
+    OrderedConsumerUsageError,
     TimeoutError,
 )
 
@@ -144,8 +145,8 @@ class OrderedConsumer:
 
     Get one from :meth:`JetStream.ordered_consumer`. Only one read runs at a time: a
     ``messages()`` iterator or ``consume()`` that has not ended, or a ``fetch()`` in
-    progress, makes another raise OrderedConsumerError. Each read continues after the last
-    message this object handed out. Its messages cannot be acked (OrderedConsumerError).
+    progress, makes another raise OrderedConsumerUsageError. Each read continues after the last
+    message this object handed out. Its messages cannot be acked (OrderedConsumerUsageError).
     ``close()`` (or the end of a ``with`` block) ends the read and deletes the server-side
     consumer. Every method may be called from any thread but the client's loop thread.
     """
@@ -213,10 +214,10 @@ class OrderedConsumer:
     def _begin(self) -> None:
         """Lock held: refuse a second concurrent read, or a read after close()."""
         if self._closed:
-            raise OrderedConsumerError(f"ordered consumer on {self.stream} is closed")
+            raise OrderedConsumerUsageError(f"ordered consumer on {self.stream} is closed")
         engine = self._reader_engine
         if self._fetching or (engine is not None and engine.queue.state is not State.CLOSED):
-            raise OrderedConsumerError(f"ordered consumer on {self.stream}: another read is running")
+            raise OrderedConsumerUsageError(f"ordered consumer on {self.stream}: another read is running")
         self._handed = self._last_handed()  # the ended read's: it is forgotten now
         self._reader = self._reader_engine = None
 
@@ -277,8 +278,8 @@ class OrderedConsumer:
 
         Blocks on: creating the consumer and the first pull. Raises ValueError/TypeError for
         bad options, StreamNotFoundError, JetStreamAPIError (e.g. a filter outside the
-        stream), OrderedConsumerError (another read runs, or closed). The iterator raises
-        OrderedConsumerError when the consumer could not be recreated within
+        stream), OrderedConsumerUsageError (another read runs, or closed). The iterator raises
+        OrderedConsumerResetError when the consumer could not be recreated within
         ``max_reset_attempts``. ``on_event`` as for :meth:`Consumer.messages`, plus ``reset``
         events. Any thread but the loop's.
         """
@@ -358,8 +359,8 @@ class OrderedConsumer:
         gap, a reconnect or when it expired (``inactive_threshold``) between two calls, it is
         recreated after the last message handed out. Blocks on the request, at most
         *max_wait* (plus a grace for the server's answer, and the consumer's creation).
-        Raises OrderedConsumerError (another read runs, or the consumer could not be
-        recreated), StreamNotFoundError, JetStreamAPIError, ConnectionClosedError.
+        Raises OrderedConsumerUsageError (another read runs), OrderedConsumerResetError (the
+        consumer could not be recreated), StreamNotFoundError, JetStreamAPIError, ConnectionClosedError.
         """
         steps = self._fetch_steps(*fetch_request(batch, max_wait, max_bytes, no_wait))
         try:
@@ -384,7 +385,7 @@ class OrderedConsumer:
         what it brought (``_consumer.wait_fetch`` or the trio side's) with the
         ConsumerNotFoundError/ConsumerDeletedError that ended it, if any, and on any other
         error closes the generator (which deletes the consumer) and raises it. Returns the
-        messages. Raises OrderedConsumerError at the first step when another read runs. Each
+        messages. Raises OrderedConsumerUsageError at the first step when another read runs. Each
         step blocks on the server (creating, starting, deleting the consumer): a trio driver
         runs the steps on a worker thread.
         """
@@ -418,7 +419,7 @@ class OrderedConsumer:
                 remaining = deadline - time.monotonic()
                 limit = self._max_reset_attempts
                 if limit is not None and attempts > limit:
-                    raise OrderedConsumerError(
+                    raise OrderedConsumerResetError(
                         f"ordered consumer on {self.stream}: recreated {limit} times in one fetch: "
                         f"{gone or 'gaps'}"
                     )

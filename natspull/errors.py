@@ -15,7 +15,9 @@ Hierarchy::
     ├── NoHeartbeatError              no traffic for 2 x heartbeat on a pull (recoverable)
     ├── MsgAlreadyAckedError          a second terminal ack of one message
     ├── IteratorClosedError           you stopped/drained the iterator and it is empty
-    ├── PermissionError               the server refused a publish/subscribe on a subject
+    ├── PermissionError               the server refused a subject (also a builtin PermissionError)
+    ├── OrderedConsumerUsageError     an ordered consumer used as it cannot be (ack, two reads, closed)
+    ├── OrderedConsumerResetError     an ordered consumer could not be recreated (terminal)
     └── JetStreamAPIError             the JetStream API answered with an error
         ├── StreamNotFoundError
         ├── ConsumerNotFoundError
@@ -43,7 +45,8 @@ __all__ = [
     "JetStreamAPIError",
     "MsgAlreadyAckedError",
     "NoHeartbeatError",
-    "OrderedConsumerError",
+    "OrderedConsumerResetError",
+    "OrderedConsumerUsageError",
     "PermissionError",
     "StreamNotFoundError",
     "TimeoutError",
@@ -93,8 +96,11 @@ class IteratorClosedError(Error):
     """The iterator was stopped or drained and has nothing left to hand out."""
 
 
-class PermissionError(Error):
-    """The server refused the operation on a subject for lack of permissions."""
+class PermissionError(Error, builtins.PermissionError):
+    """The server refused the operation on a subject for lack of permissions.
+
+    Also an instance of the builtin :class:`PermissionError`, whose name it carries.
+    """
 
 
 class JetStreamAPIError(Error):
@@ -133,6 +139,11 @@ class ConsumerDeletedError(JetStreamAPIError):
     """The consumer was deleted while a pull was outstanding. Terminal for an iterator."""
 
 
-class OrderedConsumerError(Error):
-    """An ordered consumer's message cannot be acknowledged (it has nothing to ack), or the
-    ordered consumer could not be recreated within ``max_reset_attempts`` (terminal)."""
+class OrderedConsumerUsageError(Error):
+    """An ordered consumer was used in a way it does not allow: one of its messages acked (it
+    has nothing to acknowledge), a second read while one runs, or a read after ``close()``."""
+
+
+class OrderedConsumerResetError(Error):
+    """An ordered consumer could not be recreated within ``max_reset_attempts``. Terminal for
+    the read that raised it; the next read starts again after the last message handed out."""

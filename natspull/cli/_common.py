@@ -38,7 +38,7 @@ __all__ = [
     "stop_signals_as_interrupt",
 ]
 
-# Documented in the --help epilog (natspull.cli._parser).
+# Documented in the --help epilog (natspull.cli._args).
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2

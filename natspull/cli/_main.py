@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 
 import natspull
 
+from ._args import build_parser
 from ._common import (
     EXIT_CONNECT,
     EXIT_ERROR,
@@ -26,7 +27,6 @@ from ._common import (
     silence_stdout,
     stop_signals_as_interrupt,
 )
-from ._parser import build_parser
 
 __all__ = ["main"]
 

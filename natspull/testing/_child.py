@@ -40,7 +40,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import IO, Any
 
-from .._loop import keep_signals_for_main_thread
+from .._transport._loop import keep_signals_for_main_thread
 
 __all__ = ["mark_owner", "no_release", "remove_stale_dirs", "spawn"]
 

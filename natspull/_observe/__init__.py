@@ -1,0 +1,1 @@
+"""What natspull reports: consumer events, the stats snapshots, OpenTelemetry."""

@@ -1,0 +1,83 @@
+"""Handlers for the worker processes of tests/integration/test_workers_runner.py (importable by
+spawned children).
+
+Each appends one line per event to the ledger file named by $NATSPULL_TEST_LEDGER with a single
+O_APPEND write (atomic for lines this short, whichever process writes):
+
+    load <pid> <process name>     at import (the supervisor imports the target too: MainProcess)
+    start <pid> <stream seq>      a handler started (``slow`` only)
+    ack <pid> <stream seq>        a handler acked the message (after the ack was sent)
+    fail <pid> <stream seq> <num_delivered> <time.monotonic()>   ``fail`` raised
+
+``slow`` blocks until the file $NATSPULL_TEST_RELEASE exists (at most 60 s), the "slow operation"
+a signal arrives during.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+
+import natspull
+
+LEDGER = os.environ.get("NATSPULL_TEST_LEDGER", "")
+RELEASE = os.environ.get("NATSPULL_TEST_RELEASE", "")
+SPIN = float(os.environ.get("NATSPULL_TEST_SPIN", "0.0002"))
+
+
+def _write(line: str) -> None:
+    fd = os.open(LEDGER, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, line.encode() + b"\n")
+    finally:
+        os.close(fd)
+
+
+if LEDGER:
+    _write(f"load {os.getpid()} {multiprocessing.current_process().name}")
+
+
+def record(msg: natspull.Msg) -> None:
+    """Ack, then write ``ack <pid> <seq>``."""
+    msg.ack()
+    _write(f"ack {os.getpid()} {msg.metadata.sequence.stream}")
+
+
+def paced(msg: natspull.Msg) -> None:
+    """Simulated I/O of 5 ms, then :func:`record`: a run long enough to kill a child during it."""
+    time.sleep(0.005)
+    record(msg)
+
+
+def slow(msg: natspull.Msg) -> None:
+    """Write ``start``, wait for the release file, ack, write ``ack``."""
+    _write(f"start {os.getpid()} {msg.metadata.sequence.stream}")
+    deadline = time.monotonic() + 60.0
+    while not os.path.exists(RELEASE) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    record(msg)
+
+
+def fail(msg: natspull.Msg) -> None:
+    """Write ``fail ...`` and raise: every delivery fails (consume() NAKs or terminates it)."""
+    meta = msg.metadata
+    _write(f"fail {os.getpid()} {meta.sequence.stream} {meta.num_delivered} {time.monotonic()}")
+    raise RuntimeError("this handler always fails")
+
+
+def crash(msg: natspull.Msg) -> None:
+    """Kill the whole worker process (not an exception: a crash)."""
+    os._exit(70)
+
+
+def spin(msg: natspull.Msg) -> None:
+    """About SPIN seconds of pure-Python CPU work, then ack (the benchmark's handler)."""
+    end = time.perf_counter() + SPIN
+    total = 0
+    while time.perf_counter() < end:
+        total += 1
+    msg.ack()
+
+
+not_callable = 42
