@@ -36,7 +36,6 @@ from ._consumer_types import (
     check_time,
     format_time,
 )
-from ._engine._pull import PullEngine
 from ._transport._link import Link
 from ._validate import check_name
 from .errors import TimeoutError as _TimeoutError  # not the builtin
@@ -196,7 +195,7 @@ class Admin:
 
         def nudge() -> None:
             for engine in link.engines:
-                if isinstance(engine, PullEngine) and (engine.stream, engine.consumer) == (stream, name):
+                if (engine.stream, engine.consumer) == (stream, name):
                     engine.nudge(group)
 
         link.loop_thread.call_soon(nudge)

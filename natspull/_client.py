@@ -20,6 +20,7 @@ from ._redact import redact as _redact
 from ._transport import _fork
 from ._transport._connection import Connection
 from ._transport._loop import LoopThread, keep_signals_for_main_thread
+from ._transport._state import ENDED, ConnState
 from ._transport._translate import translate
 from ._validate import check_int, check_number, check_subject, check_timeout
 
@@ -101,7 +102,7 @@ class Client:
         self._close_timeout: float = options.pop("close_timeout", 5.0)
         self._user_callbacks = callbacks
         self._close_lock = threading.Lock()  # guards _closing; leaf lock; replaced in a forked child
-        self._closing = False
+        self._closing = False  # close() was called: it runs once (the connection may have closed before)
         self._loop_thread = LoopThread()
         self._callback_thread = _CallbackThread() if callbacks else None
         try:
@@ -136,7 +137,7 @@ class Client:
     @property
     def _state(self) -> str:
         conn = getattr(self, "_conn", None)
-        return "closed" if conn is None else conn.state
+        return "closed" if conn is None else conn.state.value
 
     # ------------------------------------------------------------------ fork
 
@@ -165,12 +166,12 @@ class Client:
     @property
     def is_connected(self) -> bool:
         """True while connected (False while reconnecting and once closed)."""
-        return self._conn.state == "connected"
+        return self._conn.state is ConnState.CONNECTED
 
     @property
     def is_closed(self) -> bool:
         """True once closed, and in a child process after os.fork() (nothing works there)."""
-        return self._conn.state in ("closed", "forked") or self._closing
+        return self._conn.state in ENDED
 
     @property
     def server_info(self) -> dict[str, Any]:
@@ -191,7 +192,7 @@ class Client:
         conn = self._conn
         counters = conn.counters()
         return ClientStats(
-            state=conn.state,
+            state=conn.state.value,
             reconnects=counters.get("reconnects", 0),
             in_msgs=counters.get("in_msgs", 0),
             in_bytes=counters.get("in_bytes", 0),
@@ -279,7 +280,7 @@ class Client:
             if self._closing:
                 return
             self._closing = True
-            self._conn.closing = True
+            self._conn.begin_close()
         try:
             self._loop_thread.run(self._conn.aclose(timeout), timeout + 1.0, "close")
         except Exception as exc:
@@ -291,7 +292,7 @@ class Client:
     def _shutdown_threads(self) -> None:
         conn = getattr(self, "_conn", None)
         if conn is not None:
-            conn.state = "closed"
+            conn.mark_closed()
         self._loop_thread.stop(self._close_timeout)
         if self._callback_thread is not None:
             self._callback_thread.stop(self._close_timeout)

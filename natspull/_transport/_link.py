@@ -31,6 +31,17 @@ class Engine(Protocol):
     def inbox(self) -> str:
         """The inbox the pulls' messages arrive on."""
 
+    @property
+    def stream(self) -> str:
+        """The stream of the consumer it pulls from."""
+
+    @property
+    def consumer(self) -> str:
+        """The name of the consumer it pulls from."""
+
+    def nudge(self, group: str | None) -> None:
+        """Pull now (after a resume, or an unpin of *group*): waiting requests are not woken."""
+
     def on_disconnected(self) -> None:
         """The connection dropped; nats-py is reconnecting."""
 
