@@ -49,7 +49,7 @@ def test_every_state_forks_and_forked_is_final() -> None:
 
 
 def test_ended_states_are_those_no_event_leaves_but_closed_and_forked() -> None:
-    assert ENDED == {S.CLOSING, S.CLOSED, S.FORKED}
+    assert {S.CLOSING, S.CLOSED, S.FORKED} == ENDED
 
 
 def test_an_unknown_event_is_a_bug() -> None:
