@@ -68,12 +68,12 @@ def test_one_mover_per_transition_under_races() -> None:
         moves: list[str] = []
         barrier = threading.Barrier(len(events))
 
-        def fire(event: str) -> None:
+        def fire(cell: StateCell, barrier: threading.Barrier, moves: list[str], event: str) -> None:
             barrier.wait()
             if cell.on(event):
                 moves.append(event)
 
-        threads = [threading.Thread(target=fire, args=(event,)) for event in events]
+        threads = [threading.Thread(target=fire, args=(cell, barrier, moves, event)) for event in events]
         for thread in threads:
             thread.start()
         for thread in threads:
