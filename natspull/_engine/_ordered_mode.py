@@ -47,8 +47,8 @@ from ..errors import (
     OrderedConsumerUsageError,
     StreamNotFoundError,
 )
-from ._pull import Continuous, PullEngine, PullOptions
-from ._queue import Flow
+from ._pull import Continuous, PullEngine
+from ._settings import PullSettings
 
 __all__ = ["NO_ACKS", "Cursor", "OrderedEngine", "OrderedSpec", "stream_sequence"]
 
@@ -274,14 +274,13 @@ class OrderedEngine(PullEngine):
         stream: str,
         spec: OrderedSpec,
         cursor: Cursor,
-        flow: Flow,
-        options: PullOptions,
+        settings: PullSettings,
         *,
         api_timeout: float,
         max_reset_attempts: int | None,
         events: EventThread | None = None,
     ) -> None:
-        super().__init__(link, api_prefix, stream, cursor.name, flow, options, events=events)
+        super().__init__(link, api_prefix, stream, cursor.name, settings, events=events)
         self.acks = None
         self.ack_sink = NO_ACKS
         self.cursor = cursor
@@ -290,7 +289,7 @@ class OrderedEngine(PullEngine):
         self._max_reset_attempts = max_reset_attempts
         self._resetting = False
         self.resets = 0
-        if not options.one_shot:
+        if not settings.one_shot:
             self._mode = _OrderedContinuous(self)
 
     # ------------------------------------------------------------ the check
@@ -308,7 +307,7 @@ class OrderedEngine(PullEngine):
             return
         expected = self.cursor.consumer_seq + 1
         self.cursor.broken = True
-        if self._opts.one_shot:
+        if self.settings.one_shot:
             log.info(
                 "natspull: %s/%s: gap after consumer sequence %d", self.stream, self.consumer, expected - 1
             )
@@ -329,7 +328,7 @@ class OrderedEngine(PullEngine):
     # ---------------------------------------------------- what leads to a reset
 
     def fail(self, exc: BaseException) -> None:
-        if not self._opts.one_shot and isinstance(exc, (ConsumerDeletedError, ConsumerNotFoundError)):
+        if not self.settings.one_shot and isinstance(exc, (ConsumerDeletedError, ConsumerNotFoundError)):
             self.reset(str(exc))
             return
         super().fail(exc)
@@ -447,7 +446,7 @@ class OrderedEngine(PullEngine):
 
     async def _shutdown(self) -> None:
         await super()._shutdown()
-        if not self._opts.one_shot:
+        if not self.settings.one_shot:
             await self._delete(self.consumer)
 
     def stats(self) -> dict[str, int]:

@@ -10,7 +10,7 @@ handles the status messages itself, through one table (:data:`_STATUS` for
 and left to the mode).
 
 Priority groups (ADR-42): a pull for a grouped consumer carries the fields of its
-:class:`PullGroup`. With the ``pinned_client`` policy the engine remembers the
+:class:`~natspull._engine._settings.PullGroup`. With the ``pinned_client`` policy the engine remembers the
 ``Nats-Pin-Id`` of delivered messages (:attr:`PullEngine.pin_id`, loop thread only) and sends
 it as ``id`` on every pull; a 423 (the pin moved on: unpinned, expired, lost with a server
 restart) forgets it and pulls again at once without it.
@@ -55,9 +55,10 @@ from ..errors import (
 )
 from ._heartbeat import HeartbeatMonitor
 from ._modes import Mode, OneShot
-from ._queue import Flow, MsgQueue, State
+from ._queue import MsgQueue, State
+from ._settings import PullSettings
 
-__all__ = ["AckCounter", "Continuous", "PullEngine", "PullGroup", "PullOptions", "start_engine"]
+__all__ = ["AckCounter", "Continuous", "PullEngine", "start_engine"]
 
 log = logging.getLogger("natspull")
 
@@ -70,51 +71,6 @@ _ACK = b"+ACK"  # (as _msg sends it)
 def _unfilled(headers: dict[str, str]) -> tuple[int, int]:
     """The part of a pull request the server reports as never filled (408/409 headers)."""
     return int(headers.get("Nats-Pending-Messages") or 0), int(headers.get("Nats-Pending-Bytes") or 0)
-
-
-class PullGroup:
-    """The priority-group fields of every pull an engine sends (ADR-42; validated by the caller).
-
-    ``pinned`` says the consumer's policy is ``pinned_client``: the engine then tracks the pin.
-    Zero means "not sent" for ``min_pending``, ``min_ack_pending`` and ``priority`` (the
-    server's defaults). Immutable; any thread.
-    """
-
-    __slots__ = ("group", "min_ack_pending", "min_pending", "pinned", "priority")
-
-    def __init__(
-        self,
-        group: str,
-        *,
-        min_pending: int = 0,
-        min_ack_pending: int = 0,
-        priority: int = 0,
-        pinned: bool = False,
-    ) -> None:
-        self.group = group
-        self.min_pending = min_pending
-        self.min_ack_pending = min_ack_pending
-        self.priority = priority
-        self.pinned = pinned
-
-    def __repr__(self) -> str:
-        return (
-            f"PullGroup({self.group!r}, min_pending={self.min_pending}, "
-            f"min_ack_pending={self.min_ack_pending}, priority={self.priority}, pinned={self.pinned})"
-        )
-
-    def fields(self, pin_id: str | None) -> dict[str, Any]:
-        """The request fields, with the pin *pin_id* as ``id`` when there is one."""
-        fields: dict[str, Any] = {"group": self.group}
-        if self.min_pending:
-            fields["min_pending"] = self.min_pending
-        if self.min_ack_pending:
-            fields["min_ack_pending"] = self.min_ack_pending
-        if self.priority:
-            fields["priority"] = self.priority
-        if pin_id:
-            fields["id"] = pin_id
-        return fields
 
 
 class AckCounter:
@@ -150,27 +106,6 @@ class AckCounter:
 
     def check_fork(self) -> None:
         self._link.check_fork()
-
-
-class PullOptions:
-    """Per-request options of an engine (validated by the caller)."""
-
-    __slots__ = ("expires", "group", "heartbeat", "no_wait", "one_shot")
-
-    def __init__(
-        self,
-        *,
-        expires: float,
-        heartbeat: float | None,
-        one_shot: bool = False,
-        no_wait: bool = False,
-        group: PullGroup | None = None,
-    ) -> None:
-        self.expires = expires
-        self.heartbeat = heartbeat
-        self.one_shot = one_shot  # fetch(): one request, then done (mode _fetch.OneShot)
-        self.no_wait = no_wait
-        self.group = group
 
 
 class Continuous:
@@ -218,7 +153,7 @@ class Continuous:
         engine = self._engine
         engine.queue.forget_outstanding()
         engine.pull()
-        if engine.error_on_missing_heartbeat:
+        if engine.settings.error_on_missing_heartbeat:
             engine.queue.notice(error)
 
     def on_pin_lost(self, msgs: int, nbytes: int, exact: bool) -> None:
@@ -249,10 +184,8 @@ class PullEngine:
         api_prefix: str,
         stream: str,
         consumer: str,
-        flow: Flow,
-        options: PullOptions,
+        settings: PullSettings,
         *,
-        error_on_missing_heartbeat: bool = False,
         pin_store: dict[str, str] | None = None,
         events: EventThread | None = None,
     ) -> None:
@@ -265,24 +198,23 @@ class PullEngine:
         self.consumer = consumer
         self.subject = f"{api_prefix}.CONSUMER.MSG.NEXT.{stream}.{consumer}"
         self.queue = MsgQueue(
-            flow,
+            settings.flow,
             on_low=self._request_pull_threadsafe,
             on_discard=self._nak_all,
             on_state=self._on_state_threadsafe,
             source=(stream, consumer),
         )
-        self._opts = options
-        self._mode: Mode = OneShot(self) if options.one_shot else Continuous(self)
-        self.error_on_missing_heartbeat = error_on_missing_heartbeat
-        self._group = options.group
-        self._pinned = options.group is not None and options.group.pinned
+        self.settings = settings
+        self._mode: Mode = OneShot(self) if settings.one_shot else Continuous(self)
+        self._group = settings.group
+        self._pinned = settings.group is not None and settings.group.pinned
         # The group's pin as this engine last saw it (Nats-Pin-Id); loop thread only. It starts
         # from, and keeps up to date, its Consumer's *pin_store* (group -> pin), so that the
         # next fetch or iterator of that Consumer object sends it too.
         self._pin_store = pin_store if self._pinned else None
         self.pin_id: str | None = None
-        if self._pin_store is not None and options.group is not None:
-            self.pin_id = self._pin_store.get(options.group.group)
+        if self._pin_store is not None and settings.group is not None:
+            self.pin_id = self._pin_store.get(settings.group.group)
         # The application's on_event, on its own thread (see _events); closed when this engine
         # is done (_done). Events are logged whether or not there is one.
         self.events = events
@@ -304,16 +236,16 @@ class PullEngine:
         self.inbox = link.new_inbox()
         self._sub = await link.subscribe_inbox(self.inbox, self._on_msg, self._deliver)
         link.register(self)
-        if self._opts.heartbeat:
+        if self.settings.heartbeat:
             self._heartbeat = HeartbeatMonitor(
                 self.loop_thread.loop,
-                self._opts.heartbeat,
+                self.settings.heartbeat,
                 lambda: link.is_connected,
                 self._on_heartbeat_missed,
             )
             self._heartbeat.start()
         self.pull()
-        if not self._opts.one_shot:
+        if not self.settings.one_shot:
             self._emit("connected")
 
     def _on_state_threadsafe(self, state: State) -> None:
@@ -368,18 +300,18 @@ class PullEngine:
 
     def _send(self, msgs: int, nbytes: int, expires: float | None = None) -> None:
         request: dict[str, Any] = {"batch": msgs}
-        if self._opts.no_wait:
+        if self.settings.no_wait:
             # With "expires" as well, the server lingers until expiry instead of
             # answering at once (seen with nats-server 2.15; see test_jetstream).
             request["no_wait"] = True
         else:
-            request["expires"] = int((expires or self._opts.expires) * 1e9)
+            request["expires"] = int((expires or self.settings.expires) * 1e9)
         if nbytes:
             request["max_bytes"] = nbytes
         elif self.queue.flow.request_bytes:
             request["max_bytes"] = self.queue.flow.request_bytes
-        if self._opts.heartbeat:
-            request["idle_heartbeat"] = int(self._opts.heartbeat * 1e9)
+        if self.settings.heartbeat:
+            request["idle_heartbeat"] = int(self.settings.heartbeat * 1e9)
         if self._group is not None:
             request.update(self._group.fields(self.pin_id))
         self.pulls_sent += 1
@@ -397,7 +329,7 @@ class PullEngine:
         pending, released by its 408 after two heartbeat intervals). After an unpin of
         this engine's group its pin is forgotten first. Loop thread; continuous engines only.
         """
-        if self._sub is None or self._stopping or self._opts.one_shot:
+        if self._sub is None or self._stopping or self.settings.one_shot:
             return
         if group is not None:
             if self._group is None or self._group.group != group:
@@ -412,7 +344,7 @@ class PullEngine:
                 return
             msgs, nbytes = 1, 0
         # Short-lived: the server wants expires >= 2 x idle_heartbeat.
-        self._send(msgs, nbytes, expires=2 * (self._opts.heartbeat or 0.5))
+        self._send(msgs, nbytes, expires=2 * (self.settings.heartbeat or 0.5))
 
     # --------------------------------------------------------------- receiving
 
@@ -667,15 +599,14 @@ class PullEngine:
 _E = TypeVar("_E", bound=PullEngine)
 
 
-def start_engine(
-    link: Link, on_event: Callable[[ConsumerEvent], Any] | None, build: Callable[[EventThread | None], _E]
-) -> _E:
-    """``build(events)`` an engine, with an event thread for *on_event* (None: none), and start it.
+def start_engine(link: Link, settings: PullSettings, build: Callable[[EventThread | None], _E]) -> _E:
+    """``build(events)`` an engine, with an event thread for ``settings.on_event`` (None: none),
+    and start it.
 
     Blocks on: the inbox subscription and the first pull (:data:`START_TIMEOUT`). Raises what
     building or starting raises, after closing the event thread. Any thread but the loop's.
     """
-    events = EventThread(on_event) if on_event is not None else None
+    events = EventThread(settings.on_event) if settings.on_event is not None else None
     try:
         engine = build(events)
         link.run(engine.start(), START_TIMEOUT, "start pulling")
