@@ -1,7 +1,8 @@
 """The pull engine: the only module that speaks the JetStream pull protocol.
 
 One :class:`PullEngine` serves one ``Consumer.messages()`` iterator, one
-``consume()`` context or one ``fetch()``. It lives on the loop thread: it owns
+``consume()`` context or one ``fetch()``, as its ``_settings.PullSettings`` say (validated
+before the engine is built; the engine never re-checks them). It lives on the loop thread: it owns
 an inbox subscription, sends pull requests to
 ``$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>`` with that inbox as reply,
 hands arriving messages to a :class:`~natspull._engine._queue.MsgQueue` in bursts and

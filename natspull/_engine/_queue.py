@@ -81,7 +81,10 @@ class State(enum.Enum):
 
 @dataclass(frozen=True)
 class Flow:
-    """Pull sizing: the maximum pending and the threshold that triggers a re-pull."""
+    """Pull sizing: the maximum pending and the threshold that triggers a re-pull.
+
+    The queue's part of a read's ``_settings.PullSettings`` (``settings.flow``), built with them.
+    """
 
     max_msgs: int
     max_bytes: int  # 0: no byte limit
