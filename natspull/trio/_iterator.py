@@ -24,7 +24,6 @@ from .._msg import Metadata, nak_unacked
 from .._msg import Msg as _SyncMsg
 from .._observe import _otel, _stats
 from .._ordered import OrderedConsumer as _SyncOrderedConsumer
-from .._ordered import OrderedMessages as _SyncOrderedMessages
 from .._transport import _fork
 from ..errors import Error, IteratorClosedError
 
@@ -256,6 +255,9 @@ class Messages:
         self._queue: MsgQueue | None = None
         self._waker: Waker | None = None
         self._previous_on_ready: Callable[[], None] | None = None
+        # The queue's on_take, taken over by _attach: the deque takes ahead, so a message counts
+        # as handed out (an ordered consumer's position) when a task receives it, in _take.
+        self._on_take: Callable[[_SyncMsg], None] | None = None
         # Trio thread only: messages taken from the queue (leased) and not yet handed to a task.
         self._local: deque[_SyncMsg] = deque()
         # Trio thread only: the queue is CLOSED without a terminal error (checked once).
@@ -318,6 +320,7 @@ class Messages:
         waker = Waker()
         self._previous_on_ready = queue.on_ready
         queue.on_ready = waker.on_ready
+        self._on_take, queue.on_take = queue.on_take, None
         self._sync, self._queue, self._waker = sync, queue, waker
         if self._stopped:
             self.stop()
@@ -402,6 +405,8 @@ class Messages:
             msg = batch[0]
             local.extend(batch[1:])
         queue.release(msg)  # from now on a task holds it: it stops counting as pending
+        if self._on_take is not None:
+            self._on_take(msg)
         return msg
 
     def _check_broken(self, queue: MsgQueue) -> None:
@@ -517,19 +522,3 @@ class OrderedMessages(Messages):
     dropped, not NAKed, and the next read of the ordered consumer continues after the last
     message a task received.
     """
-
-    def __init__(self, ordered: _SyncOrderedConsumer, options: dict[str, Any]) -> None:
-        """Private: use :meth:`OrderedConsumer.messages`."""
-        super().__init__(ordered, options)
-        self._ordered = ordered
-
-    def _attach(self, sync: _SyncMessages) -> None:
-        if isinstance(sync, _SyncOrderedMessages):
-            sync.hands_out = False  # this deque takes ahead: _take reports what tasks received
-        super()._attach(sync)
-
-    def _take(self) -> _SyncMsg | None:
-        msg = super()._take()
-        if msg is not None:
-            self._ordered._handed = msg  # where the ordered consumer's next read continues
-        return msg
