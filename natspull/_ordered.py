@@ -2,9 +2,9 @@
 
 An :class:`OrderedConsumer` owns no server-side state the application sees: each read
 (a ``messages()`` iterator, ``consume()``, a run of ``fetch()``/``next()`` calls) goes
-through an ephemeral consumer natspull creates, checks and recreates (``_ordered_pull``),
-starting after the last message handed to the application. A read's consumers are named
-``<random>_<n>``, n counting up with every reset.
+through an ephemeral consumer natspull creates, checks and recreates (``_engine/_ordered_mode``),
+starting after the last message handed to the application (its ``Position``). A read's
+consumers are named ``<random>_<n>``, n counting up with every reset.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from ._admin import MAX_SEQUENCE, Admin
 from ._consumer import wait_fetch
 from ._consumer_types import check_time
 from ._engine._modes import FETCH_GRACE
-from ._engine._ordered_mode import Cursor, OrderedEngine, OrderedSpec, stream_sequence
-from ._engine._pull import start_engine
+from ._engine._ordered_mode import Cursor, OrderedSpec, Position, ordered_engine
+from ._engine._pull import PullEngine, start_engine
 from ._engine._queue import MsgQueue, State
 from ._engine._settings import PullSettings, fetch_settings, pull_settings
 from ._iterator import Messages
@@ -124,13 +124,7 @@ class OrderedMessages(Messages):
     in stream order, each once. ``stop()``/``drain()`` (and leaving a ``with`` block) delete
     its server-side consumer. ``stats().resets`` counts its recreations."""
 
-    #: Whether the messages this iterator's queue hands out reach the application as they are
-    #: taken (the next read continues after ``queue.last_taken``); False for an adapter that takes
-    #: ahead into a buffer of its own (``start_messages(takes_ahead=True)``, natspull.trio): it
-    #: reports each message it hands out (``handed_out``).
-    hands_out = True
-
-    def __init__(self, engine: OrderedEngine) -> None:
+    def __init__(self, engine: PullEngine) -> None:
         super().__init__(engine, engine.queue)
 
     def __repr__(self) -> str:
@@ -155,12 +149,14 @@ class OrderedConsumer:
         self.stream: str = check_name("stream", stream)
         self._spec = spec
         self._max_reset_attempts = max_reset_attempts
-        self._handed: Msg | None = None  # the last message handed out (user threads)
+        # The last message handed out, where the next read starts: advanced by every read's
+        # queue (on_take), or by natspull.trio's iterator as tasks receive messages.
+        self._position = Position()
         # _lock guards _reader, _fetching, _fetch_cursor, _closed. A leaf: never held across a
         # network call or a wait.
         self._lock = threading.Lock()
         self._reader: OrderedMessages | ConsumeContext | None = None
-        self._reader_engine: OrderedEngine | None = None
+        self._reader_engine: PullEngine | None = None
         self._fetching = False
         self._fetch_cursor: Cursor | None = None  # the consumer fetch() reads, while valid
         self._closed = False
@@ -177,18 +173,7 @@ class OrderedConsumer:
     @property
     def last_sequence(self) -> int:
         """The stream sequence of the last message handed out (0: none yet)."""
-        handed = self._last_handed()
-        return 0 if handed is None else stream_sequence(handed.reply)
-
-    def _last_handed(self) -> Msg | None:
-        """The last message handed out: the ``messages()`` iterator's, or ``_handed`` (set by the
-        other reads). Any thread (single reference reads)."""
-        reader = self._reader
-        if isinstance(reader, OrderedMessages) and reader.hands_out:
-            taken = reader._queue.last_taken
-            if taken is not None:
-                return taken
-        return self._handed
+        return self._position.stream_seq
 
     # ------------------------------------------------------------ the consumer
 
@@ -215,19 +200,23 @@ class OrderedConsumer:
         engine = self._reader_engine
         if self._fetching or (engine is not None and engine.queue.state is not State.CLOSED):
             raise OrderedConsumerUsageError(f"ordered consumer on {self.stream}: another read is running")
-        self._handed = self._last_handed()  # the ended read's: it is forgotten now
+        if engine is not None:
+            # What is still taken from the ended read (a drain hands out its rest) no longer moves
+            # the position: the next read starts after what the ended one handed out so far.
+            engine.queue.on_take = None
         self._reader = self._reader_engine = None
 
-    def _engine(self, cursor: Cursor, settings: PullSettings) -> OrderedEngine:
+    def _engine(self, cursor: Cursor, settings: PullSettings) -> PullEngine:
         return start_engine(
             self._link,
             settings,
-            lambda events: OrderedEngine(
+            lambda events: ordered_engine(
                 self._link,
                 self._admin.prefix,
                 self.stream,
                 self._spec,
                 cursor,
+                self._position,
                 settings,
                 api_timeout=self._admin.timeout,
                 max_reset_attempts=self._max_reset_attempts,
@@ -237,7 +226,7 @@ class OrderedConsumer:
 
     # -------------------------------------------------------------- continuous
 
-    def _start_continuous(self, settings: PullSettings) -> OrderedEngine:
+    def _start_continuous(self, settings: PullSettings) -> PullEngine:
         with self._lock:
             self._begin()
             self._fetching = True  # reserve: no other read starts meanwhile
@@ -283,24 +272,16 @@ class OrderedConsumer:
         )
         return self.start_messages(settings)[0]
 
-    def start_messages(
-        self, settings: PullSettings, *, takes_ahead: bool = False
-    ) -> tuple[OrderedMessages, MsgQueue]:
+    def start_messages(self, settings: PullSettings) -> tuple[OrderedMessages, MsgQueue]:
         """Internal (``_ports.OrderedConsumerPort``, for natspull.trio): start a read with
-        *settings*; return the iterator and its queue. With *takes_ahead* the caller reports
-        each message it hands out (:meth:`handed_out`). Blocks on creating the consumer and
-        the first pull. Any thread but the loop's."""
+        *settings*; return the iterator and its queue (whose ``on_take`` advances the position:
+        an adapter that takes ahead takes it over). Blocks on creating the consumer and the
+        first pull. Any thread but the loop's."""
         engine = self._start_continuous(settings)
         reader = OrderedMessages(engine)
-        reader.hands_out = not takes_ahead
         with self._lock:
             self._reader, self._reader_engine = reader, engine
         return reader, engine.queue
-
-    def handed_out(self, msg: Msg) -> None:
-        """Internal (``_ports.OrderedConsumerPort``): *msg* reached the application, so the next
-        read continues after it. Any thread (a single reference write)."""
-        self._handed = msg
 
     def consume(
         self,
@@ -336,8 +317,7 @@ class OrderedConsumer:
             on_event=on_event,
         )
 
-        def run(msg: Msg) -> None:
-            self._handed = msg
+        def run(msg: Msg) -> None:  # (the queue's take advanced the position)
             try:
                 handler(msg)
             except Exception as exc:
@@ -412,8 +392,6 @@ class OrderedConsumer:
                     self._fetch_cursor = None  # interrupted: where it stands is unknown
                     self._delete(cursor.name)
                     raise
-                if msgs:
-                    self._handed = msgs[-1]
                 if gone is None and not cursor.broken:
                     return msgs
                 self._fetch_cursor = None

@@ -61,16 +61,13 @@ class ConsumerPort(Protocol):
 class OrderedConsumerPort(Protocol):
     """What an adapter calls on a :class:`natspull.OrderedConsumer` besides its public API."""
 
-    def start_messages(
-        self, settings: PullSettings, *, takes_ahead: bool = False
-    ) -> tuple[Messages, MsgQueue]:
+    def start_messages(self, settings: PullSettings) -> tuple[Messages, MsgQueue]:
         """Start an ordered read; return the iterator and the queue its engine fills.
 
-        *takes_ahead*: the adapter moves messages from the queue into a buffer of its own
-        before they reach the application, so the next read must not continue after what the
-        queue handed out: the adapter reports each message it hands out with
-        :meth:`handed_out`. Blocks on creating the consumer and the first pull; raises as
-        ``OrderedConsumer.messages()``. Any thread but the loop's.
+        The queue's ``on_take`` advances the consumer's position (where the next read starts):
+        an adapter that moves messages into a buffer of its own first takes it over and calls
+        it for each message it hands out. Blocks on creating the consumer and the first pull;
+        raises as ``OrderedConsumer.messages()``. Any thread but the loop's.
         """
 
     def fetch_steps(self, settings: PullSettings) -> FetchSteps:
@@ -80,6 +77,3 @@ class OrderedConsumerPort(Protocol):
         worker thread. On an error other than the ConsumerNotFoundError/ConsumerDeletedError
         sent back, close the generator (it deletes the consumer).
         """
-
-    def handed_out(self, msg: Msg) -> None:
-        """*msg* reached the application: the next read continues after it. Any thread."""

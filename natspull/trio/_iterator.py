@@ -256,6 +256,9 @@ class Messages:
         self._queue: MsgQueue | None = None
         self._waker: Waker | None = None
         self._previous_on_ready: Callable[[], None] | None = None
+        # The queue's on_take, taken over by _attach: the deque takes ahead, so a message counts
+        # as handed out (an ordered consumer's position) when a task receives it, in _take.
+        self._on_take: Callable[[_SyncMsg], None] | None = None
         # Trio thread only: messages taken from the queue (leased) and not yet handed to a task.
         self._local: deque[_SyncMsg] = deque()
         # Trio thread only: the queue is CLOSED without a terminal error (checked once).
@@ -317,6 +320,7 @@ class Messages:
         waker = Waker()
         self._previous_on_ready = queue.on_ready
         queue.on_ready = waker.on_ready
+        self._on_take, queue.on_take = queue.on_take, None
         self._sync, self._queue, self._waker = sync, queue, waker
         if self._stopped:
             self.stop()
@@ -401,6 +405,8 @@ class Messages:
             msg = batch[0]
             local.extend(batch[1:])
         queue.release(msg)  # from now on a task holds it: it stops counting as pending
+        if self._on_take is not None:
+            self._on_take(msg)
         return msg
 
     def _check_broken(self, queue: MsgQueue) -> None:
@@ -523,11 +529,6 @@ class OrderedMessages(Messages):
         self._ordered = ordered
 
     def _start(self) -> tuple[_SyncMessages, MsgQueue]:
-        # This deque takes ahead: _take reports what tasks received.
-        return self._ordered.start_messages(self._settings, takes_ahead=True)
-
-    def _take(self) -> _SyncMsg | None:
-        msg = super()._take()
-        if msg is not None:
-            self._ordered.handed_out(msg)  # where the ordered consumer's next read continues
-        return msg
+        # The queue's on_take advances the consumer's position; _attach takes it over, so that
+        # a message counts as handed out when a task receives it.
+        return self._ordered.start_messages(self._settings)

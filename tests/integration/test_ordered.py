@@ -59,7 +59,7 @@ def test_gap_is_never_handed_out(js: natspull.JetStream, stream: str) -> None:
 
 
 async def _bump(engine: natspull.OrderedMessages | object) -> None:
-    engine.cursor.consumer_seq -= 1  # type: ignore[attr-defined]
+    engine.mode.cursor.consumer_seq -= 1  # type: ignore[attr-defined]  # (the ordered mode's cursor)
 
 
 @pytest.mark.parametrize("how", ["last", "new", "by_start_sequence", "by_start_time"])
