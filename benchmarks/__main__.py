@@ -36,7 +36,8 @@ CASE_DEADLINE = {False: 600.0, True: 120.0}  # hard bound of one case repetition
 
 
 def _parse(argv: Sequence[str] | None, cases: list[Case]) -> argparse.Namespace:
-    listing = "\n".join(f"  {c.number:>4}  {c.key:<16} {c.title}" for c in cases)
+    width = max((len(c.key) for c in cases), default=0)
+    listing = "\n".join(f"  {c.number:>4}  {c.key:<{width}}  {c.title}" for c in cases)
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
         description="Benchmark natspull against nats-py on a nats-server started for the run.",

@@ -32,7 +32,16 @@ __all__ = [
 ]
 
 # Modules whose import registers cases; add yours here.
-CASE_MODULES = ("throughput", "consume", "latency", "publish", "trio_case", "otel_case", "workers")
+CASE_MODULES = (
+    "throughput",
+    "consume",
+    "latency",
+    "publish",
+    "trio_case",
+    "otel_case",
+    "workers",
+    "js_case",
+)
 
 MSGS_PER_S = "msgs/s"
 MS = "ms"

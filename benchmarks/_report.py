@@ -116,8 +116,11 @@ def render_table(results: Results) -> str:
         out.append("  ".join(cells).rstrip())
         if i == 0:
             out.append("  ".join("-" * w for w in widths))
+    reasons: dict[str, list[str]] = {}  # why -> cases skipped for it, one line each
     for case, why in results.skipped.values():
-        out.append(f"skipped: case {case.number} {case.key}: {why}")
+        reasons.setdefault(why, []).append(f"{case.number} {case.key}")
+    for why, which in reasons.items():
+        out.append(f"skipped: case{'s' if len(which) > 1 else ''} {', '.join(which)}: {why}")
     return "\n".join(out)
 
 
