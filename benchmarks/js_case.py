@@ -185,7 +185,9 @@ def _consume(env: Env, *, ack: bool) -> list[Sample]:
     samples = []
     for label, size, n in _runs(env):
         stream = env.filled_stream(size, n)  # the same streams as cases 1 and 2
-        with env.temp_consumer(stream, ack_policy=policy) as name:
+        # No reader until node has started: keep the (ephemeral) consumer past its 5 s default.
+        idle = env.timeout + START_SLACK
+        with env.temp_consumer(stream, ack_policy=policy, inactive_threshold=idle) as name:
             mode = "consume_ack" if ack else "consume_noack"
             job = {"stream": stream, "consumer": name, "mode": mode, "count": n, "size": size}
             rate = run_js(env, job)
