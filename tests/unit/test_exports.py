@@ -44,6 +44,7 @@ EXPECTED_ALL = [
     "Msg",
     "MsgAlreadyAckedError",
     "NoHeartbeatError",
+    "NotSupportedError",
     "OrderedConsumer",
     "OrderedConsumerResetError",
     "OrderedConsumerUsageError",
