@@ -69,17 +69,21 @@ def _version_under_test() -> str:
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    marker = item.get_closest_marker("server")
-    if marker is None:
-        return
-    if len(marker.args) != 1 or not isinstance(marker.args[0], str):
-        raise pytest.UsageError(f"{item.nodeid}: use @pytest.mark.server('2.11'), got {marker}")
+    """Skip a test marked ``server(version)`` when the servers under test are older (the newest
+    of its markers counts: a module's, a function's, a parameter's)."""
     from natspull._server_features import ServerVersion
 
-    needed = ServerVersion.parse(marker.args[0])
+    needed: list[tuple[ServerVersion, str]] = []
+    for marker in item.iter_markers("server"):
+        if len(marker.args) != 1 or not isinstance(marker.args[0], str):
+            raise pytest.UsageError(f"{item.nodeid}: use @pytest.mark.server('2.11'), got {marker}")
+        needed.append((ServerVersion.parse(marker.args[0]), marker.args[0]))
+    if not needed:
+        return
+    newest, text = max(needed)
     version = _version_under_test()
-    if version != _UNKNOWN and ServerVersion.parse(version) < needed:
-        pytest.skip(f"needs nats-server >= {marker.args[0]}; the servers under test are {version}")
+    if version != _UNKNOWN and ServerVersion.parse(version) < newest:
+        pytest.skip(f"needs nats-server >= {text}; the servers under test are {version}")
 
 
 @pytest.fixture
