@@ -248,7 +248,9 @@ class JetStream:
 
         While paused, waiting pull requests get only heartbeats. A time in the past resumes.
         Raises ValueError/TypeError (a naive datetime, a negative or non-finite number) before
-        anything is sent; ConsumerNotFoundError, StreamNotFoundError. Any thread but the loop's.
+        anything is sent; ConsumerNotFoundError, StreamNotFoundError; NotSupportedError on a
+        server older than 2.11 (first call per connected server: one ``$JS.API.INFO`` request).
+        Any thread but the loop's.
         """
         return self._admin.pause(stream, name, until)
 
@@ -256,7 +258,8 @@ class JetStream:
         """Resume a paused consumer now (idempotent). Returns the new :class:`natspull.PauseState`.
 
         Pull requests already waiting are not woken: the server serves them at their next
-        heartbeat, or when a new pull arrives. Raises ConsumerNotFoundError, StreamNotFoundError.
+        heartbeat, or when a new pull arrives. Raises ConsumerNotFoundError, StreamNotFoundError,
+        NotSupportedError (a server older than 2.11).
         """
         return self._admin.resume(stream, name)
 
@@ -271,7 +274,9 @@ class JetStream:
 
         Blocks on two requests: the server does not answer a reset of a missing consumer, so
         its existence is checked first (ConsumerNotFoundError, StreamNotFoundError at once).
-        Raises ValueError/TypeError for *seq* < 1 or not an int, natspull.TimeoutError.
+        Raises ValueError/TypeError for *seq* < 1 or not an int, natspull.TimeoutError,
+        NotSupportedError on a server older than 2.14 (before anything else is sent: an older
+        server never answers a reset).
         """
         return self._admin.reset(stream, name, seq)[0]
 
@@ -282,7 +287,7 @@ class JetStream:
 
         Raises ValueError/TypeError for a malformed group name (before anything is sent),
         JetStreamAPIError (err_code 10160) when the consumer has no such group,
-        ConsumerNotFoundError, StreamNotFoundError.
+        ConsumerNotFoundError, StreamNotFoundError, NotSupportedError (a server older than 2.11).
         """
         self._admin.unpin(stream, name, group)
 
