@@ -20,7 +20,7 @@ import natspull
 from natspull import _jetstream
 from natspull import _server_features as sf
 from natspull._server_features import Feature, ServerVersion
-from natspull.testing import NatsServer, find_server_binary, server_binary, server_version
+from natspull.testing import NatsCluster, NatsServer, find_server_binary, server_binary, server_version
 
 pytestmark = pytest.mark.timeout(180)  # the first run downloads three releases
 
@@ -251,3 +251,29 @@ def test_a_required_api_level_is_refused_from_2_12(js: natspull.JetStream, versi
         request()
     assert isinstance(caught.value.__cause__, natspull.JetStreamAPIError)
     assert caught.value.__cause__.err_code == sf.REQUIRED_API_LEVEL_ERR_CODE
+
+
+@pytest.mark.cluster
+def test_a_rolling_upgrade_is_judged_by_the_node_connected_to() -> None:
+    """A 2.11 node in a cluster whose meta leader runs the newest release: $JS.API.INFO reports
+    the leader's API level, but the node's own INFO version refuses a reset (2.14) at once.
+
+    (natspull cannot see the versions of a consumer's replicas: on a newer node, a reset of an R3
+    consumer with a 2.11 replica goes through, and nats-server 2.11.11 panics applying it - seen
+    with 2.15.1 - so new features wait until every node is upgraded; README "Supported servers".)
+    """
+    newest = find_server_binary()
+    if ServerVersion.parse(server_version(newest)) < sf.CONSUMER_RESET.version:
+        pytest.skip(f"needs a default server >= {sf.CONSUMER_RESET.version} besides 2.11.11")
+    old = server_binary("2.11.11")
+    with NatsCluster(3, binary=[old, newest, newest]) as cluster:
+        leader = cluster.wait_for_meta_leader()
+        if leader == cluster.servers[0].server_name:
+            pytest.skip("the 2.11 node became the meta leader")  # the newest nodes outnumber it
+        with natspull.connect(cluster.urls[0]) as client:
+            js = client.jetstream()
+            assert js._admin.server().api_level == _level(ServerVersion.parse(server_version(newest)))
+            js.add_stream(name="R", subjects=["r.>"], storage=natspull.StorageType.MEMORY)
+            js.add_consumer("R", durable_name="c")
+            gated(ServerVersion(2, 11, 11), sf.CONSUMER_RESET, lambda: js.reset_consumer("R", "c", 1))
+            assert js.pause_consumer("R", "c", 60).paused  # what 2.11 has works
