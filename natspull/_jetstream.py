@@ -132,8 +132,8 @@ class JetStream:
         if dropped:
             what = "stream" if stream is None else "consumer"
             raise self._not_supported(
-                f"{action}: the server left {', '.join(dropped)} out of its answer (too old for "
-                f"them: it ignored them; the {what} exists without them)",
+                f"{action}: the server left {', '.join(dropped)} out of its answer: it ignored them "
+                f"(too old for them, or they do not apply here); the {what} exists without them",
                 ", ".join(dropped),
             )
         return response
