@@ -18,6 +18,7 @@ from ._iterator import Messages
 from ._msg import Msg
 from ._observe._events import ConsumerEvent
 from ._pool import ConsumeContext
+from ._server_features import CONSUMER_UNPIN
 from ._types import AckPolicy
 from ._validate import check_int, check_number
 from .errors import JetStreamAPIError, TimeoutError
@@ -415,9 +416,11 @@ class Consumer:
         """Unpin the client pinned in priority *group*; see :meth:`JetStream.unpin_consumer`.
 
         Raises ValueError before sending anything when :attr:`cached_info` shows that the
-        consumer has no such group (call :meth:`info` first if its groups changed since).
+        consumer has no such group (call :meth:`info` first if its groups changed since), and
+        NotSupportedError on a server older than 2.11.
         """
         group = check_group("group", group)
+        self._admin.require([CONSUMER_UNPIN], "unpin")  # a 2.10 consumer has no groups: say why
         groups = self._info.config.priority_groups or []
         if group not in groups:
             raise ValueError(

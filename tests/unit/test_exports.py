@@ -44,6 +44,7 @@ EXPECTED_ALL = [
     "Msg",
     "MsgAlreadyAckedError",
     "NoHeartbeatError",
+    "NotSupportedError",
     "OrderedConsumer",
     "OrderedConsumerResetError",
     "OrderedConsumerUsageError",
@@ -66,7 +67,7 @@ EXPECTED_ALL = [
     "shutdown_on_signals",
 ]
 
-EXPECTED_TESTING_ALL = ["NatsCluster", "NatsServer", "find_server_binary"]
+EXPECTED_TESTING_ALL = ["NatsCluster", "NatsServer", "find_server_binary", "server_binary", "server_version"]
 
 PUBLIC_MODULES = sorted(
     f"natspull.{info.name}"
