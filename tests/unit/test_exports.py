@@ -64,6 +64,7 @@ EXPECTED_ALL = [
     "connect",
     "run_workers",
     "shutdown_on_signals",
+    "worker_client",
 ]
 
 EXPECTED_TESTING_ALL = ["NatsCluster", "NatsServer", "find_server_binary"]
