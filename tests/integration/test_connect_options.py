@@ -285,6 +285,7 @@ def test_jetstream_domain_and_prefix_from_the_context(users_server: NatsServer, 
         ("windows_ca_certs_match", ["natspull CA"]),
         ("some_future_field", "x"),
     ],
+    ids=lambda value: value if isinstance(value, str) and len(value) < 30 else "value",
 )
 def test_a_context_field_natspull_cannot_honour_is_an_error(xdg: Path, name: str, value: object) -> None:
     path = write_context(xdg, "odd", url="nats://127.0.0.1:1", **{name: value})
