@@ -272,30 +272,6 @@ def test_jetstream_domain_and_prefix_from_the_context(users_server: NatsServer, 
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.parametrize(
-    "name, value",
-    [
-        ("nsc", "nsc://operator/account/user"),
-        ("socks_proxy", "socks5://127.0.0.1:1080"),
-        ("user_jwt", "eyJ0eXAiOiJKV1QiLCJhbGciOiJlZDI1NTE5LW5rZXkifQ"),
-        ("user_seed", USER_SEED),
-        ("windows_cert_store", "user"),
-        ("windows_cert_match_by", "subject"),
-        ("windows_cert_match", "natspull"),
-        ("windows_ca_certs_match", ["natspull CA"]),
-        ("some_future_field", "x"),
-    ],
-    ids=lambda value: value if isinstance(value, str) and len(value) < 30 else "value",
-)
-def test_a_context_field_natspull_cannot_honour_is_an_error(xdg: Path, name: str, value: object) -> None:
-    path = write_context(xdg, "odd", url="nats://127.0.0.1:1", **{name: value})
-    with pytest.raises(ValueError) as info:
-        natspull.connect(context="odd")
-    assert repr(name) in str(info.value) and str(path) in str(info.value)
-    assert USER_SEED not in str(info.value)
-
-
-@pytest.mark.timeout(30)
 def test_cosmetic_and_empty_context_fields_are_ignored(users_server: NatsServer, xdg: Path) -> None:
     write_context(
         xdg,
@@ -313,32 +289,6 @@ def test_cosmetic_and_empty_context_fields_are_ignored(users_server: NatsServer,
     )
     with natspull.connect(context="cosmetic") as client:
         works(client)
-
-
-@pytest.mark.timeout(30)
-def test_context_and_file_errors_name_the_file(xdg: Path, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="none is selected"):
-        natspull.connect(context="")
-    with pytest.raises(ValueError, match=r"'nope' not found: no file .*nope\.json"):
-        natspull.connect(context="nope")
-    bad = xdg / "nats" / "context" / "bad.json"
-    bad.write_text('{"url": ')
-    with pytest.raises(ValueError, match=r"bad\.json is not valid JSON"):
-        natspull.connect(context="bad")
-    missing = str(tmp_path / "missing")
-    for keyword in ("creds", "nkey", "tls_ca", "tls_cert"):
-        with pytest.raises(ValueError, match=f"{keyword}: cannot .*missing"):
-            natspull.connect(**{keyword: missing})
-    seedless = tmp_path / "seedless"
-    seedless.write_text("not a seed")
-    with pytest.raises(ValueError, match="no user nkey seed"):
-        natspull.connect(nkey=str(seedless))
-    with pytest.raises(TypeError, match="not both"):
-        natspull.connect(creds=missing, user_credentials=missing)
-    with pytest.raises(TypeError, match="not both"):
-        natspull.connect(tls=ssl.create_default_context(), tls_ca=missing)
-    with pytest.raises(TypeError, match="unknown option 'tlsca'"):
-        natspull.connect(tlsca=missing)
 
 
 @pytest.mark.timeout(60)
