@@ -1,5 +1,6 @@
-"""Unit tests for natspull._connect_options: NATS context files, the file keywords and their
-errors, checked before anything connects (no server needed)."""
+"""Unit tests for natspull._connect_options (named apart from tests/integration/test_connect_options.py:
+the test directories are not packages, so basenames must differ): NATS context files, the file
+keywords and their errors, checked before anything connects (no server needed)."""
 
 from __future__ import annotations
 
