@@ -39,7 +39,7 @@ from ._types import (
     StreamInfo,
 )
 from ._version import __version__
-from ._workers import run_workers
+from ._workers import run_workers, worker_client
 from .errors import (
     ConnectError,
     ConnectionClosedError,
@@ -108,4 +108,5 @@ __all__ = [
     "connect",
     "run_workers",
     "shutdown_on_signals",
+    "worker_client",
 ]

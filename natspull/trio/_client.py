@@ -573,9 +573,7 @@ class Client:
 
 
 @asynccontextmanager
-async def open_client(
-    servers: str | list[str] = "nats://127.0.0.1:4222", **options: Any
-) -> AsyncIterator[Client]:
+async def open_client(servers: str | list[str] | None = None, **options: Any) -> AsyncIterator[Client]:
     """Connect (on a worker thread) and close on exit: ``async with open_client(url) as client:``.
 
     Arguments and errors as :func:`natspull.connect`. Client callbacks (``error_cb``, ...) run

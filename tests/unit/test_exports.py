@@ -65,6 +65,7 @@ EXPECTED_ALL = [
     "connect",
     "run_workers",
     "shutdown_on_signals",
+    "worker_client",
 ]
 
 EXPECTED_TESTING_ALL = ["NatsCluster", "NatsServer", "find_server_binary", "server_binary", "server_version"]
