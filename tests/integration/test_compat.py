@@ -260,7 +260,7 @@ def test_a_rolling_upgrade_is_judged_by_the_node_connected_to() -> None:
 
     (natspull cannot see the versions of a consumer's replicas: on a newer node, a reset of an R3
     consumer with a 2.11 replica goes through, and nats-server 2.11.11 panics applying it - seen
-    with 2.15.1 - so new features wait until every node is upgraded; README "Supported servers".)
+    with 2.15.1 - so new features wait until every node is upgraded; docs/guides/servers.md.)
     """
     newest = find_server_binary()
     if ServerVersion.parse(server_version(newest)) < sf.CONSUMER_RESET.version:
