@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import functools
 import http.server
+import importlib.util
 import json
 import os
 import pathlib
@@ -147,12 +148,10 @@ def test_api_reference_documents_every_public_name() -> None:
 
 
 def mkdocs_command() -> list[str]:
-    try:
-        import material  # noqa: F401
-        import mkdocs  # noqa: F401
-        import mkdocstrings_handlers.python  # noqa: F401
-    except ImportError as exc:
-        pytest.skip(f"the docs tools are not installed ({exc}): pip install -e '.[docs]'")
+    tools = ("mkdocs", "material", "mkdocstrings_handlers")
+    missing = [name for name in tools if not importlib.util.find_spec(name)]
+    if missing:
+        pytest.skip(f"the docs tools are not installed ({', '.join(missing)}): pip install -e '.[docs]'")
     return [sys.executable, "-m", "mkdocs"]
 
 
