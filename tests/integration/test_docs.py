@@ -276,10 +276,23 @@ class Browser:
         assert "exceptionDetails" not in result, result
         return result["result"].get("value")
 
+    def click(self, selector: str) -> None:
+        """Click the first element matching *selector* (a link: the page may navigate at once)."""
+        try:
+            self.js(f"document.querySelector({json.dumps(selector)}).click()")
+        except RuntimeError as exc:
+            if "navigated" not in str(exc):
+                raise
+
     def wait_for(self, expression: str, timeout: float = 15) -> Any:
         deadline = time.monotonic() + timeout
         while True:
-            value = self.js(expression)
+            try:
+                value = self.js(expression)
+            except RuntimeError as exc:  # evaluated while the page navigates: look again
+                if "navigated" not in str(exc) and "context" not in str(exc):
+                    raise
+                value = None
             if value:
                 return value
             if time.monotonic() > deadline:
@@ -337,9 +350,7 @@ def test_site_renders_navigates_and_searches_in_chromium(
     for page in ("guides/scripts/", "guides/workers/", "reference/consumers/", "architecture/", "changelog/"):
         assert any(href.endswith(page) for href in nav), (page, nav)
     assert len(browser.screenshot(shots / "docs-home.png")) > 20_000
-    browser.js(
-        "document.querySelector('nav.md-nav--primary a.md-nav__link[href$=\"guides/scripts/\"]').click()"
-    )
+    browser.click('nav.md-nav--primary a.md-nav__link[href$="guides/scripts/"]')
     browser.wait_for("location.pathname.endsWith('/guides/scripts/') && document.readyState === 'complete'")
 
     # A guide: its heading, highlighted code, the next-page footer.
@@ -356,7 +367,7 @@ def test_site_renders_navigates_and_searches_in_chromium(
 
     # Search runs in the browser (a web worker over search_index.json): type, read the results.
     browser.open(served + "/")
-    browser.js("document.querySelector('label.md-search__icon, label[for=\"__search\"]').click()")
+    browser.click('label.md-search__icon, label[for="__search"]')
     browser.wait_for("document.activeElement && document.activeElement.matches('input.md-search__input')")
     browser.call("Input.insertText", session=True, text="priority groups")
     hrefs = browser.wait_for(
@@ -366,7 +377,7 @@ def test_site_renders_navigates_and_searches_in_chromium(
     )
     assert any("high-availability" in href for href in hrefs), hrefs
     browser.screenshot(shots / "docs-search.png")
-    browser.js("document.querySelector('.md-search-result__item a').click()")
+    browser.click(".md-search-result__item a")
     browser.wait_for("location.pathname.length > 1 && document.readyState === 'complete'")
 
 
