@@ -383,7 +383,9 @@ def test_a_crash_loop_ends_the_run(
 ) -> None:
     fill(js, stream, 10)
     consumer = durable(js, stream, ack_wait=1.0)  # each new child gets the crashing messages again
-    worker = start_worker(nats_server.url, "worker_targets:crash", stream, consumer)
+    # Every message crashes its process: no message is poison, the handler is (--poison-after none
+    # keeps the deaths counting toward the crash loop; tests/integration/test_fleet.py has the rest).
+    worker = start_worker(nats_server.url, "worker_targets:crash", stream, consumer, "--poison-after", "none")
     assert worker.wait() == EXIT_CRASH_LOOP, worker.stderr()
     out = worker.stdout()
     assert [f"restarting in {d} s" in out for d in ("0.5", "1", "2", "4")] == [True] * 4
