@@ -410,6 +410,10 @@ def test_a_crash_loop_ends_the_run(
         ({"grace": 0}, ValueError, "grace must be a number of seconds > 0, got 0"),
         ({"status": "fancy"}, ValueError, "status must be one of auto, live, lines, off, got 'fancy'"),
         ({"consume_options": {"workers": 2}}, ValueError, "consume_options: 'workers' is not allowed"),
+        ({"http": "host"}, ValueError, "http must look like '[HOST:]PORT'"),
+        ({"poison_after": 0}, ValueError, "poison_after"),
+        ({"hard_timeout": 0}, ValueError, "hard_timeout must be a number of seconds > 0 or None, got 0"),
+        ({"dead_letter": ""}, TypeError, "dead_letter must be a subject string or None"),
     ],
 )
 def test_run_workers_checks_its_arguments_at_once(
