@@ -249,3 +249,34 @@ def test_a_stuck_handler_is_replaced_and_its_message_redelivered(
     worker.proc.send_signal(signal.SIGTERM)
     assert worker.wait() == EXIT_OK, worker.stderr()
     assert collections.Counter(worker.ledger.acked().values()) == collections.Counter({1: n})
+
+
+@pytest.mark.timeout(180)
+def test_poison_deaths_do_not_count_toward_the_crash_loop(
+    nats_server: NatsServer,
+    js: natspull.JetStream,
+    stream: str,
+    start_worker: Callable[..., Worker],
+) -> None:
+    """Two poison messages kill the one process six times: without the deaths they explain
+    forgotten once each is terminated, the fifth death in a row would end the run (exit 5)."""
+    n, bad = 10, {3, 7}
+    publish(js, stream, [b"poison" if i in bad else b"ok %d" % i for i in range(1, n + 1)])
+    consumer = durable(js, stream, ack_wait=2.0)
+    worker = start_worker(
+        nats_server.url, "worker_targets:poison", stream, consumer, "--threads", "1", "--max-messages", "1",
+        *HTTP,
+    )  # fmt: skip
+    url = base_url(worker)
+    others = set(range(1, n + 1)) - bad
+    wait_until(lambda: set(worker.ledger.acked()) == others, 120, lambda: f"the others: {worker.stdout()}")
+    wait_until(lambda: info(js, stream).ack_floor.stream_seq == n, 30, "both poison messages terminated")
+    deaths = collections.Counter(int(line[2]) for line in worker.ledger.lines() if line[0] == "poison")
+    assert deaths == {3: 3, 7: 3}
+    assert worker.proc.poll() is None, worker.stdout()
+    assert "giving up" not in worker.stdout()
+    assert get(url + "/livez")[0] == 200
+    wait_until(lambda: get(url + "/readyz")[0] == 200, 30, "ready again")
+    assert metrics(url)["natspull_poison_messages_total"] == 2
+    worker.proc.send_signal(signal.SIGTERM)
+    assert worker.wait() == EXIT_OK, worker.stderr()
