@@ -135,22 +135,25 @@ def run_workers(
 
     *http* ``"[HOST:]PORT"`` serves ``/livez``, ``/readyz`` and ``/metrics`` (Prometheus, with
     the ``metrics`` extra) from the supervisor (``":9464"``: every interface; port 0: any free
-    port; the address is shown as an event line and logged).
+    port; the address is shown as an event line and logged). Raises ValueError when it cannot
+    listen there.
 
     The messages in the handlers of a process that dies are NAKed at once by the supervisor (its
     own connection). One that was in a handler at *poison_after* deaths (None: never) is a
     poison message: terminated (``+TERM`` with a reason naming the deaths), logged, and first
     published to the subject *dead_letter* when given (with ``Natspull-Stream``,
     ``Natspull-Sequence``, ``Natspull-Consumer``, ``Natspull-Subject`` and ``Natspull-Reason``
-    headers); the deaths it caused do not count toward the crash loop. With *hard_timeout*
-    seconds, a process with a handler running longer is replaced (a new one started, the stuck
-    one killed) and the stuck message is NAKed at once.
+    headers); the deaths it caused do not count toward the crash loop (so keep *poison_after*
+    below 5, the crash-loop limit). With *hard_timeout* seconds, a process with a handler
+    running longer is replaced (a new one started, the stuck one killed) and the stuck message
+    is NAKed at once.
 
     Returns the exit code: 0 every worker drained after a signal; 1 a worker could not start
     (another error), or ended with an error while draining; 2 a worker refused the target or
     the consume options; 3 no such stream or consumer; 4 cannot connect (2-4: at the first
-    start of a worker); 5 a worker kept dying (5 restarts in a row that did not run 10 s);
-    130 forced: a second signal, or workers killed after *grace*.
+    start of a worker); 5 a worker kept dying (5 restarts in a row that did not run 10 s, not
+    counting the deaths of a message terminated as poison); 130 forced: a second signal, or
+    workers killed after *grace*.
 
     Each worker process is started with the multiprocessing *spawn* method, which imports the
     main module again in it: in a script, call ``run_workers()`` under

@@ -37,7 +37,8 @@ exit codes:
   2    usage: bad arguments
   3    not found: stream or consumer (publish: no stream stores the subject)
   4    cannot connect to the server
-  5    worker: a worker process kept dying (5 restarts in a row, none ran 10 s)
+  5    worker: a worker process kept dying (5 restarts in a row, none ran 10 s;
+       deaths explained by a terminated poison message do not count)
   130  interrupted: a demo ended early by SIGINT/SIGTERM/SIGHUP (it drains
        and prints what it handled), or any command interrupted before it
        started its work; worker: forced stop (a second signal, or workers
