@@ -11,12 +11,13 @@ already has every number). ``prometheus_client`` is imported only here, only whe
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from ._child import DURATION_BUCKETS
-from ._supervisor_client import Lag
+from ._supervisor_client import LAG_MAX_AGE, Lag
 
 __all__ = ["MetricsUnavailable", "Snapshot", "render"]
 
@@ -92,7 +93,7 @@ def render(snapshot: Snapshot, lag: Lag | None, stream: str, consumer: str) -> t
                 cumulative.append((bound, total))
             histogram.add_metric(values, cumulative, s.duration_sum)
             yield histogram
-            if lag is not None:
+            if lag is not None and time.monotonic() - lag.at <= LAG_MAX_AGE:
                 yield gauge(
                     "natspull_consumer_pending_messages",
                     "The consumer's num_pending: stream messages not yet delivered.",

@@ -5,8 +5,10 @@ API, like a worker process) and does everything that waits on the network, so th
 main loop never does:
 
 - every ``LAG_INTERVAL`` seconds, ``Consumer.info()``: ``num_pending`` and ``num_ack_pending``
-  for ``/metrics`` and the status table (a scrape sees values at most ``LAG_INTERVAL`` plus one
-  request old; :meth:`SupervisorClient.lag`);
+  for ``/metrics`` and the status table (:meth:`SupervisorClient.lag`). A scrape sees values at
+  most ``LAG_MAX_AGE`` old, or none: while the server does not answer, the two gauges are absent
+  rather than stale. (The lag is read here, not reported by a child: it is one number for the
+  consumer, a child may be restarting or disconnected, and N children would ask N times.)
 - ``nak(reply)``: publishes ``-NAK`` to the ack subject a dead (or stuck) process reported, so
   the message is redelivered now instead of after ``ack_wait``;
 - ``terminate(seq, reply, reason)``: with a dead-letter subject, fetches the message by stream
@@ -41,6 +43,7 @@ __all__ = ["DEAD_LETTER_HEADERS", "Lag", "SupervisorClient"]
 log = logging.getLogger("natspull")
 
 LAG_INTERVAL = 0.5  # seconds between two consumer info requests
+LAG_MAX_AGE = 1.0  # an older reading is not shown on /metrics (the server is away, or slow)
 RECONNECT_WAIT = 1.0
 CLOSE_TIMEOUT = 5.0
 MAX_JOBS = 100_000  # NAKs and terminations waiting for a connection (oldest dropped first)

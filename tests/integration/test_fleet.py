@@ -280,3 +280,31 @@ def test_poison_deaths_do_not_count_toward_the_crash_loop(
     assert metrics(url)["natspull_poison_messages_total"] == 2
     worker.proc.send_signal(signal.SIGTERM)
     assert worker.wait() == EXIT_OK, worker.stderr()
+
+
+@pytest.mark.timeout(120)
+def test_readyz_is_503_while_the_processes_are_disconnected(
+    nats_server: NatsServer,
+    js: natspull.JetStream,
+    stream: str,
+    start_worker: Callable[..., Worker],
+) -> None:
+    consumer = durable(js, stream)
+    worker = start_worker(
+        nats_server.url, "worker_targets:record", stream, consumer, "--processes", "2", *HTTP
+    )
+    url = base_url(worker)
+    wait_until(lambda: get(url + "/readyz")[0] == 200, 30, "ready")
+    wait_until(lambda: "natspull_consumer_pending_messages" in get(url + "/metrics")[1], 10, "the lag")
+    nats_server.kill()  # every connection drops; the store stays
+    wait_until(lambda: get(url + "/readyz")[0] == 503, 10, "not ready while disconnected")
+    assert get(url + "/livez")[0] == 200
+    # No fresh consumer info: the lag is absent, not stale.
+    wait_until(lambda: "natspull_consumer_pending_messages" not in get(url + "/metrics")[1], 10, "no lag")
+    nats_server.restart()
+    wait_until(lambda: get(url + "/readyz")[0] == 200, 30, "ready again after the reconnect")
+    fill(js, stream, 10)
+    wait_until(lambda: len(worker.ledger.acked()) == 10, 30, "messages handled after the reconnect")
+    worker.proc.send_signal(signal.SIGTERM)
+    assert worker.wait() == EXIT_OK, worker.stderr()
+    assert "restarting" not in worker.stdout()  # disconnected is not dead

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -33,9 +34,13 @@ def test_bad_addresses(text: str) -> None:
         parse_address(text)
 
 
+lag = {0: Lag(7, 3, 0.0)}  # what the server reads, set per test
+
+
 @pytest.fixture
-def server() -> Iterator[HttpServer]:
-    served = HttpServer(("127.0.0.1", 0), "S", "C", lambda: Lag(7, 3, 0.0))
+def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[HttpServer]:
+    monkeypatch.setitem(lag, 0, Lag(7, 3, time.monotonic() + 3600))  # fresh for the next hour
+    served = HttpServer(("127.0.0.1", 0), "S", "C", lambda: lag[0])
     try:
         yield served
     finally:
@@ -92,3 +97,12 @@ def test_metrics_without_prometheus_client(server: HttpServer, monkeypatch: pyte
     assert code == 501 and "pip install 'natspull[metrics]'" in text
     assert get(server.url + "/livez")[0] == 200
     assert get(server.url + "/other")[0] == 404
+
+
+@pytest.mark.timeout(30)
+def test_a_stale_lag_is_not_shown(server: HttpServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert "natspull_consumer_pending_messages{" in get(server.url + "/metrics")[1]
+    monkeypatch.setitem(lag, 0, Lag(7, 3, time.monotonic() - 2.0))
+    code, text = get(server.url + "/metrics")
+    assert code == 200 and "natspull_consumer_pending_messages{" not in text
+    assert "natspull_worker_processes{" in text
