@@ -31,7 +31,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,8 +78,17 @@ def _headers(block: bytes) -> dict[str, str]:
 
 
 class SupervisorClient:
-    def __init__(self, servers: str | list[str], stream: str, consumer: str, dead_letter: str | None) -> None:
+    def __init__(
+        self,
+        servers: str | list[str],
+        stream: str,
+        consumer: str,
+        dead_letter: str | None,
+        connect_options: Mapping[str, Any] | None = None,
+    ) -> None:
         self._servers = servers
+        # what the worker processes connect with too (credentials, TLS, ...); name is ours
+        self._connect_options = {**(connect_options or {}), "name": "natspull-supervisor"}
         self._stream = stream
         self._consumer = consumer
         self._dead_letter = dead_letter
@@ -164,7 +173,7 @@ class SupervisorClient:
             if self._closing:
                 return None
         try:
-            return connect(self._servers, name="natspull-supervisor")
+            return connect(self._servers, **self._connect_options)
         except Error as exc:
             log.warning("natspull: supervisor: cannot connect (retrying in %g s): %s", RECONNECT_WAIT, exc)
             with self._cond:
