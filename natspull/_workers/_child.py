@@ -78,12 +78,15 @@ class _Counts:
             return
         seq = msg.metadata.sequence.stream
         alone = self._suspects is not None and self._suspects.contains(seq)
-        self._gate.run(alone, lambda: self._run_recorded(msg, seq))
-
-    def _run_recorded(self, msg: Msg, seq: int) -> None:
-        assert self._table is not None
-        with self._table.running(seq, msg.reply):
-            self._call(msg)
+        self._gate.enter(alone)
+        try:
+            row = self._table.begin(seq, msg.reply)
+            try:
+                self._call(msg)
+            finally:
+                self._table.end(row)
+        finally:
+            self._gate.leave(alone)
 
     def _call(self, msg: Msg) -> None:
         start = time.perf_counter()

@@ -87,26 +87,35 @@ class HandlerTable:
         self._local.row = row
         return row
 
-    @contextmanager
-    def running(self, seq: int, reply: str) -> Iterator[None]:
-        """Mark the calling thread as running the message *seq* (ack subject *reply*) for the
-        duration of the block. Never blocks."""
+    def begin(self, seq: int, reply: str) -> Any:
+        """Mark the calling thread as running the message *seq* (ack subject *reply*) until
+        :meth:`end` with what this returns. Never blocks."""
         row = self._row()
         if row is None:  # more threads than rows (never with consume(workers=rows))
-            yield
-            return
+            return None
         encoded = reply.encode()
         row.gen += 1
         row.seq = seq
         row.started = time.monotonic()
         row.reply = encoded if len(encoded) < REPLY_BYTES else b""
         row.gen += 1
-        try:
-            yield
-        finally:
+        return row
+
+    def end(self, row: Any) -> None:
+        """The calling thread's handler returned (or raised). Never blocks."""
+        if row is not None:
             row.gen += 1
             row.seq = 0
             row.gen += 1
+
+    @contextmanager
+    def running(self, seq: int, reply: str) -> Iterator[None]:
+        """:meth:`begin` and :meth:`end` around the block."""
+        row = self.begin(seq, reply)
+        try:
+            yield
+        finally:
+            self.end(row)
 
     def snapshot(self) -> list[Running]:
         """The messages in handlers now (or when the process died). Any process."""
@@ -168,8 +177,8 @@ class Gate:
         self._alone = False  # a suspect is running
         self._waiting = 0  # suspects waiting to run alone (ordinary handlers let them go first)
 
-    def run(self, alone: bool, call: Callable[[], None]) -> None:
-        """Call *call*, alone when *alone*. Blocks until it may start."""
+    def enter(self, alone: bool) -> None:
+        """Block until a handler (alone when *alone*) may start; then :meth:`leave` after it."""
         with self._cond:
             if alone:
                 self._waiting += 1
@@ -181,12 +190,21 @@ class Gate:
                 while self._alone or self._waiting:
                     self._cond.wait()
                 self._running += 1
+
+    def leave(self, alone: bool) -> None:
+        """The handler :meth:`enter` let start is done. Never blocks for long."""
+        with self._cond:
+            if alone:
+                self._alone = False
+            else:
+                self._running -= 1
+            if self._alone or self._waiting or alone:  # someone may be waiting
+                self._cond.notify_all()
+
+    def run(self, alone: bool, call: Callable[[], None]) -> None:
+        """Call *call* between :meth:`enter` and :meth:`leave`."""
+        self.enter(alone)
         try:
             call()
         finally:
-            with self._cond:
-                if alone:
-                    self._alone = False
-                else:
-                    self._running -= 1
-                self._cond.notify_all()
+            self.leave(alone)

@@ -322,12 +322,12 @@ class _Supervisor:
         while self._acted < self._signals:
             self._acted += 1
             if self._phase == _RUNNING:
-                self._reporter.event(f"signal: draining (grace {self._grace:g} s)")
                 self._shutdown(_DRAINING)
+                self._reporter.event(f"signal: draining (grace {self._grace:g} s)")
             elif self._phase == _DRAINING:
-                self._reporter.event("signal: stopping now")
                 self._forced = True
                 self._shutdown(_STOPPING)
+                self._reporter.event("signal: stopping now")
 
     def _shutdown(self, phase: str) -> None:
         """Tell every child to drain (or stop); no restarts from now on."""
@@ -342,6 +342,7 @@ class _Supervisor:
                 self._send(slot, command)
             elif slot.row.state != "exited":
                 slot.row.state = "exited"
+        self._publish()  # /readyz says so before anything else does
 
     # ------------------------------------------------------------------ one child
 

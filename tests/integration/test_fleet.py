@@ -157,7 +157,7 @@ def test_readyz_turns_503_while_draining_and_metrics_need_the_extra(
     wait_until(lambda: len(worker.ledger.started()) == 1, 30, "a handler running")
     worker.proc.send_signal(signal.SIGTERM)
     wait_until(lambda: "draining" in worker.stdout(), 10, "the drain")
-    assert get(url + "/readyz")[0] == 503
+    assert get(url + "/readyz")[0] == 503  # published before the line is printed
     assert get(url + "/livez")[0] == 200  # draining is not dead
     worker.release()
     assert worker.wait() == EXIT_OK, worker.stderr()
