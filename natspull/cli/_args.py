@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable, Sequence
 
 import natspull
-from natspull._workers import STATUS_MODES
+from natspull._workers import STATUS_MODES, parse_address
 
 from ._common import CONNECTION_ENV, server_urls
 from ._consume import cmd_consume
@@ -37,7 +37,8 @@ exit codes:
   3    not found: stream or consumer (publish: no stream stores the subject)
   4    cannot connect to the server, or it refused the login (authorization
        violation, bad credentials, TLS failed); the message names the server
-  5    worker: a worker process kept dying (5 restarts in a row, none ran 10 s)
+  5    worker: a worker process kept dying (5 restarts in a row, none ran 10 s;
+       deaths explained by a terminated poison message do not count)
   6    worker: the --init function raised in a worker process (every process
        stops; none is restarted)
   130  interrupted: a demo ended early by SIGINT/SIGTERM/SIGHUP (it drains
@@ -271,6 +272,36 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="terminate a message whose N-th delivery fails (default: never)",
     )
+    # the fleet: health, metrics, poison messages, stuck handlers (README "Running workers")
+    worker.add_argument(
+        "--http",
+        type=_http_address,
+        metavar="[HOST:]PORT",
+        help="serve /livez, /readyz and /metrics (Prometheus; the metrics extra) on this address "
+        "(:9464: every interface; port 0: a free one, printed at start)",
+    )
+    worker.add_argument(
+        "--poison-after",
+        type=_poison_after,
+        default=3,
+        metavar="N|none",
+        help="terminate a message that was in a handler at N process deaths (it no longer counts "
+        "toward the crash loop); the messages in a dead process's handlers are NAKed at once "
+        "(default 3; none: never terminate)",
+    )
+    worker.add_argument(
+        "--dead-letter",
+        metavar="SUBJECT",
+        help="publish a poison message here before terminating it, with Natspull-Stream, "
+        "-Sequence, -Consumer, -Subject and -Reason headers",
+    )
+    worker.add_argument(
+        "--hard-timeout",
+        type=_positive_seconds,
+        metavar="SECONDS",
+        help="replace a process whose handler runs longer (a new process, then SIGKILL to the "
+        "stuck one) and NAK its message at once (default: never)",
+    )
 
     server = command(
         "server",
@@ -388,6 +419,20 @@ def _retry(text: str) -> natspull.Backoff | None:
         raise argparse.ArgumentTypeError(
             f"expected INITIAL:MAXIMUM seconds or none, got {text!r}: {exc}"
         ) from None
+
+
+def _http_address(text: str) -> str:
+    try:
+        parse_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _poison_after(text: str) -> int | None:
+    if text.strip().lower() == "none":
+        return None
+    return _int_at_least(1)(text)
 
 
 def _port(text: str) -> int:
