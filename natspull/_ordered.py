@@ -28,7 +28,7 @@ from ._engine._settings import continuous_pull
 from ._iterator import Messages
 from ._msg import Msg
 from ._observe._events import ConsumerEvent, check_on_event
-from ._pool import ConsumeContext
+from ._pool import ConsumeContext, ConsumeOptions
 from ._types import DeliverPolicy, ReplayPolicy
 from ._validate import check_int, check_name, check_number
 from .errors import (
@@ -343,7 +343,7 @@ class OrderedConsumer:
                     error_handler(exc, msg)
 
         engine = self._start_continuous(flow, options, on_event)
-        context = ConsumeContext(engine, engine.queue, run, None, 1, engine.events)
+        context = ConsumeContext(engine, engine.queue, ConsumeOptions(run, acks=False), engine.events)
         with self._lock:
             self._reader, self._reader_engine = context, engine
         return context
