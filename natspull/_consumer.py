@@ -433,7 +433,8 @@ class Consumer:
         parallel. A failed message is retried before the next one of its key: it is NAKed
         with the retry backoff and the key waits for its redelivery, holding its later
         messages (leased, ``ConsumeStats.held``); held messages leave the pull window, and at
-        most ``max_messages`` are held over all keys: past that a message whose key waits is
+        most ``max_messages`` (or ``max_bytes``) are held over all keys: past that a message
+        whose key waits is
         NAKed back (``sent_back``) to come after the one its key waits for. A redelivery that
         does not come within its delay plus the consumer's ``ack_wait`` + 5 s (another process
         got it, ``max_deliver``) is given up on with a warning. A handler that NAKs its message

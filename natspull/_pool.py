@@ -122,7 +122,11 @@ class ConsumeContext:
         self._timed_out = 0
         self._late_settles = 0
         self._workers_left = options.workers  # the last worker to exit ends the event thread
-        self._keys = KeyOrder(queue.flow.max_msgs, options.key_grace) if options.key is not None else None
+        self._keys = (
+            KeyOrder(queue.flow.max_msgs, options.key_grace, queue.flow.max_bytes)
+            if options.key is not None
+            else None
+        )
         self._next_sweep = time.monotonic() + KEY_SWEEP  # key mode; read and written without a lock
         self._watchdog = (
             Watchdog(options.handler_timeout, self._on_timeout)
@@ -375,14 +379,14 @@ class ConsumeContext:
             )
 
     def _on_handler_error(self, exc: Exception, msgs: list[Msg], key: Hashable = None) -> None:
-        """A handler raised: error_handler first (per message of a batch); then, unless the
+        """A handler raised: error_handler first (for each message a batch left unsettled); then, unless the
         message was settled, NAK it with the retry delay, or terminate it (and call
         on_dead_letter) after term_after deliveries. Worker thread."""
         what = msgs[0].subject if len(msgs) == 1 else f"a batch of {len(msgs)} from {msgs[0].subject}"
         log.error("natspull: handler failed on %s: %r", what, exc, exc_info=exc)
         options = self._options
         for msg in msgs:
-            if options.error_handler is not None:
+            if options.error_handler is not None and (options.batch is None or not msg.acked):
                 try:
                     options.error_handler(exc, msg)
                 except Exception:

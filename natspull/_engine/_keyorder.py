@@ -19,13 +19,14 @@ So after a failure the key waits for the redelivery of the failed message, which
 key; later messages that arrive meanwhile are held. Redeliveries may arrive in any order:
 each finds its place by sequence.
 
-**Memory.** At most ``limit`` messages (the pool passes ``max_messages``) are held over all
-keys. Held messages no longer count against the pull window, so pulls go on while keys wait
-(the awaited redeliveries must be able to arrive): buffered + in handlers stay within
-``max_messages`` and held within another ``max_messages``. A message that finds the hold full
-while its key must wait is sent back (NAKed with a delay that brings it back after the
-message its key waits for) and its sequence joins ``out``: order is kept, memory is not
-spent. ``out`` holds ints; each is a message unacknowledged on the server, so it is bounded
+**Memory.** At most ``limit`` messages (the pool passes ``max_messages``), and with
+``limit_bytes`` at most that many bytes (``max_bytes``), are held over all keys. Held messages
+no longer count against the pull window, so pulls go on while keys wait (the awaited
+redeliveries must be able to arrive): buffered + in handlers stay within ``max_messages``
+(``max_bytes``) and held within another ``max_messages`` (``max_bytes``). A message that finds
+the hold full while its key must wait is sent back (NAKed with a delay that brings it back
+after the message its key waits for) and its sequence joins ``out``: order is kept, memory is
+not spent. ``out`` holds ints; each is a message unacknowledged on the server, so it is bounded
 by the consumer's ``max_ack_pending``. A key with nothing running, held or out is forgotten.
 
 **Giving up.** A sequence out for longer than its delay plus *grace* (it was redelivered to
@@ -84,13 +85,15 @@ class KeyOrder:
     """The per-key state of a key-ordered ``consume()``. Every method takes the leaf lock only;
     any thread; none blocks, none calls out."""
 
-    def __init__(self, limit: int, grace: float) -> None:
+    def __init__(self, limit: int, grace: float, limit_bytes: int = 0) -> None:
         self.limit = limit  # messages held at most, over all keys
+        self.limit_bytes = limit_bytes  # bytes (Msg.size) held at most, over all keys; 0: no bound
         self.grace = grace  # how long past its due time an out sequence is waited for
         # Guards every field below. A leaf in the lock order: nothing is called under it.
         self._lock = threading.Lock()
         self._keys: dict[Hashable, _Key] = {}
         self._held = 0
+        self._held_bytes = 0
         self._sent_back = 0  # ever
         self._given_up = 0  # ever
 
@@ -106,14 +109,18 @@ class KeyOrder:
             if at < len(held) and held[at][0] == seq:  # a newer delivery of a held message
                 old = held[at][1]
                 held[at] = (seq, msg)
+                self._held_bytes += msg.size - old.size
                 return Arrival(held=True, replaced=old)
             if not state.running and seq < state.next_seq() and (not held or seq < held[0][0]):
                 state.running = True
                 return Arrival(run=True)
-            if self._held < self.limit:
+            if self._held < self.limit and (
+                not self.limit_bytes or not self._held or self._held_bytes + msg.size <= self.limit_bytes
+            ):
                 held.insert(at, (seq, msg))
                 state.held_seqs.insert(at, seq)
                 self._held += 1
+                self._held_bytes += msg.size
                 return Arrival(held=True)
             due = min((d for d, _ in state.out.values()), default=now)
             delay = max(due - now, 0.0) + SEND_BACK_PAD
@@ -175,6 +182,7 @@ class KeyOrder:
                 for i, (_, msg) in enumerate(state.held):
                     released.append((msg, base + (i + 1) * RELEASE_STEP))
                 self._held -= len(state.held)
+                self._held_bytes -= sum(msg.size for _, msg in state.held)
                 state.held.clear()
                 state.held_seqs.clear()
             self._keys = {key: state for key, state in self._keys.items() if not state.idle()}
@@ -191,6 +199,7 @@ class KeyOrder:
             _, msg = state.held.pop(0)
             state.held_seqs.pop(0)
             self._held -= 1
+            self._held_bytes -= msg.size
             state.running = True
             return msg
         if state.idle():

@@ -134,3 +134,13 @@ def test_simulated_server_keeps_key_order_and_bound(seed: int) -> None:
     for key, seqs in first.items():
         assert seqs == sorted(seqs), key
     assert order.stats()[0] == 0
+
+
+def test_bytes_bound_the_hold_too() -> None:
+    order = KeyOrder(limit=100, grace=5, limit_bytes=25)
+    assert order.arrive("a", 1, Msg("s", b"x" * 10, "r1", size=10), now=0).run
+    assert order.arrive("a", 2, Msg("s", b"x" * 10, "r2", size=10), now=0).held
+    assert order.arrive("a", 3, Msg("s", b"x" * 10, "r3", size=10), now=0).held
+    assert not order.arrive("a", 4, Msg("s", b"x" * 10, "r4", size=10), now=0).held  # 30 > 25: sent back
+    nxt = order.finish("a", 1, retry_in=None, now=0, go_on=True)
+    assert nxt is not None and order._held_bytes == 10
