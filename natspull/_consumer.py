@@ -434,10 +434,11 @@ class Consumer:
         with the retry backoff and the key waits for its redelivery, holding its later
         messages (leased, ``ConsumeStats.held``); held messages leave the pull window, and at
         most ``max_messages`` (or ``max_bytes``) are held over all keys: past that a message
-        whose key waits is
-        NAKed back (``sent_back``) to come after the one its key waits for. A redelivery that
-        does not come within its delay plus the consumer's ``ack_wait`` + 5 s (another process
-        got it, ``max_deliver``) is given up on with a warning. A handler that NAKs its message
+        whose key waits is NAKed back (``sent_back``) to come after the one its key waits for;
+        those deliveries do not count towards ``term_after`` but do towards the consumer's
+        ``max_deliver``. A redelivery that does not come within its delay plus the consumer's
+        ``ack_wait`` + 5 s (another process got it, ``max_deliver``) is given up on with a
+        warning. A handler that NAKs its message
         is retried the same way; a stuck handler (``handler_timeout``) keeps its key busy
         until it returns. ``stop()``/the end of a drain NAK held messages back in stream order.
         Not with ``batch``. Order holds within one consume() and one process.
