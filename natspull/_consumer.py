@@ -512,6 +512,7 @@ class Consumer:
             term_after=term_after,
             on_dead_letter=on_dead_letter,
             acks=acks,
+            explicit=self._info.config.ack_policy == AckPolicy.EXPLICIT,
             auto_ack=auto_ack,
             handler_timeout=handler_timeout,
             batch=batch,

@@ -55,7 +55,9 @@ class ConsumeOptions:
     """``consume()``'s worker-side options, validated once by ``Consumer.consume()``.
 
     ``acks`` is False for consumers that take no acks (``AckPolicy.NONE``, ordered readers):
-    nothing is then settled, counted unsettled or taken back.
+    nothing is then settled, counted unsettled or taken back. ``explicit`` is True for
+    ``AckPolicy.EXPLICIT``, where each message must be settled on its own (with
+    ``AckPolicy.ALL`` one ack settles those before it: nothing is counted unsettled).
     """
 
     handler: Callable[[Any], Any]
@@ -65,6 +67,7 @@ class ConsumeOptions:
     term_after: int | None = None
     on_dead_letter: Callable[[Msg, BaseException], Any] | None = None
     acks: bool = True
+    explicit: bool = True
     auto_ack: bool = False
     handler_timeout: float | None = None
     batch: int | None = None
@@ -168,6 +171,8 @@ class ConsumeContext:
             self._lease.after_fork_in_child()
         if self._watchdog is not None:
             self._watchdog.after_fork_in_child()
+        if self._keys is not None:
+            self._keys.after_fork_in_child()
 
     # ---------------------------------------------------------------- workers
 
@@ -352,7 +357,10 @@ class ConsumeContext:
         left = [msg for msg in msgs if not msg.acked]
         if not left:
             return
-        if self._options.auto_ack:
+        options = self._options
+        if not options.auto_ack and not options.explicit:
+            return
+        if options.auto_ack:
             acked = 0
             for msg in left:
                 try:

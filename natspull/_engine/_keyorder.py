@@ -97,6 +97,10 @@ class KeyOrder:
         self._sent_back = 0  # ever
         self._given_up = 0  # ever
 
+    def after_fork_in_child(self) -> None:
+        """Child process after os.fork(): a worker may have held the lock."""
+        self._lock = threading.Lock()
+
     def arrive(self, key: Hashable, seq: int, msg: Msg, now: float) -> Arrival:
         """*msg* (stream sequence *seq*) of *key* was taken from the queue at *now*."""
         with self._lock:
