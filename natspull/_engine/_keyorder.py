@@ -49,8 +49,11 @@ __all__ = ["Arrival", "KeyOrder"]
 #: key waits for is due.
 SEND_BACK_PAD = 0.5
 #: On the way out (stop, the end of a drain), held messages are NAKed in stream order this far
-#: apart, after the message their key waits for: the server redelivers them in that order.
+#: apart, starting RELEASE_GAP after the message their key waits for is due: the server
+#: redelivers them in that order. The gap covers what the awaited NAK may have taken to reach
+#: the server (the due time here is taken when its NAK was queued, not when it arrived).
 RELEASE_STEP = 0.001
+RELEASE_GAP = 0.1
 
 
 @dataclass
@@ -181,8 +184,8 @@ class KeyOrder:
         released: list[tuple[Msg, float]] = []
         with self._lock:
             for state in self._keys.values():
-                due = max((d for d, _ in state.out.values()), default=now)
-                base = max(due - now, 0.0)
+                due = max((d for d, _ in state.out.values()), default=None)
+                base = 0.0 if due is None else max(due - now, 0.0) + RELEASE_GAP
                 for i, (_, msg) in enumerate(state.held):
                     released.append((msg, base + (i + 1) * RELEASE_STEP))
                 self._held -= len(state.held)

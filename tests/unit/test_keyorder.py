@@ -8,7 +8,7 @@ from collections import defaultdict
 
 import pytest
 
-from natspull._engine._keyorder import SEND_BACK_PAD, KeyOrder
+from natspull._engine._keyorder import RELEASE_GAP, SEND_BACK_PAD, KeyOrder
 from natspull._msg import Msg
 
 
@@ -83,7 +83,7 @@ def test_stop_keeps_held_and_release_all_orders_them_after_the_awaited() -> None
     released = order.release_all(now=1)
     delays = {m.reply: d for m, d in released}
     assert delays["r2"] < delays["r3"] < 0.1
-    assert delays["r5"] > 2.0  # after b's awaited message 4 (due at 3)
+    assert delays["r5"] > 2.0 + RELEASE_GAP  # after b's awaited message 4 (due at 3)
     assert order.stats()[0] == 0
 
 
