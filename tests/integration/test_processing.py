@@ -514,7 +514,8 @@ def test_key_hold_is_bounded_by_max_messages(js: natspull.JetStream, stream: str
 
 
 @pytest.mark.timeout(60)
-def test_key_stop_sends_held_messages_back_in_order(js: natspull.JetStream, stream: str) -> None:
+@pytest.mark.parametrize("end", ["stop", "drain"])
+def test_key_stop_sends_held_messages_back_in_order(js: natspull.JetStream, stream: str, end: str) -> None:
     fill(js, stream, 30)
     consumer = js.add_consumer(stream, durable_name="stopkey", ack_wait=30)
     record: list[tuple[str, int, bool]] = []
@@ -532,7 +533,7 @@ def test_key_stop_sends_held_messages_back_in_order(js: natspull.JetStream, stre
         retry=natspull.Backoff(initial=1, maximum=1, jitter=0),
     )
     wait_until(lambda: ctx.stats().held == 29, message="29 held behind the failed first")
-    ctx.stop()
+    getattr(ctx, end)()
     assert ctx.wait(10)
     assert ctx.stats().held == 0
     done = threading.Event()
