@@ -19,6 +19,7 @@ PAYLOAD = b"x" * 128
 
 PUBLISH = "publish"
 NATS_PY_ROW = "nats-py publish_async"
+NATSPULL_ROW = "natspull publish_many"
 
 
 @case("8", PUBLISH, "JetStream publish with acks: publish_many vs nats-py publish_async")
@@ -35,7 +36,7 @@ def publish(env: Env) -> list[Sample]:
     with env.temp_stream() as stream:
         theirs = run_async(_publish_async(env.url, f"{stream}.m", n), env.timeout)
     return [
-        Sample("natspull publish_many", n / ours, MSGS_PER_S, n=n, baseline=(PUBLISH, NATS_PY_ROW)),
+        Sample(NATSPULL_ROW, n / ours, MSGS_PER_S, n=n, baseline=(PUBLISH, NATS_PY_ROW)),
         Sample(NATS_PY_ROW, n / theirs, MSGS_PER_S, n=n),
     ]
 

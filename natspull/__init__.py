@@ -39,7 +39,7 @@ from ._types import (
     StreamInfo,
 )
 from ._version import __version__
-from ._workers import run_workers
+from ._workers import run_workers, worker_client
 from .errors import (
     ConnectError,
     ConnectionClosedError,
@@ -51,6 +51,7 @@ from .errors import (
     JetStreamAPIError,
     MsgAlreadyAckedError,
     NoHeartbeatError,
+    NotSupportedError,
     OrderedConsumerResetError,
     OrderedConsumerUsageError,
     PermissionError,
@@ -86,6 +87,7 @@ __all__ = [
     "Msg",
     "MsgAlreadyAckedError",
     "NoHeartbeatError",
+    "NotSupportedError",
     "OrderedConsumer",
     "OrderedConsumerResetError",
     "OrderedConsumerUsageError",
@@ -106,4 +108,5 @@ __all__ = [
     "connect",
     "run_workers",
     "shutdown_on_signals",
+    "worker_client",
 ]

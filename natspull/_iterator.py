@@ -127,7 +127,7 @@ class Messages:
         telemetry = _otel.current()
         if telemetry is None:
             return self._queue.get(timeout)
-        return telemetry.take(self._queue.get, timeout)  # spans: see natspull/_otel.py
+        return telemetry.take(self._queue.get, timeout)  # spans: see natspull/_observe/_otel.py
 
     def next_batch(self, max_messages: int, timeout: float | None = None) -> list[Msg]:
         """1 to *max_messages* messages: the next one, and those already buffered after it.

@@ -19,6 +19,14 @@ from ._consumer_types import (
 )
 from ._observe import _otel
 from ._ordered import DEFAULT_INACTIVE_THRESHOLD, OrderedConsumer, check_max_reset_attempts, ordered_spec
+from ._server_features import (
+    Feature,
+    consumer_features,
+    dropped_fields,
+    header_features,
+    stream_features,
+    unknown_field,
+)
 from ._transport._link import Link
 from ._transport._translate import api_error, translate
 from ._transport._wire import Reply
@@ -32,7 +40,7 @@ from ._validate import (
     check_number,
     check_subject,
 )
-from .errors import JetStreamAPIError
+from .errors import JetStreamAPIError, NotSupportedError
 
 __all__ = ["JetStream"]
 
@@ -80,14 +88,64 @@ class JetStream:
     # ------------------------------------------------------------------ streams
 
     def add_stream(self, config: StreamConfig | None = None, **params: Any) -> StreamInfo:
-        """Create a stream (``StreamConfig`` and/or its fields as keywords)."""
+        """Create a stream (``StreamConfig`` and/or its fields as keywords).
+
+        Fields that need a newer server than the one connected (``allow_msg_ttl``,
+        ``subject_delete_marker_ttl``: 2.11; ``allow_atomic``, ``allow_msg_counter``,
+        ``allow_msg_schedules``, ``persist_mode``: 2.12; ``allow_batched``: 2.14) raise
+        NotSupportedError before the stream is created; so does a field the server's answer
+        lacks (2.10 and 2.11 drop fields they do not know; the stream then exists without it).
+        """
         config = _config(StreamConfig, config, params)
-        return _stream_info(self._api(f"STREAM.CREATE.{config.name}", config.as_dict()))
+        return _stream_info(self._configure("add_stream", f"STREAM.CREATE.{config.name}", config.as_dict()))
 
     def update_stream(self, config: StreamConfig | None = None, **params: Any) -> StreamInfo:
-        """Update a stream's configuration."""
+        """Update a stream's configuration; newer fields are checked as by :meth:`add_stream`."""
         config = _config(StreamConfig, config, params)
-        return _stream_info(self._api(f"STREAM.UPDATE.{config.name}", config.as_dict()))
+        return _stream_info(
+            self._configure("update_stream", f"STREAM.UPDATE.{config.name}", config.as_dict())
+        )
+
+    def _configure(
+        self, action: str, api: str, config: dict[str, Any], stream: str | None = None
+    ) -> dict[str, Any]:
+        """Create/update a stream (or, with *stream*, a consumer of it) with *config*, checked
+        against the server: features it lacks (NotSupportedError before anything is sent), a
+        field it refuses as unknown (2.12+) or drops silently (2.10, 2.11): NotSupportedError."""
+        if stream is None:
+            features: list[Feature] = stream_features(config)
+            body = config
+        else:
+            features = consumer_features(config)
+            body = {"stream_name": stream, "config": config}
+        headers = self._admin.require(features, action)
+        try:
+            response = self._admin.request(api, body, headers=headers)
+        except JetStreamAPIError as exc:
+            field = unknown_field(exc.description, exc.err_code)
+            if field is None:
+                raise
+            raise self._not_supported(
+                f"{action}: the server does not know the field {field!r} ({exc})", field
+            ) from exc
+        dropped = dropped_fields(config, response.get("config") or {})
+        if dropped:
+            what = "stream" if stream is None else "consumer"
+            raise self._not_supported(
+                f"{action}: the server left {', '.join(dropped)} out of its answer: it ignored them "
+                f"(too old for them, or they do not apply here); the {what} exists without them",
+                ", ".join(dropped),
+            )
+        return response
+
+    def _not_supported(self, message: str, fields: str) -> NotSupportedError:
+        connected = str(self._link.server_info.get("version", "unknown"))
+        return NotSupportedError(
+            f"{message}; connected to nats-server {connected}",
+            feature=fields,
+            required=None,
+            connected=connected,
+        )
 
     def delete_stream(self, name: str) -> None:
         """Delete a stream. Raises StreamNotFoundError if there is none."""
@@ -113,7 +171,9 @@ class JetStream:
 
         Raises StreamNotFoundError, JetStreamAPIError (invalid config), ValueError/TypeError
         for a bad field (before anything is sent), ValueError for a push consumer
-        (``deliver_subject`` set).
+        (``deliver_subject`` set), NotSupportedError for a field the server is too old for
+        (priority groups and ``pause_until``: 2.11, ``prioritized``: 2.12; before anything is
+        sent) or that its answer lacks.
         """
         check_name("stream", stream)
         config = check_consumer_config(_config(ConsumerConfig, as_consumer_config(config), params))
@@ -125,7 +185,7 @@ class JetStream:
             if config.name is None:
                 config = config.evolve(name=name)
         api = f"CONSUMER.CREATE.{stream}.{name}" if name else f"CONSUMER.CREATE.{stream}"
-        response = self._api(api, {"stream_name": stream, "config": config.as_dict()})
+        response = self._configure("add_consumer", api, config.as_dict(), stream)
         return Consumer(self._admin, ConsumerInfo.from_response(response))
 
     def ordered_consumer(
@@ -188,7 +248,9 @@ class JetStream:
 
         While paused, waiting pull requests get only heartbeats. A time in the past resumes.
         Raises ValueError/TypeError (a naive datetime, a negative or non-finite number) before
-        anything is sent; ConsumerNotFoundError, StreamNotFoundError. Any thread but the loop's.
+        anything is sent; ConsumerNotFoundError, StreamNotFoundError; NotSupportedError on a
+        server older than 2.11 (first call per connected server: one ``$JS.API.INFO`` request).
+        Any thread but the loop's.
         """
         return self._admin.pause(stream, name, until)
 
@@ -196,7 +258,8 @@ class JetStream:
         """Resume a paused consumer now (idempotent). Returns the new :class:`natspull.PauseState`.
 
         Pull requests already waiting are not woken: the server serves them at their next
-        heartbeat, or when a new pull arrives. Raises ConsumerNotFoundError, StreamNotFoundError.
+        heartbeat, or when a new pull arrives. Raises ConsumerNotFoundError, StreamNotFoundError,
+        NotSupportedError (a server older than 2.11).
         """
         return self._admin.resume(stream, name)
 
@@ -211,7 +274,9 @@ class JetStream:
 
         Blocks on two requests: the server does not answer a reset of a missing consumer, so
         its existence is checked first (ConsumerNotFoundError, StreamNotFoundError at once).
-        Raises ValueError/TypeError for *seq* < 1 or not an int, natspull.TimeoutError.
+        Raises ValueError/TypeError for *seq* < 1 or not an int, natspull.TimeoutError,
+        NotSupportedError on a server older than 2.14 (before anything else is sent: an older
+        server never answers a reset).
         """
         return self._admin.reset(stream, name, seq)[0]
 
@@ -222,7 +287,7 @@ class JetStream:
 
         Raises ValueError/TypeError for a malformed group name (before anything is sent),
         JetStreamAPIError (err_code 10160) when the consumer has no such group,
-        ConsumerNotFoundError, StreamNotFoundError.
+        ConsumerNotFoundError, StreamNotFoundError, NotSupportedError (a server older than 2.11).
         """
         self._admin.unpin(stream, name, group)
 
@@ -275,8 +340,13 @@ class JetStream:
 
         Raises JetStreamAPIError (no stream for the subject: code 503; wrong
         expected stream; ...), natspull.TimeoutError. Any thread but the loop's.
+        Headers an older server would ignore (``Nats-TTL``: 2.11; ``Nats-Batch-Id``,
+        ``Nats-Incr``, ``Nats-Schedule``: 2.12) raise NotSupportedError before the publish.
         """
         timeout = self._timeout if timeout is None else check_number("timeout", timeout, exclusive=True)
+        if isinstance(headers, dict):
+            # An older server stores such a message as a plain one: a TTL that never expires.
+            self._admin.require(header_features(headers), "publish")
 
         def publish(headers: dict[str, str] | None) -> PubAck:
             entry = self._entry(0, subject, data, headers, msg_id, expected_stream)

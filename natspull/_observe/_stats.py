@@ -105,8 +105,8 @@ class ClientStats(_Stats):
     """A snapshot of a ``Client``'s connection (nats-py's counters, kept exact by natspull).
 
     Attributes:
-        state: ``"connected"``, ``"reconnecting"``, ``"closed"`` (or ``"forked"`` in a child
-            process after ``os.fork()``).
+        state: ``"connecting"``, ``"connected"``, ``"reconnecting"``, ``"closing"``, ``"closed"``
+            (or ``"forked"`` in a child process after ``os.fork()``).
         reconnects: successful reconnects.
         in_msgs: messages received (stream messages, replies, status messages).
         in_bytes: payload bytes received.

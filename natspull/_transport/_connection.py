@@ -8,7 +8,8 @@ implements :class:`~natspull._transport._link.Link`, the interface every layer a
 ``Client`` is the public facade over it.
 
 Threads: the fields marked "loop thread only" are touched on the connection's loop thread;
-:attr:`state` is written there and read anywhere (a plain str). Locks: none of its own
+:attr:`state` (a :class:`~natspull._transport._state.ConnState`) is read anywhere and moved
+only through its transition table (``_state.py``). Locks: none of its own
 besides the outbox's (a leaf); it never holds one across a wait.
 """
 
@@ -29,6 +30,7 @@ from ._link import Engine, Unsubscribe
 from ._loop import LoopThread
 from ._outbox import Outbox
 from ._parser import Deliver
+from ._state import ENDED, ConnState, StateCell
 from ._translate import api_error, translate
 from ._wire import (
     INBOX_TOKEN_BYTES,
@@ -78,10 +80,8 @@ class Connection:
         self._tried = tried  # the servers, for messages (credentials redacted by the caller)
         self._secured = secured
         self._dispatch = dispatch  # (callback name, *args): hands a user callback to its thread
-        # written on the loop thread; read anywhere. "forked": set in a child after os.fork()
-        self.state = "connecting"
+        self._state = StateCell()
         self._created_in = _fork.pid
-        self.closing = False  # set by Client.close() (under its close lock); read anywhere
         self._server_info: dict[str, Any] = {}
         self._engines: set[Engine] = set()  # loop thread only
         self._connect_error: BaseException | None = None
@@ -110,7 +110,7 @@ class Connection:
             else:
                 reason = describe_connect_error(cause)
             raise ConnectError(f"could not connect to {self._tried}: {reason}") from None
-        self.state = "connected"
+        self._state.on("connected")
         self._server_info = self.wire.server_info()
 
     async def _connect_or_fail(self, options: dict[str, Any]) -> None:
@@ -141,32 +141,31 @@ class Connection:
     # ------------------------------------------------------ loop-side callbacks
 
     async def _on_disconnected(self) -> None:
-        if self.state != "closed":
-            self.state = "reconnecting"
-            if not self.closing:  # (nats-py calls this on close too)
-                for engine in list(self._engines):
-                    engine.on_disconnected()
+        if self._state.on("disconnected"):  # (nats-py calls this on close too: no move then)
+            for engine in list(self._engines):
+                engine.on_disconnected()
         self._dispatch("disconnected_cb")
 
     async def _on_reconnected(self) -> None:
-        self.state = "connected"
+        moved = self._state.on("reconnected")
         reconnected, self._reconnected = self._reconnected, asyncio.get_running_loop().create_future()
         reconnected.set_result(None)
         self._server_info = self.wire.server_info()
-        for engine in list(self._engines):
-            engine.on_reconnected()
+        if moved:  # a closing connection's engines are being aborted
+            for engine in list(self._engines):
+                engine.on_reconnected()
         self._dispatch("reconnected_cb")
 
     async def _on_closed(self) -> None:
-        self.state = "closed"
+        self._state.on("closed")
         for engine in list(self._engines):
             engine.on_closed()
         self._dispatch("closed_cb")
 
     async def _on_error(self, exc: Exception) -> None:
-        if self.state == "closed":
+        if self.state is ConnState.CLOSED:
             return
-        if self.state == "connecting":
+        if self.state is ConnState.CONNECTING:
             self._connect_error = exc
             if is_fatal_connect_error(exc, self._secured) and not self._connect_failed.done():
                 self._connect_failed.set_result(exc)
@@ -243,19 +242,32 @@ class Connection:
         The loop thread did not survive the fork and the socket is the parent's: nothing is
         sent, flushed or closed from here. Called by the owning Client's fork hook.
         """
-        self.state = "forked"
+        self._state.after_fork_in_child()
         self.outbox.after_fork_in_child(self.check_fork)
+
+    @property
+    def state(self) -> ConnState:
+        """The connection's state. Any thread."""
+        return self._state.state
+
+    def begin_close(self) -> None:
+        """``Client.close()`` started: refuse new work from now on. Any thread."""
+        self._state.on("close")
+
+    def mark_closed(self) -> None:
+        """The loop thread is stopping: closed, whatever nats-py got to report. Any thread."""
+        self._state.on("closed")
 
     def check_fork(self) -> None:
         """Raise ForkedError in a child process that inherited this connection. Any thread."""
-        if self.state == "forked":
+        if self.state is ConnState.FORKED:
             raise _fork.forked_error("this Client", self._created_in)
 
     # ------------------------------------------------------------ Link: any thread
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None, what: str) -> T:
         """Run *coro* on the loop and wait, translating every error into a natspull error."""
-        if self.state in ("closed", "forked") or self.closing:
+        if self.state in ENDED:
             coro.close()
             self.check_fork()
             raise ConnectionClosedError(f"{what}: the connection is closed")
@@ -352,11 +364,16 @@ class Connection:
                 denied.cancel()
 
     async def api_request(
-        self, prefix: str, api: str, payload: bytes = b"", timeout: float = 5.0
+        self,
+        prefix: str,
+        api: str,
+        payload: bytes = b"",
+        timeout: float = 5.0,
+        headers: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         """A JetStream API request on the loop thread; raises the matching JetStreamAPIError."""
         try:
-            reply = await self.request(f"{prefix}.{api}", payload, timeout)
+            reply = await self.request(f"{prefix}.{api}", payload, timeout, headers)
         except Error:
             raise
         except Exception as exc:
@@ -438,7 +455,7 @@ class Connection:
             except Exception as exc:
                 log.warning("natspull: close: flush failed: %s", translate(exc))
         await self.wire.close()
-        self.state = "closed"
+        self._state.on("closed")
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:

@@ -31,6 +31,17 @@ class Engine(Protocol):
     def inbox(self) -> str:
         """The inbox the pulls' messages arrive on."""
 
+    @property
+    def stream(self) -> str:
+        """The stream of the consumer it pulls from."""
+
+    @property
+    def consumer(self) -> str:
+        """The name of the consumer it pulls from."""
+
+    def nudge(self, group: str | None) -> None:
+        """Pull now (after a resume, or an unpin of *group*): waiting requests are not woken."""
+
     def on_disconnected(self) -> None:
         """The connection dropped; nats-py is reconnecting."""
 
@@ -74,6 +85,10 @@ class Link(Protocol):
         """Run *coro* on the loop and wait, every error a natspull error. Any thread but the loop's."""
 
     @property
+    def server_info(self) -> dict[str, Any]:
+        """The INFO of the latest (re)connect (a copy): ``version``, ``server_id``, ... Any thread."""
+
+    @property
     def max_payload(self) -> int:
         """The server's max_payload. Any thread."""
 
@@ -103,9 +118,14 @@ class Link(Protocol):
     # ------------------------------------------------------------ loop side
 
     async def api_request(
-        self, prefix: str, api: str, payload: bytes = b"", timeout: float = 5.0
+        self,
+        prefix: str,
+        api: str,
+        payload: bytes = b"",
+        timeout: float = 5.0,
+        headers: dict[str, str] | None = None,
     ) -> dict[str, Any]:
-        """A JetStream API request; raises the matching JetStreamAPIError."""
+        """A JetStream API request (with *headers*); raises the matching JetStreamAPIError."""
 
     async def ping(self, timeout: float) -> None:
         """A PING/PONG round trip, at most *timeout* seconds (natspull.TimeoutError)."""

@@ -21,7 +21,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
     data = sys.stdin.buffer.read() if args.data == "-" else os.fsencode(args.data)
     subject: str = args.subject
     count: int = args.count
-    with connect(args.server) as client:
+    with connect(args) as client:
         js = client.jetstream()
         try:
             # publish_many pipelines the acks; one message needs no pipeline

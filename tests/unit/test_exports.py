@@ -44,6 +44,7 @@ EXPECTED_ALL = [
     "Msg",
     "MsgAlreadyAckedError",
     "NoHeartbeatError",
+    "NotSupportedError",
     "OrderedConsumer",
     "OrderedConsumerResetError",
     "OrderedConsumerUsageError",
@@ -64,9 +65,10 @@ EXPECTED_ALL = [
     "connect",
     "run_workers",
     "shutdown_on_signals",
+    "worker_client",
 ]
 
-EXPECTED_TESTING_ALL = ["NatsCluster", "NatsServer", "find_server_binary"]
+EXPECTED_TESTING_ALL = ["NatsCluster", "NatsServer", "find_server_binary", "server_binary", "server_version"]
 
 PUBLIC_MODULES = sorted(
     f"natspull.{info.name}"
