@@ -26,6 +26,7 @@ from ._observe._events import ConsumerEvent
 from ._observe._stats import ClientStats, ConsumeStats, MessagesStats
 from ._ordered import OrderedConsumer, OrderedMessages
 from ._pool import ConsumeContext
+from ._publish import BatchAck, Publish
 from ._signals import shutdown_on_signals
 from ._types import (
     AckPolicy,
@@ -61,6 +62,7 @@ from .errors import (
 __all__ = [
     "AckPolicy",
     "Backoff",
+    "BatchAck",
     "Client",
     "ClientStats",
     "ConnectError",
@@ -95,6 +97,7 @@ __all__ = [
     "PriorityGroupState",
     "PriorityPolicy",
     "PubAck",
+    "Publish",
     "ReplayPolicy",
     "RetentionPolicy",
     "StorageType",

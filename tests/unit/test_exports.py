@@ -19,6 +19,7 @@ import natspull.testing
 EXPECTED_ALL = [
     "AckPolicy",
     "Backoff",
+    "BatchAck",
     "Client",
     "ClientStats",
     "ConnectError",
@@ -53,6 +54,7 @@ EXPECTED_ALL = [
     "PriorityGroupState",
     "PriorityPolicy",
     "PubAck",
+    "Publish",
     "ReplayPolicy",
     "RetentionPolicy",
     "StorageType",
