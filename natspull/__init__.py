@@ -21,6 +21,7 @@ from ._consumer_types import ConsumerConfig, ConsumerInfo, PauseState, PriorityG
 from ._engine._retry import Backoff
 from ._iterator import Messages
 from ._jetstream import JetStream
+from ._lazy import LazyClient
 from ._msg import Metadata, Msg
 from ._observe._events import ConsumerEvent
 from ._observe._stats import ClientStats, ConsumeStats, MessagesStats
@@ -82,6 +83,7 @@ __all__ = [
     "IteratorClosedError",
     "JetStream",
     "JetStreamAPIError",
+    "LazyClient",
     "Messages",
     "MessagesStats",
     "Metadata",

@@ -24,7 +24,7 @@ from ._transport._state import ENDED, ConnState
 from ._transport._translate import translate
 from ._validate import check_int, check_number, check_subject, check_timeout
 
-__all__ = ["Client", "connect"]
+__all__ = ["Client", "connect", "connect_arguments"]
 
 log = logging.getLogger("natspull")
 
@@ -371,6 +371,29 @@ def connect(
     Raises ConnectError (naming the servers tried and why) when no server
     accepts the connection; ValueError/TypeError for bad options. Any thread.
     """
+    return Client(
+        *connect_arguments(
+            servers,
+            connect_timeout=connect_timeout,
+            reconnect_time_wait=reconnect_time_wait,
+            max_reconnect_attempts=max_reconnect_attempts,
+            ping_interval=ping_interval,
+            **options,
+        )
+    )
+
+
+def connect_arguments(
+    servers: str | list[str] = "nats://127.0.0.1:4222",
+    *,
+    connect_timeout: float = 2.0,
+    reconnect_time_wait: float = 2.0,
+    max_reconnect_attempts: int = 60,
+    ping_interval: float = 120.0,
+    **options: Any,
+) -> tuple[list[str], dict[str, Any], dict[str, Callable[..., None]]]:
+    """:func:`connect`'s arguments checked (ValueError/TypeError): the servers, nats-py's
+    options and the callbacks, fresh on every call. No network. Any thread."""
     server_list = (
         [servers]
         if isinstance(servers, str)
@@ -407,4 +430,4 @@ def connect(
         else:
             allowed = ", ".join(sorted([*_PASSTHROUGH, *_SECONDS, *_CALLBACKS, "max_reconnect_attempts"]))
             raise TypeError(f"connect() got an unknown option {key!r}; allowed: {allowed}")
-    return Client(server_list, nats_options, callbacks)
+    return server_list, nats_options, callbacks

@@ -6,10 +6,21 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import itertools
+import json
+import multiprocessing
 import os
+import pathlib
+import re
 import signal
+import socket
+import subprocess
+import sys
 import threading
+import urllib.error
+import urllib.request
+import warnings
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from conftest import wait_until
@@ -261,9 +272,14 @@ def test_publish_async_checks_arguments_before_taking_a_slot(js: natspull.JetStr
     with pytest.raises(TypeError, match="data"):
         js.publish_async(f"{stream}.a", "text")  # type: ignore[arg-type]
     assert js.publish_async_pending == 0
+
+
+@pytest.mark.timeout(20)
+def test_max_pending_is_checked(client: natspull.Client) -> None:
     with pytest.raises(ValueError, match="max_pending"):
-        js._link  # noqa: B018  (the context is fine; the option is checked at jetstream())
-        natspull.JetStream(js._link, domain=None, api_prefix=None, timeout=1, max_pending=0)
+        client.jetstream(max_pending=0)
+    with pytest.raises(TypeError, match="max_pending"):
+        client.jetstream(max_pending=1.5)  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------------- atomic batches
@@ -336,3 +352,158 @@ def test_a_batch_on_a_stream_without_allow_atomic_is_a_clear_error(
         js.publish_batch([("nowhere.a", b"1"), ("nowhere.b", b"2")])
     assert info.value.code == 503
     assert state(js, stream) == (0, 0)
+
+
+# ---------------------------------------------------------------------------- LazyClient
+
+
+def _child_publishes(lazy: natspull.LazyClient, subject: str, conn: Any) -> None:
+    """A forked child's body: the inherited LazyClient connects anew and publishes."""
+    ack = lazy.jetstream().publish(subject, b"child")
+    conn.send((lazy.server_info["client_id"], ack.seq, os.getpid()))
+    lazy.close()  # (a multiprocessing child ends with os._exit: no atexit hooks)
+
+
+@pytest.mark.timeout(60)
+def test_lazy_client_connects_once_per_process(
+    nats_server: NatsServer, js: natspull.JetStream, stream: str
+) -> None:
+    lazy = natspull.LazyClient(nats_server.url, name="lazy")
+    try:
+        assert lazy.is_closed and not lazy.is_connected  # nothing connects before the first use
+        start = threading.Barrier(8)
+        clients: list[natspull.Client] = []
+
+        def first_use() -> None:
+            start.wait(10)
+            clients.append(lazy.client)
+
+        threads = [threading.Thread(target=first_use) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(20)
+        assert len(clients) == 8 and len({id(c) for c in clients}) == 1  # one connection
+        assert len([c for c in nats_server.connz()["connections"] if c.get("name") == "lazy"]) == 1
+        parent_id = lazy.server_info["client_id"]
+        assert lazy.jetstream().publish(f"{stream}.parent", b"1").seq == 1
+
+        context = multiprocessing.get_context("fork")
+        reader, writer = context.Pipe(duplex=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork of a threaded process
+            child = context.Process(target=_child_publishes, args=(lazy, f"{stream}.child", writer))
+            child.start()
+        assert reader.poll(20), "the child reported nothing"
+        child_id, child_seq, child_pid = reader.recv()
+        child.join(20)
+        assert child.exitcode == 0
+        assert child_pid != os.getpid() and child_id != parent_id and child_seq == 2
+        # The parent's connection survived the child (its socket was not closed there).
+        assert lazy.is_connected and lazy.server_info["client_id"] == parent_id
+        assert lazy.jetstream().publish(f"{stream}.parent", b"3").seq == 3
+        lazy.close()
+        assert lazy.is_closed
+        assert lazy.jetstream().publish(f"{stream}.parent", b"4").seq == 4  # connects anew
+        assert lazy.server_info["client_id"] != parent_id
+    finally:
+        lazy.close()
+    lazy.close()  # idempotent
+
+
+@pytest.mark.timeout(30)
+def test_lazy_client_checks_arguments_at_once_and_flushes_at_exit(
+    nats_server: NatsServer, js: natspull.JetStream, stream: str
+) -> None:
+    with pytest.raises(TypeError, match="unknown option"):
+        natspull.LazyClient(nats_server.url, colour="blue")
+    with pytest.raises(ValueError, match="connect_timeout"):
+        natspull.LazyClient(nats_server.url, connect_timeout=-1)
+    script = (
+        "import sys, natspull\n"
+        "lazy = natspull.LazyClient(sys.argv[1])\n"
+        "for i in range(100):\n"
+        "    lazy.publish(sys.argv[2], b'%d' % i)  # fire and forget: flushed by the atexit close\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, nats_server.url, f"{stream}.exit"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert result.returncode == 0, result.stderr
+    assert state(js, stream) == (100, 100)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _readme_flask_app() -> str:
+    readme = (pathlib.Path(__file__).resolve().parents[2] / "README.md").read_text()
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "LazyClient(URL)" in b]
+    assert len(blocks) == 1, "the README's Flask example"
+    return blocks[0]
+
+
+@pytest.mark.timeout(120)
+def test_the_readme_flask_app_under_gunicorn_preload(
+    nats_server: NatsServer, js: natspull.JetStream, tmp_path: pathlib.Path
+) -> None:
+    js.add_stream(name="ORDERS", subjects=["orders.>"])
+    (tmp_path / "app.py").write_text(_readme_flask_app())
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/orders"
+    server = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "gunicorn", "-w", "3", "--threads", "4", "--preload"),
+            *("-b", f"127.0.0.1:{port}", "--graceful-timeout", "5", "app:app"),
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "NATS_URL": nats_server.url},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+
+        def answers() -> bool:
+            try:
+                urllib.request.urlopen(url, timeout=1)  # a GET: 405 once gunicorn serves
+            except urllib.error.HTTPError:
+                return True
+            except OSError:
+                assert server.poll() is None, "gunicorn exited"
+                return False
+            return True
+
+        wait_until(answers, 30.0, "gunicorn to serve")
+
+        def post(n: int) -> dict[str, Any]:
+            body = b"req-%d" % n
+            req = urllib.request.Request(url, data=body, headers={"Idempotency-Key": f"req-{n}"})
+            with urllib.request.urlopen(req, timeout=30) as response:
+                assert response.status == 200
+                result: dict[str, Any] = json.loads(response.read())
+                return result
+
+        n = 120
+        with concurrent.futures.ThreadPoolExecutor(24) as pool:
+            replies = list(pool.map(post, range(n)))
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            _, err = server.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            _, err = server.communicate()
+    assert server.returncode == 0, err.decode(errors="replace")[-2000:]
+    assert sorted(r["seq"] for r in replies) == list(range(1, n + 1))
+    assert not any(r["duplicate"] for r in replies)
+    assert len({r["pid"] for r in replies}) >= 2, "one worker served every request"
+    assert state(js, "ORDERS") == (n, n)
+    consumer = js.add_consumer("ORDERS", durable_name="check")
+    bodies = [m.data for m in consumer.fetch(n, max_wait=5)]
+    assert sorted(bodies) == sorted(b"req-%d" % i for i in range(n))  # each request once

@@ -39,6 +39,7 @@ EXPECTED_ALL = [
     "IteratorClosedError",
     "JetStream",
     "JetStreamAPIError",
+    "LazyClient",
     "Messages",
     "MessagesStats",
     "Metadata",
