@@ -507,3 +507,59 @@ def test_the_readme_flask_app_under_gunicorn_preload(
     consumer = js.add_consumer("ORDERS", durable_name="check")
     bodies = [m.data for m in consumer.fetch(n, max_wait=5)]
     assert sorted(bodies) == sorted(b"req-%d" % i for i in range(n))  # each request once
+
+
+# ----------------------------------------------------------------------------------- CLI
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "NATS_URL"}
+    return subprocess.run(
+        [sys.executable, "-m", "natspull", "publish", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+
+
+@pytest.mark.timeout(120)
+def test_cli_publish_options(nats_server: NatsServer, js: natspull.JetStream) -> None:
+    stream = new_stream(js, allow_msg_ttl=True)
+    url = ("--server", nats_server.url)
+    result = cli(f"{stream}.a", "one", "--header", "Trace:abc", "--header", "X-N: 1", "--msg-id", "m1", *url)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"published 1 message to stream {stream}, last seq 1"
+    again = cli(f"{stream}.a", "one", "--msg-id", "m1", *url)
+    assert again.returncode == 0 and "duplicate" in again.stdout, again
+    refused = cli(f"{stream}.a", "two", "--expect-last-seq", "5", *url)
+    assert refused.returncode == 1 and "wrong last sequence" in refused.stderr, refused
+    assert "Traceback" not in refused.stderr
+    expected = cli(f"{stream}.a", "two", "--expect-last-seq", "1", "--ttl", "60", *url)
+    assert expected.returncode == 0 and "last seq 2" in expected.stdout, expected
+    many = cli(f"{stream}.b", "x", "--count", "3", "--ttl", "never", "--header", "K:V", *url)
+    assert many.returncode == 0 and "published 3 messages" in many.stdout, many
+    for bad in (
+        ["--ttl", "0.5"],
+        ["--ttl", "soon"],
+        ["--header", "novalue"],
+        ["--expect-last-seq", "-1"],
+        ["--count", "2", "--msg-id", "x"],
+        ["--count", "2", "--expect-last-seq", "1"],
+    ):
+        usage = cli(f"{stream}.a", "x", *bad, *url)
+        assert usage.returncode == 2 and "usage:" in usage.stderr, (bad, usage)
+    bad_name = cli(f"{stream}.a", "x", "--header", "bad name:v", *url)
+    assert bad_name.returncode == 2 and "header name" in bad_name.stderr, bad_name
+    consumer = js.add_consumer(stream, durable_name="cli")
+    msgs = consumer.fetch(5, max_wait=5)
+    assert [m.data for m in msgs] == [b"one", b"two", b"x", b"x", b"x"]
+    assert msgs[0].headers is not None
+    assert (msgs[0].headers["Trace"], msgs[0].headers["X-N"], msgs[0].headers["Nats-Msg-Id"]) == (
+        "abc",
+        "1",
+        "m1",
+    )
+    assert msgs[1].headers is not None and msgs[1].headers["Nats-TTL"] == "60"
+    assert msgs[2].headers is not None and msgs[2].headers["Nats-TTL"] == "never"
+    assert msgs[2].headers["K"] == "V"
