@@ -351,7 +351,12 @@ class Connection:
         if self.state in ENDED:
             self.check_fork()
             raise ConnectionClosedError("the connection is closed")
-        return self.replies.expect(timeout, on_reply)
+        subject = self.replies.expect(timeout, on_reply)
+        # A close that failed every waiting reply between the check above and expect() did not
+        # see this one: refuse it here (unless that close has called it already).
+        if self.state in ENDED and self.replies.forget(subject):
+            raise ConnectionClosedError("the connection is closed")
+        return subject
 
     def forget_reply(self, subject: str) -> bool:
         """Drop the callback of *subject*; False when it was already called. Any thread."""
