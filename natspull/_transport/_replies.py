@@ -30,6 +30,7 @@ import asyncio
 import concurrent.futures
 import itertools
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -68,6 +69,7 @@ class ReplyRouter:
         self._lanes: dict[float, deque[tuple[float, str]]] = {}  # timeout -> (deadline, subject)
         self._armed = False  # a sweep is scheduled or running (see _arm)
         self._timer: asyncio.TimerHandle | None = None  # loop thread
+        self._timer_at = math.inf  # when _timer fires (written on the loop, read anywhere)
         self._idle: asyncio.Future[None] | None = None  # loop thread: settled() waits here
 
     def __len__(self) -> int:
@@ -87,8 +89,10 @@ class ReplyRouter:
         if lane is None:
             lane = self._lanes.setdefault(timeout, deque())
         self._pending[subject] = (on_reply, lane)
-        lane.append((time.monotonic() + timeout, subject))  # (after _pending: the invariant)
-        if not self._armed:
+        deadline = time.monotonic() + timeout
+        lane.append((deadline, subject))  # (after _pending: the invariant)
+        # (a lane's deadlines only grow: only a shorter timeout than the timer's needs it earlier)
+        if not self._armed or deadline < self._timer_at:
             self._loop_thread.call_soon(self._arm)
         return subject
 
@@ -169,21 +173,27 @@ class ReplyRouter:
             self._idle.set_result(None)
 
     def _arm(self) -> None:
-        """Loop thread: schedule the sweep at the earliest deadline, or stop sweeping.
+        """Loop thread: have the sweep run at the earliest deadline (sooner than scheduled, if
+        need be), or stop sweeping when nothing waits.
 
         ``expect()`` appends, then reads ``_armed``; here ``_armed`` is cleared, then the
         lanes are read again: an entry is seen by one side or the other, never missed.
         """
-        if self._timer is not None:
-            return
         self._armed = True
         earliest = self._earliest()
         if earliest is None:
+            if self._timer is not None:
+                return  # it fires, finds nothing, and stops sweeping then
             self._armed = False
             earliest = self._earliest()
             if earliest is None:
                 return
             self._armed = True
+        if self._timer is not None:
+            if earliest >= self._timer_at:
+                return
+            self._timer.cancel()
+        self._timer_at = earliest
         self._timer = self._loop_thread.loop.call_at(earliest, self._sweep)
 
     def _earliest(self) -> float | None:
@@ -197,7 +207,7 @@ class ReplyRouter:
 
     def _sweep(self) -> None:
         """Loop thread: fail every publish whose deadline has passed, then re-arm."""
-        self._timer = None
+        self._timer, self._timer_at = None, math.inf
         now = time.monotonic()
         for timeout, lane in list(self._lanes.items()):
             while lane and lane[0][0] <= now:

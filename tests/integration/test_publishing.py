@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 import warnings
@@ -249,9 +250,12 @@ def test_publish_async_futures_fail_with_a_timeout_and_on_close(nats_server: Nat
             js.publish_async("nowhere.x", b"").result(5)
         assert info.value.code == 503
         with server_stopped(nats_server):
+            # (after a publish with the context's 5 s timeout: the shorter one must not wait for it)
+            started = time.monotonic()
             slow = js.publish_async(f"{stream}.a", b"slow", timeout=0.3)
             with pytest.raises(natspull.TimeoutError, match="publish_async"):
                 slow.result(5)
+            assert time.monotonic() - started < 2.5
             futures = [js.publish_async(f"{stream}.a", b"%d" % i) for i in range(10)]
             assert not any(f.done() for f in futures)
             client.close(timeout=0.5)
