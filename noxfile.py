@@ -3,7 +3,9 @@
 * ``tests-3.9``: mypy (strict, setup.cfg) for Python 3.9 and the whole suite on the oldest Python;
 * ``tests-3.13``: the same on the newest (CI runs the README's test command on 3.13 instead);
 * ``core-3.10``, ``core-3.12``: the unit tests, the README examples and the core test files;
-* ``portable-3.11``: the core and fault suites on nats-py's public API only (NATSPULL_PORTABLE=1).
+* ``portable-3.11``: the core and fault suites on nats-py's public API only (NATSPULL_PORTABLE=1);
+* ``oldest-server``: the compatibility file and the core files against the oldest supported
+  nats-server (``OLDEST_SERVER``, downloaded once by ``natspull.testing.server_binary``).
 
 Each session gets its own virtualenv under ``.nox/`` with ``pip install -e '.[test]'`` (done by
 uv when it is installed); the resolver picks the newest releases that still support that Python.
@@ -37,6 +39,15 @@ CORE_TESTS = [
     "tests/integration/test_consume.py",
     "tests/integration/test_jetstream.py",
     "tests/integration/test_internals.py",
+]
+# The oldest supported nats-server release (README "Supported servers"; checked by
+# tests/unit/test_supported_servers.py), and what runs against it.
+OLDEST_SERVER = "2.10.26"
+OLDEST_SERVER_TESTS = [
+    "tests/integration/test_compat.py",
+    "tests/integration/test_client.py",
+    "tests/integration/test_messages.py",
+    "tests/integration/test_consume.py",
 ]
 PORTABLE_TESTS = [
     "tests/integration/test_client.py",
@@ -131,3 +142,11 @@ def portable_311(session: nox.Session) -> None:
     """The core and fault suites on nats-py's public API only (natspull/_transport/_wire.py)."""
     _install(session)
     session.run("python", "-m", "pytest", *PORTABLE_TESTS, *session.posargs, env={"NATSPULL_PORTABLE": "1"})
+
+
+@_session("oldest-server", "3.11")
+def oldest_server(session: nox.Session) -> None:
+    """The compatibility file and the core files against the oldest supported nats-server."""
+    _install(session)
+    env = {"NATSPULL_SERVER_VERSION": OLDEST_SERVER}
+    session.run("python", "-m", "pytest", *OLDEST_SERVER_TESTS, *session.posargs, env=env)

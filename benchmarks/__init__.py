@@ -1,4 +1,4 @@
-"""Reproducible benchmarks of natspull against nats-py: ``python -m benchmarks [--quick]``.
+"""Reproducible benchmarks of natspull against nats-py and nats.js: ``python -m benchmarks [--quick]``.
 
 Layout::
 
@@ -13,6 +13,8 @@ Layout::
     latency.py      6 publish -> receive latency, 7 drain()/stop() wake-up latency
     publish.py      8 publish_many against nats-py publish_async
     workers.py      12 natspull worker: a CPU-bound handler in 1 and 2 processes
+    js_case.py      1js, 2js, 8js: nats.js (node) beside cases 1, 2 and 8; installs nats.js
+                    with npm into .js/ on first use, runs js/bench.mjs per row
 
 Adding a case: write a function ``(env: Env) -> list[Sample]`` in a module, decorate it with
 ``@case("11", "my_case", "what it measures")`` and add the module's name to

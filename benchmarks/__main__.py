@@ -28,7 +28,7 @@ import natspull
 from natspull.testing import NatsServer
 
 from ._env import FULL, QUICK, Env, Sizes
-from ._registry import TARGETS, Case, Sample, load_cases
+from ._registry import TARGETS, Case, Sample, Skip, load_cases
 from ._report import Results, render_table, render_targets, to_json
 
 WAIT_TIMEOUT = {False: 60.0, True: 30.0}  # bound of one blocking wait inside a case
@@ -36,7 +36,8 @@ CASE_DEADLINE = {False: 600.0, True: 120.0}  # hard bound of one case repetition
 
 
 def _parse(argv: Sequence[str] | None, cases: list[Case]) -> argparse.Namespace:
-    listing = "\n".join(f"  {c.number:>4}  {c.key:<16} {c.title}" for c in cases)
+    width = max((len(c.key) for c in cases), default=0)
+    listing = "\n".join(f"  {c.number:>4}  {c.key:<{width}}  {c.title}" for c in cases)
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
         description="Benchmark natspull against nats-py on a nats-server started for the run.",
@@ -161,12 +162,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             for rep in range(1, repeat + 1):
                 for case in args.selected:
+                    if case.key in results.skipped:
+                        continue
                     t0 = time.monotonic()
                     try:
                         with _HardDeadline(
                             CASE_DEADLINE[args.quick], f"case {case.number} {case.key}", server
                         ):
                             samples = case.fn(env)
+                    except Skip as skip:
+                        results.skip(case, str(skip))
+                        print(f"[{rep}/{repeat}] {case.number:>3} {case.key}: skipped: {skip}", flush=True)
+                        continue
                     except Exception:
                         failures.append(f"case {case.number} {case.key} (repetition {rep})")
                         print(f"[{rep}/{repeat}] {case.number:>3} {case.key}: FAILED", flush=True)

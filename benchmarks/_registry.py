@@ -24,6 +24,7 @@ __all__ = [
     "TARGETS",
     "Case",
     "Sample",
+    "Skip",
     "Target",
     "case",
     "load_cases",
@@ -31,7 +32,16 @@ __all__ = [
 ]
 
 # Modules whose import registers cases; add yours here.
-CASE_MODULES = ("throughput", "consume", "latency", "publish", "trio_case", "otel_case", "workers")
+CASE_MODULES = (
+    "throughput",
+    "consume",
+    "latency",
+    "publish",
+    "trio_case",
+    "otel_case",
+    "workers",
+    "js_case",
+)
 
 MSGS_PER_S = "msgs/s"
 MS = "ms"
@@ -44,7 +54,9 @@ class Sample:
 
     ``label`` names the row within the case ("128 B", "natspull p50", ...). ``baseline``
     names the row, as (case key, label), this one is divided by in the ratio column;
-    ``ideal`` is what a perfect implementation would reach (shown as a percentage).
+    ``versus`` names a row that is divided by this one instead (for a reference row such as
+    nats.js: the column then reads "case 1 at 2.10x"); ``ideal`` is what a perfect
+    implementation would reach (shown as a percentage).
     """
 
     label: str
@@ -53,9 +65,19 @@ class Sample:
     n: int | None = None
     baseline: tuple[str, str] | None = None
     ideal: float | None = None
+    versus: tuple[str, str] | None = None
 
 
 CaseFn = Callable[["Env"], list[Sample]]
+
+
+class Skip(Exception):
+    """Raised by a case that cannot run here (a tool is missing): it returns no samples.
+
+    The message says why, in one line. The runner prints it, does not run the case again in
+    later repetitions, lists it under the table and in the JSON, and does not count it as a
+    failure (the exit status stays 0).
+    """
 
 
 @dataclass(frozen=True)

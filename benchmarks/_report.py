@@ -21,6 +21,7 @@ class Row:
     n: int | None
     baseline: tuple[str, str] | None
     ideal: float | None
+    versus: tuple[str, str] | None = None
     values: list[float] = field(default_factory=list)
 
     @property
@@ -33,12 +34,18 @@ class Results:
 
     def __init__(self) -> None:
         self.rows: dict[tuple[str, str], Row] = {}
+        self.skipped: dict[str, tuple[Case, str]] = {}  # case key -> (case, why)
+
+    def skip(self, case: Case, why: str) -> None:
+        """Record that *case* could not run here (see :class:`Skip`)."""
+        self.skipped.setdefault(case.key, (case, why))
 
     def add(self, case: Case, samples: list[Sample]) -> None:
         for s in samples:
             row = self.rows.get((case.key, s.label))
             if row is None:
-                row = self.rows[(case.key, s.label)] = Row(case, s.label, s.unit, s.n, s.baseline, s.ideal)
+                row = Row(case, s.label, s.unit, s.n, s.baseline, s.ideal, s.versus)
+                self.rows[(case.key, s.label)] = row
             row.values.append(s.value)
 
     def median(self, key: str, label: str) -> float | None:
@@ -60,6 +67,11 @@ class Results:
             if ratio is not None and base is not None:
                 where = f"case {base.case.number}" if base.case.key != row.case.key else base.label
                 parts.append(f"{ratio:.2f}x {where}")
+        if row.versus is not None:
+            ratio = self.ratio(*row.versus, row.case.key, row.label)
+            other = self.rows.get(row.versus)
+            if ratio is not None and other is not None:
+                parts.append(f"case {other.case.number} at {ratio:.2f}x")
         if row.ideal:
             parts.append(f"{row.median / row.ideal:.0%} of ideal")
         return ", ".join(parts)
@@ -104,6 +116,11 @@ def render_table(results: Results) -> str:
         out.append("  ".join(cells).rstrip())
         if i == 0:
             out.append("  ".join("-" * w for w in widths))
+    reasons: dict[str, list[str]] = {}  # why -> cases skipped for it, one line each
+    for case, why in results.skipped.values():
+        reasons.setdefault(why, []).append(f"{case.number} {case.key}")
+    for why, which in reasons.items():
+        out.append(f"skipped: case{'s' if len(which) > 1 else ''} {', '.join(which)}: {why}")
     return "\n".join(out)
 
 
@@ -149,10 +166,19 @@ def to_json(results: Results, targets: list[Target], meta: dict[str, Any]) -> di
                 if row.baseline is None
                 else results.ratio(row.case.key, row.label, *row.baseline),
                 "ideal": row.ideal,
+                "versus": None
+                if row.versus is None
+                else {"key": row.versus[0], "measurement": row.versus[1]},
+                "versus_ratio": None
+                if row.versus is None
+                else results.ratio(*row.versus, row.case.key, row.label),
             }
         )
     checks = []
     for t in targets:
         value, met = t.evaluate(results)
         checks.append({"target": t.text, "value": value, "goal": t.goal, "unit": t.unit, "met": met})
-    return {"meta": meta, "results": rows, "targets": checks}
+    skipped = [
+        {"case": case.number, "key": case.key, "reason": why} for case, why in results.skipped.values()
+    ]
+    return {"meta": meta, "results": rows, "skipped": skipped, "targets": checks}

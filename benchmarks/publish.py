@@ -22,6 +22,7 @@ PAYLOAD = b"x" * 128
 
 PUBLISH = "publish"
 NATS_PY_ROW = "nats-py publish_async"
+NATSPULL_ROW = "natspull publish_many"
 PUBLISH_ASYNC = "publish_async"
 THREADS = 8
 
@@ -40,7 +41,7 @@ def publish(env: Env) -> list[Sample]:
     with env.temp_stream() as stream:
         theirs = run_async(_publish_async(env.url, f"{stream}.m", n), env.timeout)
     return [
-        Sample("natspull publish_many", n / ours, MSGS_PER_S, n=n, baseline=(PUBLISH, NATS_PY_ROW)),
+        Sample(NATSPULL_ROW, n / ours, MSGS_PER_S, n=n, baseline=(PUBLISH, NATS_PY_ROW)),
         Sample(NATS_PY_ROW, n / theirs, MSGS_PER_S, n=n),
     ]
 

@@ -59,7 +59,11 @@ def _rate(env: Env, n: int, processes: int) -> float:
     root = str(Path(__file__).resolve().parent.parent)
     with contextlib.ExitStack() as stack:
         stream = stack.enter_context(env.temp_stream())
-        name = stack.enter_context(env.temp_consumer(stream, ack_policy=natspull.AckPolicy.EXPLICIT))
+        # Ephemeral: without a longer inactive_threshold the server deletes it after 5 s without
+        # a reader, which publishing and starting the workers can outlast on a loaded machine.
+        policy = natspull.AckPolicy.EXPLICIT
+        config = {"ack_policy": policy, "inactive_threshold": 2 * env.timeout}
+        name = stack.enter_context(env.temp_consumer(stream, **config))
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="natspull-bench-"))
         out_path = os.path.join(tmp, "stdout")
         argv = [sys.executable, "-m", "natspull", "worker", "benchmarks.workers:spin", "--stream", stream]

@@ -41,7 +41,7 @@ from ._types import (
     StreamInfo,
 )
 from ._version import __version__
-from ._workers import run_workers
+from ._workers import run_workers, worker_client
 from .errors import (
     ConnectError,
     ConnectionClosedError,
@@ -53,6 +53,7 @@ from .errors import (
     JetStreamAPIError,
     MsgAlreadyAckedError,
     NoHeartbeatError,
+    NotSupportedError,
     OrderedConsumerResetError,
     OrderedConsumerUsageError,
     PermissionError,
@@ -90,6 +91,7 @@ __all__ = [
     "Msg",
     "MsgAlreadyAckedError",
     "NoHeartbeatError",
+    "NotSupportedError",
     "OrderedConsumer",
     "OrderedConsumerResetError",
     "OrderedConsumerUsageError",
@@ -111,4 +113,5 @@ __all__ = [
     "connect",
     "run_workers",
     "shutdown_on_signals",
+    "worker_client",
 ]

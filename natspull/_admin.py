@@ -15,6 +15,9 @@ Server behaviour these rely on (checked against nats-server 2.15.1):
 * Reset (ADR-60): ``{"seq": N}`` (no body: the ack floor + 1); the reply is the consumer's info
   plus ``reset_seq``. The reset subject is served by the consumer itself, so a missing consumer
   (or stream) gets no reply at all: the caller checks existence first.
+* Pause and unpin need nats-server 2.11, reset 2.14: an older server never answers them (a
+  timeout), so :meth:`Admin.require` checks the server first (natspull._server_features) and
+  raises NotSupportedError before anything is sent.
 * List pages hold 256 infos, name pages 1024; a page is asked for with ``{"offset": n}`` and the
   reply says ``total``, ``offset`` and ``limit``.
 """
@@ -36,8 +39,18 @@ from ._consumer_types import (
     check_time,
     format_time,
 )
+from ._server_features import (
+    CONSUMER_PAUSE,
+    CONSUMER_RESET,
+    CONSUMER_UNPIN,
+    REQUIRED_API_LEVEL,
+    REQUIRED_API_LEVEL_ERR_CODE,
+    Feature,
+    Server,
+)
 from ._transport._link import Link
 from ._validate import check_name
+from .errors import JetStreamAPIError, NotSupportedError
 from .errors import TimeoutError as _TimeoutError  # not the builtin
 
 __all__ = ["Admin", "pages", "pause_body", "pause_state", "reset_body", "reset_reply"]
@@ -123,27 +136,89 @@ class Admin:
     Any thread but the connection's loop thread.
     """
 
-    __slots__ = ("link", "prefix", "timeout")
+    __slots__ = ("_server", "link", "prefix", "timeout")
 
     def __init__(self, link: Link, prefix: str, timeout: float) -> None:
         self.link = link
         self.prefix = prefix
         self.timeout = timeout
+        # The server as last seen, keyed by the INFO (server_id, version) it was read under: a
+        # reconnect to another node, or to an upgraded one, reads it again. Replaced whole (one
+        # assignment) by any user thread; a race costs one extra $JS.API.INFO request.
+        self._server: tuple[tuple[Any, Any], Server] | None = None
 
     def request(
-        self, api: str, body: dict[str, Any] | None = None, timeout: float | None = None
+        self,
+        api: str,
+        body: dict[str, Any] | None = None,
+        timeout: float | None = None,
+        headers: dict[str, str] | None = None,
     ) -> dict[str, Any]:
-        """``$JS.API.<api>`` (under the prefix) with *body* as JSON; the reply as a dict."""
+        """``$JS.API.<api>`` (under the prefix) with *body* as JSON; the reply as a dict.
+
+        With a ``Nats-Required-Api-Level`` header (:meth:`require`), a server below that level
+        refuses it: raises NotSupportedError then.
+        """
         timeout = self.timeout if timeout is None else timeout
         payload = json.dumps(body).encode() if body is not None else b""
         link = self.link
         subject = f"{self.prefix}.{api}"
-        link.check_line("JetStream API subject", subject, link.request_reply_bytes(), len(payload))
-        return link.run(
-            link.api_request(self.prefix, api, payload, timeout),
-            timeout + 1.0,
-            api.split(".")[0].lower(),
+        header_bytes = sum(len(k) + len(v) + 4 for k, v in (headers or {}).items())
+        link.check_line(
+            "JetStream API subject", subject, link.request_reply_bytes(), len(payload) + header_bytes
         )
+        try:
+            return link.run(
+                link.api_request(self.prefix, api, payload, timeout, headers),
+                timeout + 1.0,
+                api.split(".")[0].lower(),
+            )
+        except JetStreamAPIError as exc:
+            if exc.err_code != REQUIRED_API_LEVEL_ERR_CODE or not headers:
+                raise
+            # A node of the cluster (the one that took the request) is older than the rest.
+            level = headers.get(REQUIRED_API_LEVEL, "?")
+            connected = str(self.server().version)
+            raise NotSupportedError(
+                f"{api}: a server in the cluster is below JetStream API level {level}, which this "
+                f"request needs ({exc}); connected to nats-server {connected}",
+                feature=api,
+                required=None,
+                connected=connected,
+            ) from exc
+
+    def server(self) -> Server:
+        """The server's version and JetStream API level (cached per connected server).
+
+        The first call after a (re)connect blocks on one ``$JS.API.INFO`` request (at most the
+        timeout); if that fails, INFO alone decides. Any thread but the loop's.
+        """
+        info = self.link.server_info
+        key = (info.get("server_id"), info.get("version"))
+        cached = self._server
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        level: int | None
+        try:
+            api = self.request("INFO").get("api") or {}
+            level = int(api.get("level") or 0)  # absent before 2.11
+        except (JetStreamAPIError, _TimeoutError):
+            level = None  # e.g. no permission for $JS.API.INFO
+        server = Server.from_info(info, level)
+        self._server = (key, server)
+        return server
+
+    def require(self, features: list[Feature], action: str) -> dict[str, str] | None:
+        """Raise NotSupportedError unless the server has every one of *features* (the first
+        missing is named, with *action*, the version it needs and the one connected); return
+        the ``Nats-Required-Api-Level`` header for the request (None: no features, or a server
+        that ignores it). Blocks like :meth:`server`; nothing if *features* is empty."""
+        if not features:
+            return None
+        server = self.server()
+        for feature in features:
+            server.require(feature, action)
+        return server.level_header(features)
 
     def consumer_info(self, stream: str, name: str) -> ConsumerInfo:
         """The consumer's configuration and state. Raises ConsumerNotFoundError."""
@@ -155,13 +230,15 @@ class Admin:
         check_name("stream", stream)
         check_name("consumer", name)
         body = pause_body(until)
-        return pause_state(self.request(f"CONSUMER.PAUSE.{stream}.{name}", body))
+        headers = self.require([CONSUMER_PAUSE], "pause")
+        return pause_state(self.request(f"CONSUMER.PAUSE.{stream}.{name}", body, headers=headers))
 
     def resume(self, stream: str, name: str) -> PauseState:
         """Resume now; then this connection's engines on the consumer pull at once."""
         check_name("stream", stream)
         check_name("consumer", name)
-        state = pause_state(self.request(f"CONSUMER.PAUSE.{stream}.{name}", {}))
+        headers = self.require([CONSUMER_PAUSE], "resume")
+        state = pause_state(self.request(f"CONSUMER.PAUSE.{stream}.{name}", {}, headers=headers))
         self.nudge(stream, name)
         return state
 
@@ -172,10 +249,13 @@ class Admin:
         first (ConsumerNotFoundError, StreamNotFoundError at once).
         """
         body = reset_body(seq)
-        self.consumer_info(stream, name)  # checks the names too
+        check_name("stream", stream)
+        check_name("consumer", name)
+        headers = self.require([CONSUMER_RESET], "reset")
+        self.consumer_info(stream, name)
         api = f"CONSUMER.RESET.{stream}.{name}"
         try:
-            return reset_reply(self.request(api, body))
+            return reset_reply(self.request(api, body, headers=headers))
         except _TimeoutError:
             # Deleted since the check? Then say so (ConsumerNotFoundError), not "timed out".
             self.consumer_info(stream, name)
@@ -184,7 +264,9 @@ class Admin:
     def unpin(self, stream: str, name: str, group: str) -> None:
         check_name("stream", stream)
         check_name("consumer", name)
-        self.request(f"CONSUMER.UNPIN.{stream}.{name}", {"group": check_group("group", group)})
+        body = {"group": check_group("group", group)}
+        headers = self.require([CONSUMER_UNPIN], "unpin")
+        self.request(f"CONSUMER.UNPIN.{stream}.{name}", body, headers=headers)
         self.nudge(stream, name, group)
 
     def nudge(self, stream: str, name: str, group: str | None = None) -> None:

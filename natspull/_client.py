@@ -5,13 +5,14 @@ from __future__ import annotations
 import atexit
 import itertools
 import logging
+import os
 import queue
-import ssl
 import threading
 import weakref
 from collections.abc import Callable
 from typing import Any
 
+from ._connect_options import resolve
 from ._jetstream import DEFAULT_MAX_PENDING, JetStream
 from ._msg import Msg
 from ._observe import _otel
@@ -22,32 +23,13 @@ from ._transport._connection import Connection
 from ._transport._loop import LoopThread, keep_signals_for_main_thread
 from ._transport._state import ENDED, ConnState
 from ._transport._translate import translate
-from ._validate import check_int, check_number, check_subject, check_timeout
+from ._validate import check_number
 
-__all__ = ["Client", "connect", "connect_arguments"]
+__all__ = ["Client", "connect"]
 
 log = logging.getLogger("natspull")
 
 _callback_ids = itertools.count(1)
-
-# Options passed through to nats-py, with the type each must have.
-_PASSTHROUGH: dict[str, type | tuple[type, ...]] = {
-    "name": str,
-    "user": str,
-    "password": str,
-    "token": str,
-    "user_credentials": (str, tuple),
-    "nkeys_seed": str,
-    "nkeys_seed_str": str,
-    "tls": ssl.SSLContext,
-    "tls_hostname": str,
-    "tls_handshake_first": bool,
-    "allow_reconnect": bool,
-    "no_echo": bool,
-    "inbox_prefix": str,
-}
-_SECONDS = ("connect_timeout", "reconnect_time_wait", "ping_interval", "close_timeout")
-_CALLBACKS = ("disconnected_cb", "reconnected_cb", "error_cb", "closed_cb")
 
 _SECURED = ("user", "password", "token", "user_credentials", "nkeys_seed", "nkeys_seed_str", "tls")
 
@@ -95,10 +77,16 @@ class Client:
     """
 
     def __init__(
-        self, servers: list[str], options: dict[str, Any], callbacks: dict[str, Callable[..., None]]
+        self,
+        servers: list[str],
+        options: dict[str, Any],
+        callbacks: dict[str, Callable[..., None]],
+        *,
+        jetstream_defaults: tuple[str | None, str | None] = (None, None),
     ) -> None:
         """Private: use :func:`connect`."""
         self._servers = servers
+        self._jetstream_defaults = jetstream_defaults  # (domain, api_prefix) from a NATS context
         self._close_timeout: float = options.pop("close_timeout", 5.0)
         self._user_callbacks = callbacks
         self._close_lock = threading.Lock()  # guards _closing; leaf lock; replaced in a forked child
@@ -263,9 +251,13 @@ class Client:
 
         *timeout* bounds each call (and each ``publish_async``'s wait for its PubAck);
         *max_pending* bounds the ``publish_async`` of this context waiting for their PubAck
-        (default 4000). Raises ForkedError in a child process after os.fork().
+        (default 4000). Without *domain* and *api_prefix*, those of the NATS context the client
+        connected with (``jetstream_domain``, ``jetstream_api_prefix``) apply. Raises
+        ForkedError in a child process after os.fork().
         """
         self._check_fork()
+        if domain is None and api_prefix is None:
+            domain, api_prefix = self._jetstream_defaults
         return JetStream(
             self._conn, domain=domain, api_prefix=api_prefix, timeout=timeout, max_pending=max_pending
         )
@@ -307,32 +299,6 @@ class Client:
             self._callback_thread.stop(self._close_timeout)
 
 
-def _check_credentials(value: Any) -> str | tuple[str, str]:
-    """A readable ``.creds`` file holding a JWT and a seed, or a (jwt file, seed file) pair."""
-    if isinstance(value, tuple):
-        if len(value) != 2 or not all(isinstance(part, str) for part in value):
-            raise TypeError("user_credentials must be a .creds path or a (jwt path, seed path) tuple")
-        for part in value:
-            _read_creds(part)
-        return (value[0], value[1])
-    if not isinstance(value, str):
-        raise TypeError(f"user_credentials must be a .creds path, got {type(value).__name__}")
-    text = _read_creds(value)
-    if "BEGIN NATS USER JWT" not in text or "BEGIN USER NKEY SEED" not in text:
-        raise ValueError(
-            f"user_credentials file {value!r} must hold a NATS USER JWT and a USER NKEY SEED block"
-        )
-    return value
-
-
-def _read_creds(path: str) -> str:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return f.read()
-    except OSError as exc:
-        raise ValueError(f"user_credentials: cannot read {path!r}: {exc.strerror}") from None
-
-
 _open_clients: weakref.WeakSet[Client] = weakref.WeakSet()
 
 
@@ -350,8 +316,9 @@ def _close_open_clients() -> None:
 
 
 def connect(
-    servers: str | list[str] = "nats://127.0.0.1:4222",
+    servers: str | list[str] | None = None,
     *,
+    context: str | os.PathLike[str] | None = None,
     connect_timeout: float = 2.0,
     reconnect_time_wait: float = 2.0,
     max_reconnect_attempts: int = 60,
@@ -360,74 +327,49 @@ def connect(
 ) -> Client:
     """Connect to NATS and return a :class:`Client`.
 
-    Blocks until connected, at most *connect_timeout* seconds in all.
-    Options pass through to nats-py: name, user, password, token,
-    user_credentials, nkeys_seed, tls (an ``ssl.SSLContext``), tls_hostname,
-    allow_reconnect, reconnect_time_wait, max_reconnect_attempts,
-    ping_interval; and plain callables ``disconnected_cb()``,
-    ``reconnected_cb()``, ``error_cb(exc)``, ``closed_cb()`` that run on a
-    natspull callback thread, never on the event loop; ``close_timeout``.
+    *servers*: a URL or a list of URLs; default: the context's ``url``, else
+    ``nats://127.0.0.1:4222``.
 
-    Raises ConnectError (naming the servers tried and why) when no server
-    accepts the connection; ValueError/TypeError for bad options. Any thread.
+    *context*: a NATS context (ADR-21, as the ``nats`` CLI keeps them): a name, read from
+    ``$XDG_CONFIG_HOME/nats/context/NAME.json`` (default ``~/.config``); ``""`` for the selected
+    context (``nats/context.txt``); or the path of such a file. Its ``url``, ``user``,
+    ``password``, ``token``, ``creds``, ``nkey``, ``cert``, ``key``, ``ca``, ``tls_first`` and
+    ``inbox_prefix`` apply, ``jetstream_domain`` / ``jetstream_api_prefix`` become the defaults
+    of :meth:`Client.jetstream`; every keyword given here overrides the field it names
+    (``tls=`` all of cert/key/ca). A field natspull cannot honour (``nsc``, ``socks_proxy``,
+    ``user_jwt``, ``windows_cert_*``, ...) with a value is a ValueError naming it and the file;
+    ``description`` and ``color_scheme`` are ignored.
+
+    Logins: ``user`` and ``password``, ``token``, ``creds`` (a ``.creds`` file: JWT and seed;
+    ``user_credentials`` is nats-py's name for it), ``nkey`` (a seed file; also
+    ``nkeys_seed``) or ``nkeys_seed_str``. TLS: ``tls_cert``, ``tls_key``, ``tls_ca`` (PEM
+    files; the SSLContext is built here) or ``tls`` (an ``ssl.SSLContext``), ``tls_hostname``,
+    ``tls_handshake_first``. File options are plain strings, so a set of them can be pickled to
+    another process (``run_workers(connect_options=...)``). Also: name, allow_reconnect,
+    no_echo, inbox_prefix, reconnect_time_wait, max_reconnect_attempts, ping_interval,
+    ``close_timeout``; and plain callables ``disconnected_cb()``, ``reconnected_cb()``,
+    ``error_cb(exc)``, ``closed_cb()`` that run on a natspull callback thread, never on the
+    event loop. No secret appears in repr(), errors or logs.
+
+    Blocks on reading the files named, then until connected, at most *connect_timeout* seconds
+    in all. Raises ConnectError (naming the servers tried and why: unreachable, authorization
+    violation, TLS failed) when no server accepts the connection; ValueError/TypeError for bad
+    options, unreadable files and contexts. Any thread.
     """
-    return Client(
-        *connect_arguments(
-            servers,
-            connect_timeout=connect_timeout,
-            reconnect_time_wait=reconnect_time_wait,
-            max_reconnect_attempts=max_reconnect_attempts,
-            ping_interval=ping_interval,
+    settings = resolve(
+        servers,
+        {
+            "context": context,
+            "connect_timeout": connect_timeout,
+            "reconnect_time_wait": reconnect_time_wait,
+            "max_reconnect_attempts": max_reconnect_attempts,
+            "ping_interval": ping_interval,
             **options,
-        )
+        },
     )
-
-
-def connect_arguments(
-    servers: str | list[str] = "nats://127.0.0.1:4222",
-    *,
-    connect_timeout: float = 2.0,
-    reconnect_time_wait: float = 2.0,
-    max_reconnect_attempts: int = 60,
-    ping_interval: float = 120.0,
-    **options: Any,
-) -> tuple[list[str], dict[str, Any], dict[str, Callable[..., None]]]:
-    """:func:`connect`'s arguments checked (ValueError/TypeError): the servers, nats-py's
-    options and the callbacks, fresh on every call. No network. Any thread."""
-    server_list = (
-        [servers]
-        if isinstance(servers, str)
-        else list(servers)
-        if isinstance(servers, (list, tuple))
-        else None
+    return Client(
+        settings.servers,
+        settings.nats_options,
+        settings.callbacks,
+        jetstream_defaults=(settings.jetstream_domain, settings.jetstream_api_prefix),
     )
-    if not server_list or not all(isinstance(s, str) and s for s in server_list):
-        raise TypeError(f"servers must be a URL string or a list of URL strings, got {servers!r}")
-    nats_options: dict[str, Any] = {
-        "connect_timeout": check_number("connect_timeout", connect_timeout, exclusive=True),
-        "reconnect_time_wait": check_number("reconnect_time_wait", reconnect_time_wait),
-        "max_reconnect_attempts": check_int("max_reconnect_attempts", max_reconnect_attempts, minimum=-1),
-        "ping_interval": check_number("ping_interval", ping_interval, exclusive=True),
-    }
-    callbacks: dict[str, Callable[..., None]] = {}
-    for key, value in options.items():
-        if key in _CALLBACKS:
-            if value is not None and not callable(value):
-                raise TypeError(f"{key} must be callable, got {type(value).__name__}")
-            if value is not None:
-                callbacks[key] = value
-        elif key == "close_timeout":
-            nats_options[key] = check_timeout(key, value)
-        elif key == "inbox_prefix":
-            nats_options[key] = check_subject(key, value)
-        elif key == "user_credentials":
-            nats_options[key] = _check_credentials(value)
-        elif key in _PASSTHROUGH:
-            if value is not None and not isinstance(value, _PASSTHROUGH[key]):
-                raise TypeError(f"{key} has the wrong type: {type(value).__name__}")
-            if value is not None:
-                nats_options[key] = value
-        else:
-            allowed = ", ".join(sorted([*_PASSTHROUGH, *_SECONDS, *_CALLBACKS, "max_reconnect_attempts"]))
-            raise TypeError(f"connect() got an unknown option {key!r}; allowed: {allowed}")
-    return server_list, nats_options, callbacks

@@ -10,56 +10,23 @@ from ._admin import Admin
 from ._consumer_types import ConsumerInfo, PauseState, check_group
 from ._engine._lease import LEASE_FRACTION, LeaseKeeper
 from ._engine._modes import FETCH_GRACE, fetch_steps
-from ._engine._pull import PullEngine, PullGroup, PullOptions, start_engine
-from ._engine._queue import Flow, MsgQueue
+from ._engine._pull import PullEngine, start_engine
+from ._engine._queue import MsgQueue
 from ._engine._retry import DEFAULT_RETRY, Backoff
-from ._engine._settings import MAX_HEARTBEAT, MIN_HEARTBEAT, continuous_pull, pin_keepalive, pull_group
+from ._engine._settings import PullSettings, fetch_settings, pull_settings
 from ._iterator import Messages
 from ._msg import Msg
-from ._observe._events import ConsumerEvent, check_on_event
+from ._observe._events import ConsumerEvent
 from ._pool import ConsumeContext
+from ._server_features import CONSUMER_UNPIN
 from ._types import AckPolicy
 from ._validate import check_int, check_number
 from .errors import JetStreamAPIError, TimeoutError
 
-__all__ = ["Consumer", "fetch_request", "wait_fetch"]
+__all__ = ["Consumer", "wait_fetch"]
 
 #: The server's ack_wait when a consumer's info does not say (nats-server's default).
 DEFAULT_ACK_WAIT = 30.0
-
-
-def fetch_request(
-    batch: Any,
-    max_wait: Any,
-    max_bytes: Any,
-    no_wait: Any,
-    *,
-    heartbeat: Any = None,
-    group: PullGroup | None = None,
-) -> tuple[Flow, PullOptions]:
-    """Check ``fetch()``'s arguments (ValueError/TypeError naming them); the one request's sizing.
-
-    *group* is already validated (``_options.pull_group``)."""
-    batch = check_int("batch", batch, maximum=1_000_000)
-    max_wait = check_number("max_wait", max_wait, exclusive=not no_wait)
-    max_bytes = check_int("max_bytes", max_bytes, maximum=2**40, allow_none=True)
-    if not isinstance(no_wait, bool):
-        raise TypeError(f"no_wait must be a bool, got {type(no_wait).__name__}")
-    if heartbeat is not None:
-        heartbeat = check_number("heartbeat", heartbeat, minimum=MIN_HEARTBEAT)
-        if no_wait:
-            raise ValueError("heartbeat does not go with no_wait=True (the request ends at once)")
-        if heartbeat > MAX_HEARTBEAT or heartbeat > max_wait / 2:
-            raise ValueError(
-                f"heartbeat must be between {MIN_HEARTBEAT} and {MAX_HEARTBEAT} s and at most half "
-                f"of max_wait ({max_wait:g} s), got {heartbeat:g}"
-            )
-    flow = Flow(
-        max_msgs=batch, max_bytes=max_bytes or 0, threshold_msgs=batch, threshold_bytes=max_bytes or 0
-    )
-    return flow, PullOptions(
-        expires=max_wait, heartbeat=heartbeat, one_shot=True, no_wait=no_wait, group=group
-    )
 
 
 def wait_fetch(queue: MsgQueue, wait: float) -> list[Msg]:
@@ -127,39 +94,19 @@ class Consumer:
         self._info = self._admin.consumer_info(self.stream, self.name)
         return self._info
 
-    def _engine(
-        self,
-        flow: Flow,
-        options: PullOptions,
-        *,
-        error_on_missing_heartbeat: bool = False,
-        on_event: Callable[[ConsumerEvent], Any] | None = None,
-    ) -> PullEngine:
+    def _engine(self, settings: PullSettings) -> PullEngine:
         return start_engine(
             self._link,
-            on_event,
+            settings,
             lambda events: PullEngine(
                 self._link,
                 self._prefix,
                 self.stream,
                 self.name,
-                flow,
-                options,
-                error_on_missing_heartbeat=error_on_missing_heartbeat,
+                settings,
                 pin_store=self._pins,
                 events=events,
             ),
-        )
-
-    def _group(self, group: Any, min_pending: Any, min_ack_pending: Any, priority: Any) -> PullGroup | None:
-        """The validated priority-group options of a pull (against :attr:`cached_info`)."""
-        return pull_group(
-            self._info.config,
-            f"{self.stream}/{self.name}",
-            group=group,
-            min_pending=min_pending,
-            min_ack_pending=min_ack_pending,
-            priority=priority,
         )
 
     # ------------------------------------------------------------- one request
@@ -194,38 +141,27 @@ class Consumer:
         JetStreamAPIError (e.g. a message larger than *max_bytes*), NoHeartbeatError,
         ConnectionClosedError. Any thread but the loop's.
         """
-        queue, wait = self._start_fetch(
-            batch,
-            max_wait,
-            max_bytes,
-            no_wait,
+        settings = fetch_settings(
+            self._info,
+            batch=batch,
+            max_wait=max_wait,
+            max_bytes=max_bytes,
+            no_wait=no_wait,
             heartbeat=heartbeat,
             group=group,
             min_pending=min_pending,
             min_ack_pending=min_ack_pending,
             priority=priority,
         )
-        return wait_fetch(queue, wait)
+        return wait_fetch(*self.start_fetch(settings))
 
-    def _start_fetch(
-        self,
-        batch: int,
-        max_wait: float,
-        max_bytes: int | None,
-        no_wait: bool,
-        *,
-        heartbeat: Any = None,
-        group: Any = None,
-        min_pending: Any = None,
-        min_ack_pending: Any = None,
-        priority: Any = None,
-    ) -> tuple[MsgQueue, float]:
-        """Validate fetch() arguments and send the one request; return its queue and how long
-        to wait for it to close (``max_wait`` plus a grace for the server's answer)."""
-        pull = self._group(group, min_pending, min_ack_pending, priority)
-        flow, options = fetch_request(batch, max_wait, max_bytes, no_wait, heartbeat=heartbeat, group=pull)
-        engine = self._engine(flow, options)
-        return engine.queue, options.expires + FETCH_GRACE
+    def start_fetch(self, settings: PullSettings) -> tuple[MsgQueue, float]:
+        """Internal (``_ports.ConsumerPort``, for natspull.trio): send the one request of
+        one-shot *settings*; return its queue and how long to wait for it to close
+        (``max_wait`` plus a grace for the server's answer). Blocks on the subscription and
+        the request. Any thread but the loop's."""
+        engine = self._engine(settings)
+        return engine.queue, settings.expires + FETCH_GRACE
 
     def next(
         self,
@@ -256,20 +192,6 @@ class Consumer:
         return msgs[0]
 
     # ------------------------------------------------------------ continuous
-
-    def _continuous(
-        self,
-        options: dict[str, Any],
-        group: Any,
-        min_pending: Any,
-        min_ack_pending: Any,
-        priority: Any,
-    ) -> tuple[Flow, PullOptions]:
-        pull = self._group(group, min_pending, min_ack_pending, priority)
-        # A pinned client's idle request must end (and be renewed, with the pin) before the
-        # pin's timer runs out: expires defaults to, and may not exceed, the keep-alive.
-        keepalive = pin_keepalive(self._info.config) if pull is not None and pull.pinned else None
-        return continuous_pull(**options, group=pull, max_expires=keepalive)
 
     def messages(
         self,
@@ -325,28 +247,30 @@ class Consumer:
         TypeError for bad options (naming them), ConnectionClosedError.
         Any thread but the loop's.
         """
-        if not isinstance(error_on_missing_heartbeat, bool):
-            raise TypeError("error_on_missing_heartbeat must be a bool")
-        check_on_event(on_event)
-        flow, options = self._continuous(
-            {
-                "max_messages": max_messages,
-                "max_bytes": max_bytes,
-                "expires": expires,
-                "heartbeat": heartbeat,
-                "threshold_messages": threshold_messages,
-                "threshold_bytes": threshold_bytes,
-                "stop_after": stop_after,
-            },
-            group,
-            min_pending,
-            min_ack_pending,
-            priority,
+        settings = pull_settings(
+            self._info,
+            max_messages=max_messages,
+            max_bytes=max_bytes,
+            expires=expires,
+            heartbeat=heartbeat,
+            threshold_messages=threshold_messages,
+            threshold_bytes=threshold_bytes,
+            stop_after=stop_after,
+            error_on_missing_heartbeat=error_on_missing_heartbeat,
+            on_event=on_event,
+            group=group,
+            min_pending=min_pending,
+            min_ack_pending=min_ack_pending,
+            priority=priority,
         )
-        engine = self._engine(
-            flow, options, error_on_missing_heartbeat=error_on_missing_heartbeat, on_event=on_event
-        )
-        return Messages(engine, engine.queue)
+        return self.start_messages(settings)[0]
+
+    def start_messages(self, settings: PullSettings) -> tuple[Messages, MsgQueue]:
+        """Internal (``_ports.ConsumerPort``, for natspull.trio): start continuous pulls with
+        *settings*; return the iterator and its queue. Blocks on the subscription and the
+        first pull. Any thread but the loop's."""
+        engine = self._engine(settings)
+        return Messages(engine, engine.queue), engine.queue
 
     def consume(
         self,
@@ -413,7 +337,6 @@ class Consumer:
             raise TypeError(f"handler must be callable, got {type(handler).__name__}")
         if error_handler is not None and not callable(error_handler):
             raise TypeError(f"error_handler must be callable or None, got {type(error_handler).__name__}")
-        check_on_event(on_event)
         workers = check_int("workers", workers, maximum=1024)
         max_lease = check_number("max_lease", max_lease)
         if retry is not None and not isinstance(retry, Backoff):
@@ -423,22 +346,22 @@ class Consumer:
             raise TypeError(f"on_dead_letter must be callable or None, got {type(on_dead_letter).__name__}")
         if on_dead_letter is not None and term_after is None:
             raise ValueError("on_dead_letter needs term_after (without it no message is ever dead-lettered)")
-        flow, options = self._continuous(
-            {
-                "max_messages": max_messages,
-                "max_bytes": max_bytes,
-                "expires": expires,
-                "heartbeat": heartbeat,
-                "threshold_messages": threshold_messages,
-                "threshold_bytes": threshold_bytes,
-                "stop_after": stop_after,
-            },
-            group,
-            min_pending,
-            min_ack_pending,
-            priority,
+        settings = pull_settings(
+            self._info,
+            max_messages=max_messages,
+            max_bytes=max_bytes,
+            expires=expires,
+            heartbeat=heartbeat,
+            threshold_messages=threshold_messages,
+            threshold_bytes=threshold_bytes,
+            stop_after=stop_after,
+            on_event=on_event,
+            group=group,
+            min_pending=min_pending,
+            min_ack_pending=min_ack_pending,
+            priority=priority,
         )
-        engine = self._engine(flow, options, on_event=on_event)
+        engine = self._engine(settings)
         interval = self._lease_interval() if max_lease > 0 else None
         lease = LeaseKeeper(engine.loop_thread, interval, max_lease) if interval is not None else None
         return ConsumeContext(
@@ -493,9 +416,11 @@ class Consumer:
         """Unpin the client pinned in priority *group*; see :meth:`JetStream.unpin_consumer`.
 
         Raises ValueError before sending anything when :attr:`cached_info` shows that the
-        consumer has no such group (call :meth:`info` first if its groups changed since).
+        consumer has no such group (call :meth:`info` first if its groups changed since), and
+        NotSupportedError on a server older than 2.11.
         """
         group = check_group("group", group)
+        self._admin.require([CONSUMER_UNPIN], "unpin")  # a 2.10 consumer has no groups: say why
         groups = self._info.config.priority_groups or []
         if group not in groups:
             raise ValueError(

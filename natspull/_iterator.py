@@ -127,7 +127,7 @@ class Messages:
         telemetry = _otel.current()
         if telemetry is None:
             return self._queue.get(timeout)
-        return telemetry.take(self._queue.get, timeout)  # spans: see natspull/_otel.py
+        return telemetry.take(self._queue.get, timeout)  # spans: see natspull/_observe/_otel.py
 
     def stop(self) -> None:
         """End now: every waiter wakes and sees the end; no new pull is sent.

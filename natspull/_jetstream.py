@@ -34,6 +34,14 @@ from ._publish import (
     publish_options,
 )
 from ._publish_window import PublishWindow
+from ._server_features import (
+    Feature,
+    consumer_features,
+    dropped_fields,
+    header_features,
+    stream_features,
+    unknown_field,
+)
 from ._transport._link import Link
 from ._transport._translate import api_error, translate
 from ._transport._wire import Reply
@@ -46,7 +54,7 @@ from ._validate import (
     check_number,
     check_subject,
 )
-from .errors import JetStreamAPIError
+from .errors import JetStreamAPIError, NotSupportedError
 
 __all__ = ["DEFAULT_MAX_PENDING", "JetStream"]
 
@@ -106,14 +114,64 @@ class JetStream:
     # ------------------------------------------------------------------ streams
 
     def add_stream(self, config: StreamConfig | None = None, **params: Any) -> StreamInfo:
-        """Create a stream (``StreamConfig`` and/or its fields as keywords)."""
+        """Create a stream (``StreamConfig`` and/or its fields as keywords).
+
+        Fields that need a newer server than the one connected (``allow_msg_ttl``,
+        ``subject_delete_marker_ttl``: 2.11; ``allow_atomic``, ``allow_msg_counter``,
+        ``allow_msg_schedules``, ``persist_mode``: 2.12; ``allow_batched``: 2.14) raise
+        NotSupportedError before the stream is created; so does a field the server's answer
+        lacks (2.10 and 2.11 drop fields they do not know; the stream then exists without it).
+        """
         config = _config(StreamConfig, config, params)
-        return _stream_info(self._api(f"STREAM.CREATE.{config.name}", config.as_dict()))
+        return _stream_info(self._configure("add_stream", f"STREAM.CREATE.{config.name}", config.as_dict()))
 
     def update_stream(self, config: StreamConfig | None = None, **params: Any) -> StreamInfo:
-        """Update a stream's configuration."""
+        """Update a stream's configuration; newer fields are checked as by :meth:`add_stream`."""
         config = _config(StreamConfig, config, params)
-        return _stream_info(self._api(f"STREAM.UPDATE.{config.name}", config.as_dict()))
+        return _stream_info(
+            self._configure("update_stream", f"STREAM.UPDATE.{config.name}", config.as_dict())
+        )
+
+    def _configure(
+        self, action: str, api: str, config: dict[str, Any], stream: str | None = None
+    ) -> dict[str, Any]:
+        """Create/update a stream (or, with *stream*, a consumer of it) with *config*, checked
+        against the server: features it lacks (NotSupportedError before anything is sent), a
+        field it refuses as unknown (2.12+) or drops silently (2.10, 2.11): NotSupportedError."""
+        if stream is None:
+            features: list[Feature] = stream_features(config)
+            body = config
+        else:
+            features = consumer_features(config)
+            body = {"stream_name": stream, "config": config}
+        headers = self._admin.require(features, action)
+        try:
+            response = self._admin.request(api, body, headers=headers)
+        except JetStreamAPIError as exc:
+            field = unknown_field(exc.description, exc.err_code)
+            if field is None:
+                raise
+            raise self._not_supported(
+                f"{action}: the server does not know the field {field!r} ({exc})", field
+            ) from exc
+        dropped = dropped_fields(config, response.get("config") or {})
+        if dropped:
+            what = "stream" if stream is None else "consumer"
+            raise self._not_supported(
+                f"{action}: the server left {', '.join(dropped)} out of its answer: it ignored them "
+                f"(too old for them, or they do not apply here); the {what} exists without them",
+                ", ".join(dropped),
+            )
+        return response
+
+    def _not_supported(self, message: str, fields: str) -> NotSupportedError:
+        connected = str(self._link.server_info.get("version", "unknown"))
+        return NotSupportedError(
+            f"{message}; connected to nats-server {connected}",
+            feature=fields,
+            required=None,
+            connected=connected,
+        )
 
     def delete_stream(self, name: str) -> None:
         """Delete a stream. Raises StreamNotFoundError if there is none."""
@@ -139,7 +197,9 @@ class JetStream:
 
         Raises StreamNotFoundError, JetStreamAPIError (invalid config), ValueError/TypeError
         for a bad field (before anything is sent), ValueError for a push consumer
-        (``deliver_subject`` set).
+        (``deliver_subject`` set), NotSupportedError for a field the server is too old for
+        (priority groups and ``pause_until``: 2.11, ``prioritized``: 2.12; before anything is
+        sent) or that its answer lacks.
         """
         check_name("stream", stream)
         config = check_consumer_config(_config(ConsumerConfig, as_consumer_config(config), params))
@@ -151,7 +211,7 @@ class JetStream:
             if config.name is None:
                 config = config.evolve(name=name)
         api = f"CONSUMER.CREATE.{stream}.{name}" if name else f"CONSUMER.CREATE.{stream}"
-        response = self._api(api, {"stream_name": stream, "config": config.as_dict()})
+        response = self._configure("add_consumer", api, config.as_dict(), stream)
         return Consumer(self._admin, ConsumerInfo.from_response(response))
 
     def ordered_consumer(
@@ -214,7 +274,9 @@ class JetStream:
 
         While paused, waiting pull requests get only heartbeats. A time in the past resumes.
         Raises ValueError/TypeError (a naive datetime, a negative or non-finite number) before
-        anything is sent; ConsumerNotFoundError, StreamNotFoundError. Any thread but the loop's.
+        anything is sent; ConsumerNotFoundError, StreamNotFoundError; NotSupportedError on a
+        server older than 2.11 (first call per connected server: one ``$JS.API.INFO`` request).
+        Any thread but the loop's.
         """
         return self._admin.pause(stream, name, until)
 
@@ -222,7 +284,8 @@ class JetStream:
         """Resume a paused consumer now (idempotent). Returns the new :class:`natspull.PauseState`.
 
         Pull requests already waiting are not woken: the server serves them at their next
-        heartbeat, or when a new pull arrives. Raises ConsumerNotFoundError, StreamNotFoundError.
+        heartbeat, or when a new pull arrives. Raises ConsumerNotFoundError, StreamNotFoundError,
+        NotSupportedError (a server older than 2.11).
         """
         return self._admin.resume(stream, name)
 
@@ -237,7 +300,9 @@ class JetStream:
 
         Blocks on two requests: the server does not answer a reset of a missing consumer, so
         its existence is checked first (ConsumerNotFoundError, StreamNotFoundError at once).
-        Raises ValueError/TypeError for *seq* < 1 or not an int, natspull.TimeoutError.
+        Raises ValueError/TypeError for *seq* < 1 or not an int, natspull.TimeoutError,
+        NotSupportedError on a server older than 2.14 (before anything else is sent: an older
+        server never answers a reset).
         """
         return self._admin.reset(stream, name, seq)[0]
 
@@ -248,7 +313,7 @@ class JetStream:
 
         Raises ValueError/TypeError for a malformed group name (before anything is sent),
         JetStreamAPIError (err_code 10160) when the consumer has no such group,
-        ConsumerNotFoundError, StreamNotFoundError.
+        ConsumerNotFoundError, StreamNotFoundError, NotSupportedError (a server older than 2.11).
         """
         self._admin.unpin(stream, name, group)
 
@@ -315,9 +380,10 @@ class JetStream:
         JetStreamAPIError with the server's code (no stream for the subject: code 503; a
         failed expectation: err_code 10071, or 10070 for the msg id; a TTL the stream does not
         allow: 10166), natspull.TimeoutError, ValueError/TypeError for bad options (before
-        anything is sent). Any thread but the loop's.
+        anything is sent). Headers an older server would ignore (``Nats-TTL``, from *ttl* too:
+        2.11; ``Nats-Batch-Id``, ``Nats-Incr``, ``Nats-Schedule``: 2.12) raise NotSupportedError
+        before the publish. Any thread but the loop's.
         """
-        # gate: ttl needs nats-server >= 2.11 (feature check of natspull._server_features)
         options = publish_options(
             msg_id=msg_id,
             ttl=ttl,
@@ -327,9 +393,12 @@ class JetStream:
             expected_last_msg_id=expected_last_msg_id,
         )
         timeout = self._timeout if timeout is None else check_number("timeout", timeout, exclusive=True)
+        headers = options.headers(headers)
+        # An older server stores such a message as a plain one: a TTL that never expires.
+        self._admin.require(header_features(headers), "publish")
 
         def publish(headers: dict[str, str] | None) -> PubAck:
-            entry = self._entry(0, subject, data, options.headers(headers))
+            entry = self._entry(0, subject, data, headers)
             return self._link.run(self._publish_all([entry], 1, timeout), timeout + 1.0, "publish")[0]
 
         telemetry = _otel.current()
@@ -362,6 +431,7 @@ class JetStream:
         entries = self._entries(messages, expected_stream, batch=None)
         if not entries:
             return []
+        self._admin.require(_features_of([h for _, _, h in entries]), "publish_many")  # Nats-TTL: 2.11
         return self._traced(
             entries,
             lambda checked: self._link.run(self._publish_all(checked, window, timeout), None, "publish_many"),
@@ -488,11 +558,11 @@ class JetStream:
         with ``add_done_callback`` run on the loop thread (or the closing thread): keep them
         short and never call a blocking natspull method there.
 
-        Raises at once ValueError/TypeError for bad arguments, ConnectionClosedError once
-        closed (ForkedError in a forked child). Any thread but the loop's.
+        Raises at once ValueError/TypeError for bad arguments, NotSupportedError for headers the
+        server is too old for (as :meth:`publish`), ConnectionClosedError once closed
+        (ForkedError in a forked child). Any thread but the loop's.
         """
         self._link.check_fork()
-        # gate: ttl needs nats-server >= 2.11 (feature check of natspull._server_features)
         options = publish_options(
             msg_id=msg_id,
             ttl=ttl,
@@ -504,6 +574,7 @@ class JetStream:
         timeout = self._timeout if timeout is None else check_number("timeout", timeout, exclusive=True)
         link = self._link
         _, data, headers = self._entry(0, subject, data, options.headers(headers), link.async_reply_bytes())
+        self._admin.require(header_features(headers), "publish_async")  # Nats-TTL: 2.11
         window = self._window
         window.acquire(timeout)
         future: concurrent.futures.Future[PubAck] = concurrent.futures.Future()
@@ -555,18 +626,23 @@ class JetStream:
         ValueError/TypeError (bad items, none at all, a batch header given). Any thread but
         the loop's.
         """
-        # gate: atomic batches need nats-server >= 2.12 (feature check of natspull._server_features)
         timeout = self._timeout if timeout is None else check_number("timeout", timeout, exclusive=True)
         entries = self._entries(messages, None, batch="atomic")
         if not entries:
             raise ValueError("publish_batch needs at least one message")
         batch_id = new_batch_id()
         count = len(entries)
+        # An older server would store every message on its own (not atomic): refused before.
+        # The server checks the API level header on batch messages (a cluster's older node).
+        features = _features_of([batch_headers(h, batch_id, 1, False) for _, _, h in entries])
+        level = self._admin.require(features, "publish_batch")
         reply_bytes = self._link.request_reply_bytes()
         numbered = []
         for index, (subject, data, headers) in enumerate(entries):
             try:
                 headers = batch_headers(headers, batch_id, index + 1, commit=index + 1 == count)
+                if level:
+                    headers.update(level)
                 numbered.append(self._entry(index, subject, data, headers, reply_bytes))
             except (TypeError, ValueError) as exc:
                 raise type(exc)(f"messages[{index}]: {exc}") from None
@@ -589,7 +665,7 @@ class JetStream:
             opened = await link.request(subject, data, timeout, headers)
             if opened.data or (opened.headers or {}).get("Status"):
                 ack = _pub_ack(opened, subject)  # raises the server's error
-                # gate: a server without atomic batches (< 2.12) stores the message on its own
+                # (a node older than 2.12, the feature check notwithstanding: stored on its own)
                 raise JetStreamAPIError(
                     f"the server stored the first message of the batch on its own (seq {ack.seq}): it "
                     "does not support atomic batches (nats-server >= 2.12); nothing else was sent"
@@ -598,6 +674,16 @@ class JetStream:
                 await link.publish(subject, data, "", headers)
         subject, data, headers = entries[-1]
         return _pub_ack(await link.request(subject, data, timeout, headers), subject)
+
+
+def _features_of(headers: Iterable[dict[str, str] | None]) -> list[Feature]:
+    """The server features the headers of some messages need, each once, oldest first."""
+    needed: list[Feature] = []
+    for each in headers:
+        for feature in header_features(each):
+            if feature not in needed:
+                needed.append(feature)
+    return needed
 
 
 def _complete(

@@ -22,7 +22,8 @@ import concurrent.futures
 import threading
 from typing import Any
 
-from ._client import Client, connect, connect_arguments
+from ._client import Client, connect
+from ._connect_options import resolve
 from ._jetstream import DEFAULT_MAX_PENDING, JetStream
 from ._msg import Msg
 from ._observe._stats import ClientStats
@@ -39,7 +40,8 @@ class LazyClient:
     """A :class:`natspull.Client` per process, connected on first use; thread-safe.
 
     ``natspull.LazyClient(servers, **connect_options)`` takes :func:`natspull.connect`'s
-    arguments (checked at once: ValueError/TypeError; nothing is sent). Every method that needs
+    arguments (checked at once, files and NATS contexts read: ValueError/TypeError; nothing
+    is sent). Every method that needs
     the connection connects first if this process has none - blocking on the connect, at most
     ``connect_timeout``, raising ConnectError - and then does what :class:`natspull.Client`'s
     does. A connection closed by :meth:`close` (or for good, after reconnects ran out) is
@@ -50,8 +52,8 @@ class LazyClient:
     JetStream context belongs to one process's connection.
     """
 
-    def __init__(self, servers: str | list[str] = "nats://127.0.0.1:4222", **connect_options: Any) -> None:
-        connect_arguments(servers, **connect_options)  # fail at import time, not on the first request
+    def __init__(self, servers: str | list[str] | None = None, **connect_options: Any) -> None:
+        resolve(servers, connect_options)  # fail at import time, not on the first request
         self._servers = servers
         self._options = connect_options
         self._lock = threading.Lock()  # guards the three below; leaf; replaced in a forked child
@@ -61,7 +63,8 @@ class LazyClient:
         _fork.track(self)
 
     def __repr__(self) -> str:
-        servers = [self._servers] if isinstance(self._servers, str) else list(self._servers)
+        given = self._servers
+        servers = [given] if isinstance(given, str) else list(given) if given else ["(default)"]
         client = self._client
         state = "not connected" if client is None or self._pid != _fork.pid else client._state
         return f"<natspull.LazyClient servers=[{', '.join(redact(s) for s in servers)}] {state}>"

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol
 
+from . import _ack_subject as ack_subject
 from ._types import Metadata, SequencePair
 from ._validate import check_nanoseconds
 from .errors import Error, MsgAlreadyAckedError
@@ -196,25 +197,22 @@ class Msg:
 
 
 def parse_metadata(reply: str) -> Metadata:
-    """Parse a JetStream ack subject (v1: 9 tokens, v2: 12+ tokens) into Metadata."""
-    tokens = reply.split(".") if reply else []
-    if len(tokens) < 9 or tokens[0] != "$JS" or tokens[1] != "ACK":
-        raise Error(f"not a JetStream message: reply subject {reply!r} is not an ack subject")
-    domain: str | None = None
-    if len(tokens) == 9:
-        stream, consumer, delivered, sseq, cseq, ts, pending = tokens[2:9]
-    else:
-        # $JS.ACK.<domain>.<account hash>.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>...
-        domain = "" if tokens[2] == "_" else tokens[2]
-        stream, consumer, delivered, sseq, cseq, ts, pending = tokens[4:11]
+    """Parse a JetStream ack subject (v1 or v2, see ``_ack_subject``) into Metadata.
+
+    Raises natspull.Error when *reply* is not an ack subject.
+    """
+    try:
+        fields = ack_subject.parse(reply)
+    except ValueError:
+        raise Error(f"not a JetStream message: reply subject {reply!r} is not an ack subject") from None
     return Metadata(
-        sequence=SequencePair(stream=int(sseq), consumer=int(cseq)),
-        num_delivered=int(delivered),
-        num_pending=int(pending),
-        timestamp=datetime.datetime.fromtimestamp(int(ts) / 1e9, datetime.timezone.utc),
-        stream=stream,
-        consumer=consumer,
-        domain=domain,
+        sequence=SequencePair(stream=fields.stream_seq, consumer=fields.consumer_seq),
+        num_delivered=fields.delivered,
+        num_pending=fields.pending,
+        timestamp=datetime.datetime.fromtimestamp(fields.timestamp / 1e9, datetime.timezone.utc),
+        stream=fields.stream,
+        consumer=fields.consumer,
+        domain=fields.domain,
     )
 
 

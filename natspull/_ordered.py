@@ -2,33 +2,35 @@
 
 An :class:`OrderedConsumer` owns no server-side state the application sees: each read
 (a ``messages()`` iterator, ``consume()``, a run of ``fetch()``/``next()`` calls) goes
-through an ephemeral consumer natspull creates, checks and recreates (``_ordered_pull``),
-starting after the last message handed to the application. A read's consumers are named
-``<random>_<n>``, n counting up with every reset.
+through an ephemeral consumer natspull creates, checks and recreates (``_engine/_ordered_mode``),
+starting after the last message handed to the application (its ``Position``). A read's
+consumers are named ``<random>_<n>``, n counting up with every reset.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Generator
-from typing import Any, Optional
+from collections.abc import Callable
+from typing import Any
 
 from ._admin import MAX_SEQUENCE, Admin
-from ._consumer import fetch_request, wait_fetch
+from ._consumer import wait_fetch
 from ._consumer_types import check_time
 from ._engine._modes import FETCH_GRACE
-from ._engine._ordered_mode import Cursor, OrderedEngine, OrderedSpec, stream_sequence
-from ._engine._pull import PullOptions, start_engine
-from ._engine._queue import Flow, MsgQueue, State
-from ._engine._settings import continuous_pull
+from ._engine._ordered_mode import Cursor, OrderedSpec, Position, ordered_engine
+from ._engine._pull import PullEngine, start_engine
+from ._engine._queue import MsgQueue, State
+from ._engine._settings import PullSettings, fetch_settings, pull_settings
 from ._iterator import Messages
 from ._msg import Msg
-from ._observe._events import ConsumerEvent, check_on_event
+from ._observe._events import ConsumerEvent
 from ._pool import ConsumeContext
+from ._ports import FetchResult, FetchSteps
 from ._types import DeliverPolicy, ReplayPolicy
 from ._validate import check_int, check_name, check_number
 from .errors import (
@@ -41,8 +43,6 @@ from .errors import (
 )
 
 __all__ = [
-    "FetchResult",
-    "FetchSteps",
     "OrderedConsumer",
     "OrderedMessages",
     "check_max_reset_attempts",
@@ -52,10 +52,6 @@ __all__ = [
 log = logging.getLogger("natspull")
 
 DEFAULT_INACTIVE_THRESHOLD = 10.0  # seconds: an abandoned ordered consumer is gone soon after
-
-# What a fetch driver sends back: the request's messages, and the error that ended it, if any.
-FetchResult = tuple[list[Msg], Optional[Error]]
-FetchSteps = Generator[tuple[MsgQueue, float], FetchResult, list[Msg]]
 
 
 def _policy(name: str, value: Any, kind: type[DeliverPolicy] | type[ReplayPolicy]) -> str:
@@ -128,12 +124,7 @@ class OrderedMessages(Messages):
     in stream order, each once. ``stop()``/``drain()`` (and leaving a ``with`` block) delete
     its server-side consumer. ``stats().resets`` counts its recreations."""
 
-    #: Whether the messages this iterator's queue hands out reach the application as they are
-    #: taken (the next read continues after ``queue.last_taken``); the trio adapter, which takes
-    #: ahead into a deque of its own, sets it False and reports each message it hands out.
-    hands_out = True
-
-    def __init__(self, engine: OrderedEngine) -> None:
+    def __init__(self, engine: PullEngine) -> None:
         super().__init__(engine, engine.queue)
 
     def __repr__(self) -> str:
@@ -158,12 +149,14 @@ class OrderedConsumer:
         self.stream: str = check_name("stream", stream)
         self._spec = spec
         self._max_reset_attempts = max_reset_attempts
-        self._handed: Msg | None = None  # the last message handed out (user threads)
+        # The last message handed out, where the next read starts: advanced by every read's
+        # queue (on_take), or by natspull.trio's iterator as tasks receive messages.
+        self._position = Position()
         # _lock guards _reader, _fetching, _fetch_cursor, _closed. A leaf: never held across a
         # network call or a wait.
         self._lock = threading.Lock()
         self._reader: OrderedMessages | ConsumeContext | None = None
-        self._reader_engine: OrderedEngine | None = None
+        self._reader_engine: PullEngine | None = None
         self._fetching = False
         self._fetch_cursor: Cursor | None = None  # the consumer fetch() reads, while valid
         self._closed = False
@@ -180,18 +173,7 @@ class OrderedConsumer:
     @property
     def last_sequence(self) -> int:
         """The stream sequence of the last message handed out (0: none yet)."""
-        handed = self._last_handed()
-        return 0 if handed is None else stream_sequence(handed.reply)
-
-    def _last_handed(self) -> Msg | None:
-        """The last message handed out: the ``messages()`` iterator's, or ``_handed`` (set by the
-        other reads). Any thread (single reference reads)."""
-        reader = self._reader
-        if isinstance(reader, OrderedMessages) and reader.hands_out:
-            taken = reader._queue.last_taken
-            if taken is not None:
-                return taken
-        return self._handed
+        return self._position.stream_seq
 
     # ------------------------------------------------------------ the consumer
 
@@ -218,27 +200,24 @@ class OrderedConsumer:
         engine = self._reader_engine
         if self._fetching or (engine is not None and engine.queue.state is not State.CLOSED):
             raise OrderedConsumerUsageError(f"ordered consumer on {self.stream}: another read is running")
-        self._handed = self._last_handed()  # the ended read's: it is forgotten now
+        if engine is not None:
+            # What is still taken from the ended read (a drain hands out its rest) no longer moves
+            # the position: the next read starts after what the ended one handed out so far.
+            engine.queue.on_take = None
         self._reader = self._reader_engine = None
 
-    def _engine(
-        self,
-        cursor: Cursor,
-        flow: Flow,
-        options: PullOptions,
-        on_event: Callable[[ConsumerEvent], Any] | None = None,
-    ) -> OrderedEngine:
+    def _engine(self, cursor: Cursor, settings: PullSettings) -> PullEngine:
         return start_engine(
             self._link,
-            on_event,
-            lambda events: OrderedEngine(
+            settings,
+            lambda events: ordered_engine(
                 self._link,
                 self._admin.prefix,
                 self.stream,
                 self._spec,
                 cursor,
-                flow,
-                options,
+                self._position,
+                settings,
                 api_timeout=self._admin.timeout,
                 max_reset_attempts=self._max_reset_attempts,
                 events=events,
@@ -247,9 +226,7 @@ class OrderedConsumer:
 
     # -------------------------------------------------------------- continuous
 
-    def _start_continuous(
-        self, flow: Flow, options: PullOptions, on_event: Callable[[ConsumerEvent], Any] | None
-    ) -> OrderedEngine:
+    def _start_continuous(self, settings: PullSettings) -> PullEngine:
         with self._lock:
             self._begin()
             self._fetching = True  # reserve: no other read starts meanwhile
@@ -257,7 +234,7 @@ class OrderedConsumer:
         try:
             if stale is not None:
                 self._delete(stale.name)
-            return self._engine(self._create(), flow, options, on_event)
+            return self._engine(self._create(), settings)
         finally:
             with self._lock:
                 self._fetching = False
@@ -283,8 +260,7 @@ class OrderedConsumer:
         ``max_reset_attempts``. ``on_event`` as for :meth:`Consumer.messages`, plus ``reset``
         events. Any thread but the loop's.
         """
-        check_on_event(on_event)
-        flow, options = continuous_pull(
+        settings = pull_settings(
             max_messages=max_messages,
             max_bytes=max_bytes,
             expires=expires,
@@ -292,12 +268,20 @@ class OrderedConsumer:
             threshold_messages=threshold_messages,
             threshold_bytes=threshold_bytes,
             stop_after=stop_after,
+            on_event=on_event,
         )
-        engine = self._start_continuous(flow, options, on_event)
+        return self.start_messages(settings)[0]
+
+    def start_messages(self, settings: PullSettings) -> tuple[OrderedMessages, MsgQueue]:
+        """Internal (``_ports.OrderedConsumerPort``, for natspull.trio): start a read with
+        *settings*; return the iterator and its queue (whose ``on_take`` advances the position:
+        an adapter that takes ahead takes it over). Blocks on creating the consumer and the
+        first pull. Any thread but the loop's."""
+        engine = self._start_continuous(settings)
         reader = OrderedMessages(engine)
         with self._lock:
             self._reader, self._reader_engine = reader, engine
-        return reader
+        return reader, engine.queue
 
     def consume(
         self,
@@ -323,18 +307,17 @@ class OrderedConsumer:
             raise TypeError(f"handler must be callable, got {type(handler).__name__}")
         if error_handler is not None and not callable(error_handler):
             raise TypeError(f"error_handler must be callable or None, got {type(error_handler).__name__}")
-        check_on_event(on_event)
-        flow, options = continuous_pull(
+        settings = pull_settings(
             max_messages=max_messages,
             max_bytes=max_bytes,
             expires=expires,
             heartbeat=heartbeat,
             threshold_messages=threshold_messages,
             threshold_bytes=threshold_bytes,
+            on_event=on_event,
         )
 
-        def run(msg: Msg) -> None:
-            self._handed = msg
+        def run(msg: Msg) -> None:  # (the queue's take advanced the position)
             try:
                 handler(msg)
             except Exception as exc:
@@ -342,7 +325,7 @@ class OrderedConsumer:
                 if error_handler is not None:
                     error_handler(exc, msg)
 
-        engine = self._start_continuous(flow, options, on_event)
+        engine = self._start_continuous(settings)
         context = ConsumeContext(engine, engine.queue, run, None, 1, engine.events)
         with self._lock:
             self._reader, self._reader_engine = context, engine
@@ -362,7 +345,9 @@ class OrderedConsumer:
         Raises OrderedConsumerUsageError (another read runs), OrderedConsumerResetError (the
         consumer could not be recreated), StreamNotFoundError, JetStreamAPIError, ConnectionClosedError.
         """
-        steps = self._fetch_steps(*fetch_request(batch, max_wait, max_bytes, no_wait))
+        steps = self.fetch_steps(
+            fetch_settings(batch=batch, max_wait=max_wait, max_bytes=max_bytes, no_wait=no_wait)
+        )
         try:
             queue, wait = next(steps)
             while True:
@@ -378,8 +363,9 @@ class OrderedConsumer:
             msgs: list[Msg] = done.value
             return msgs
 
-    def _fetch_steps(self, flow: Flow, options: PullOptions) -> FetchSteps:
-        """The sequence of one :meth:`fetch`, for a driver that knows how to wait (thread or trio).
+    def fetch_steps(self, settings: PullSettings) -> FetchSteps:
+        """The sequence of one :meth:`fetch`, for a driver that knows how to wait (thread or trio;
+        internal: ``_ports.OrderedConsumerPort``).
 
         Yields a one-shot request's queue and how long to wait for it; the driver sends back
         what it brought (``_consumer.wait_fetch`` or the trio side's) with the
@@ -393,27 +379,25 @@ class OrderedConsumer:
             self._begin()
             self._fetching = True
         try:
-            deadline = time.monotonic() + options.expires
+            deadline = time.monotonic() + settings.expires
             attempts = 0
             while True:
                 cursor = self._fetch_cursor
                 if cursor is None:
                     cursor = self._fetch_cursor = self._create()
-                engine = self._engine(cursor, flow, options)
+                engine = self._engine(cursor, settings)
                 try:
-                    msgs, gone = yield engine.queue, options.expires + FETCH_GRACE
+                    msgs, gone = yield engine.queue, settings.expires + FETCH_GRACE
                 except BaseException:
                     self._fetch_cursor = None  # interrupted: where it stands is unknown
                     self._delete(cursor.name)
                     raise
-                if msgs:
-                    self._handed = msgs[-1]
                 if gone is None and not cursor.broken:
                     return msgs
                 self._fetch_cursor = None
                 if gone is None:
                     self._delete(cursor.name)
-                if msgs or options.no_wait:
+                if msgs or settings.no_wait:
                     return msgs
                 attempts += 1
                 remaining = deadline - time.monotonic()
@@ -425,7 +409,7 @@ class OrderedConsumer:
                     )
                 if remaining <= 0:
                     return msgs
-                options = PullOptions(expires=max(remaining, 0.001), heartbeat=None, one_shot=True)
+                settings = dataclasses.replace(settings, expires=max(remaining, 0.001))
         finally:
             with self._lock:
                 self._fetching = False

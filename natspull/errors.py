@@ -18,6 +18,7 @@ Hierarchy::
     ├── PermissionError               the server refused a subject (also a builtin PermissionError)
     ├── OrderedConsumerUsageError     an ordered consumer used as it cannot be (ack, two reads, closed)
     ├── OrderedConsumerResetError     an ordered consumer could not be recreated (terminal)
+    ├── NotSupportedError             the connected nats-server is too old for what was asked
     └── JetStreamAPIError             the JetStream API answered with an error
         ├── StreamNotFoundError
         ├── ConsumerNotFoundError
@@ -45,6 +46,7 @@ __all__ = [
     "JetStreamAPIError",
     "MsgAlreadyAckedError",
     "NoHeartbeatError",
+    "NotSupportedError",
     "OrderedConsumerResetError",
     "OrderedConsumerUsageError",
     "PermissionError",
@@ -101,6 +103,29 @@ class PermissionError(Error, builtins.PermissionError):
 
     Also an instance of the builtin :class:`PermissionError`, whose name it carries.
     """
+
+
+class NotSupportedError(Error):
+    """The connected nats-server cannot do what was asked: the feature needs a newer one.
+
+    Raised before the request is sent when the server's version or JetStream API level is too
+    low; after it when the server refused it for that reason (a node of a cluster that is older
+    than the rest: code 412, err_code 10185), refused a field it does not know (2.12+), or
+    answered without a field that was asked for (2.10 and 2.11 drop unknown fields silently).
+    The message names the feature or field, the version it needs and the one connected.
+
+    Attributes:
+        feature: what was asked for (``"consumer reset"``, ``"priority_policy 'prioritized'"``,
+            or the name of a config field).
+        required: the first nats-server version that has it (``"2.14.0"``), or None if unknown.
+        connected: the version of the server connected to (``"2.10.26"``).
+    """
+
+    def __init__(self, message: str, *, feature: str, required: str | None, connected: str) -> None:
+        self.feature = feature
+        self.required = required
+        self.connected = connected
+        super().__init__(message)
 
 
 class JetStreamAPIError(Error):

@@ -70,6 +70,12 @@ class Mode(Protocol):
 
     def on_reconnected(self) -> None: ...
 
+    def on_consumer_gone(self, error: Error) -> None:
+        """The consumer was deleted (409) or is not found (503); *error* says which."""
+
+    async def on_stopped(self) -> None:
+        """Continuous pulls: the engine stopped (inbox down, queue finished, events closed)."""
+
 
 class OneShot:
     """``fetch()``: one request for ``flow.max_msgs`` messages (and bytes), then done."""
@@ -133,6 +139,12 @@ class OneShot:
 
     def on_reconnected(self) -> None:
         self._ops.request_done()
+
+    def on_consumer_gone(self, error: Error) -> None:
+        self._ops.fail(error)
+
+    async def on_stopped(self) -> None:
+        pass  # (a one-shot engine ends with its request, not through a stop)
 
 
 def fetch_steps(queue: MsgQueue, wait: float) -> Generator[float, bool, list[Msg]]:

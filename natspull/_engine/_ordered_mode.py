@@ -1,56 +1,58 @@
-"""Ordered consumers in the pull engine: the sequence check and the reset.
+"""Ordered reads: the sequence check and the reset, composed onto a plain pull engine.
 
 An ordered consumer reads a stream through an ephemeral, memory-storage, R1, ack-none
-consumer that natspull owns. :class:`OrderedEngine` is the pull engine with one strategy
-added (nats.go's ``jetstream/ordered.go``):
+consumer that natspull owns. As nats.go's ``jetstream/ordered.go`` holds a ``pullConsumer``,
+:class:`OrderedMode` holds a plain :class:`~natspull._engine._pull.PullEngine` and fills its two
+hooks (:func:`ordered_engine`): the engine's ``mode`` (the reactions that differ, wrapping the
+continuous or one-shot mode it had) and its ``accept`` step (what of a socket read reaches the
+queue).
 
 * **The check.** Every message's ack subject carries the consumer's name and the consumer
-  and stream sequences (ack none still sends ``$JS.ACK`` metadata). :class:`Cursor` accepts a
-  message only from the consumer being read and only with the next consumer sequence; it
-  remembers the stream sequence of the last message accepted. It checks a socket read's
-  messages together when the read is handed to the queue (``Cursor.accept``): a prefix test
-  per message and one parse of the last, message by message only when that does not add up.
+  and stream sequences (ack none still sends ``$JS.ACK`` metadata; ``_ack_subject`` reads
+  them). :class:`Cursor` accepts a message only from the consumer being read and only with
+  the next consumer sequence; it remembers the last message accepted. It checks a socket
+  read's messages together (``Cursor.accept``): a prefix test per message and one parse of the
+  last, message by message only when that does not add up.
 * **The reset.** On a gap, a missed heartbeat, a reconnect, a leadership change or the
-  consumer being deleted (409, or 503 and not found), the engine stops pulling, switches the
-  cursor to a new consumer name at once (so nothing more of the old consumer is accepted),
-  moves to a fresh inbox (so the old requests' statuses - e.g. the 409 of deleting the old
-  consumer - never reach it), deletes the old consumer (best effort) and creates the new
-  one at the last accepted stream sequence + 1 with a bounded backoff. What was accepted
-  before the gap stays buffered and valid; nothing after it is handed out.
+  consumer being deleted (409, or 503 and not found), the mode suspends the engine (no pull,
+  no heartbeat), switches the cursor to a new consumer name at once (so nothing more of the
+  old consumer is accepted), moves the engine to a fresh inbox (so the old requests' statuses -
+  e.g. the 409 of deleting the old consumer - never reach it), deletes the old consumer (best
+  effort), creates the new one at the last accepted stream sequence + 1 with a bounded
+  backoff and retargets the engine to it. What was accepted before the gap stays buffered and
+  valid; nothing after it is handed out.
+* **The position.** Where the *next read* starts is another fact: the last message handed to
+  the application (:class:`Position`, one per ordered consumer), which every reader advances.
 
 ``fetch()`` runs the same engine one-shot: a gap ends the request with what came before
 it, and the ordered consumer (``_ordered.py``) recreates its consumer before the next one.
-
-Server behaviour relied on (nats-server 2.15.1): the ack subject is
-``$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ts>.<pending>`` (9
-tokens) or, with a domain, ``$JS.ACK.<domain>.<account>.<stream>.<consumer>...`` (12).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
+from .. import _ack_subject as ack_subject
 from .._consumer_types import format_time
 from .._msg import Msg
 from .._observe._events import EventThread
 from .._transport._link import Link
 from ..errors import (
-    ConsumerDeletedError,
-    ConsumerNotFoundError,
     Error,
     OrderedConsumerResetError,
     OrderedConsumerUsageError,
     StreamNotFoundError,
 )
-from ._pull import Continuous, PullEngine, PullOptions
-from ._queue import Flow
+from ._modes import Mode
+from ._pull import PullEngine
+from ._settings import PullSettings
 
-__all__ = ["NO_ACKS", "Cursor", "OrderedEngine", "OrderedSpec", "stream_sequence"]
+__all__ = ["NO_ACKS", "Cursor", "OrderedMode", "OrderedSpec", "Position", "ordered_engine"]
 
 log = logging.getLogger("natspull")
 
@@ -63,20 +65,34 @@ STALE = 1  # from a consumer no longer read: dropped silently
 GAP = 2
 
 
-def _tokens(reply: str) -> tuple[list[str], int]:
-    """The ack subject's tokens and the index of the consumer name in them."""
-    tokens = reply.split(".")
-    return tokens, (3 if len(tokens) == 9 else 5)
+class Position:
+    """Where an ordered consumer's next read starts: the last message handed to the application.
 
+    One per ordered consumer, shared by its reads, the one owner of this fact. Every reader
+    advances it as it hands a message out: the queue's ``on_take`` (``messages()``,
+    ``consume()``, ``fetch()``) or, for ``natspull.trio``'s iterator, which takes ahead, the
+    iterator for each message a task receives. Single reference writes and reads: any thread.
+    """
 
-def stream_sequence(reply: str) -> int:
-    """The stream sequence in a JetStream ack subject."""
-    tokens, i = _tokens(reply)
-    return int(tokens[i + 2])
+    __slots__ = ("_last",)
+
+    def __init__(self) -> None:
+        self._last: Msg | None = None
+
+    def advance(self, msg: Msg) -> None:
+        """*msg* was handed out (after every earlier one). Must stay a plain store: the queue
+        calls it with its lock held."""
+        self._last = msg
+
+    @property
+    def stream_seq(self) -> int:
+        """The stream sequence of the last message handed out (0: none yet); parsed when asked."""
+        last = self._last
+        return 0 if last is None else ack_subject.stream_sequence(last.reply)
 
 
 class Cursor:
-    """Where an ordered read is: the consumer read and the last message accepted from it.
+    """Where an ordered read's engine is: the consumer read and the last message accepted from it.
 
     Loop thread while an engine runs; the owner's thread before and after.
     """
@@ -88,9 +104,9 @@ class Cursor:
         self.consumer_seq = 0  # last accepted consumer sequence of *name* (0: none yet)
         self._after = stream_seq  # the stream sequence the read started after
         self._last_reply: str | None = None  # the ack subject of the last accepted message
-        # The ack subjects' common start up to the consumer's name ("$JS.ACK.<stream>.<name>."),
-        # learnt from the first message: checking a message is then a prefix test, and only the
-        # last of a read is parsed (the stream sequence only when it is asked for).
+        # The consumer's ack subjects' common start (ack_subject.consumer_head), learnt from the
+        # first message: checking a message is then a prefix test, and only the last of a read
+        # is parsed (the stream sequence only when it is asked for).
         self._head: str | None = None
         self.broken = False  # a gap was seen (one-shot: recreate before the next fetch)
 
@@ -98,7 +114,7 @@ class Cursor:
     def stream_seq(self) -> int:
         """The stream sequence of the last message accepted (before any: the starting point)."""
         last = self._last_reply
-        return self._after if last is None else stream_sequence(last)
+        return self._after if last is None else ack_subject.stream_sequence(last)
 
     def accept(self, burst: list[Msg]) -> tuple[list[Msg], str | None]:
         """The messages of *burst* (one read, in arrival order, not empty) that continue the
@@ -118,12 +134,8 @@ class Cursor:
                     break
             else:
                 last = burst[-1].reply
-                try:
-                    cseq = int(last[len(head) :].split(".", 3)[2])
-                except (IndexError, ValueError):
-                    cseq = -1  # not an ack subject: message by message
-                if cseq == self.consumer_seq + len(burst):
-                    self.consumer_seq = cseq
+                if ack_subject.consumer_sequence_after(last, head) == self.consumer_seq + len(burst):
+                    self.consumer_seq += len(burst)
                     self._last_reply = last
                     return burst, None
         accepted: list[Msg] = []
@@ -137,17 +149,19 @@ class Cursor:
 
     def _check(self, reply: str) -> int:
         """ACCEPT (and advance), STALE or GAP for one message with ack subject *reply*."""
-        try:
-            tokens, i = _tokens(reply)
-            if tokens[i] != self.name:
-                return STALE
-            cseq = int(tokens[i + 3])
-            int(tokens[i + 2])  # (a stream sequence, for stream_seq)
-        except (IndexError, ValueError):
+        tokens = ack_subject.tokens(reply)
+        if tokens is None:
             return GAP  # not an ack subject: nothing can be trusted after it
+        if tokens[ack_subject.CONSUMER] != self.name:
+            return STALE
+        try:
+            cseq = int(tokens[ack_subject.CONSUMER_SEQ])
+            int(tokens[ack_subject.STREAM_SEQ])  # (a stream sequence, for stream_seq)
+        except ValueError:
+            return GAP
         if cseq != self.consumer_seq + 1:
             return GAP
-        self._head = ".".join(tokens[: i + 1]) + "."
+        self._head = ack_subject.consumer_head(reply)
         self.consumer_seq = cseq
         self._last_reply = reply
         return ACCEPT
@@ -245,148 +259,154 @@ class _NoAcks:
 NO_ACKS = _NoAcks()
 
 
-class _OrderedContinuous(Continuous):
-    """Continuous pulls where a leadership change or a reconnect recreates the consumer."""
+class OrderedMode:
+    """The ordered part of a plain pull engine: its mode (wrapping the one it had) and its
+    ``accept`` step. Installed by :func:`ordered_engine`. Loop thread, like the engine;
+    :attr:`cursor` belongs to it while the engine runs.
 
-    __slots__ = ("_ordered",)
-
-    def __init__(self, engine: OrderedEngine) -> None:
-        super().__init__(engine)
-        self._ordered = engine
-
-    def on_leadership_change(self) -> None:
-        self._ordered.reset("the consumer's leader changed")
-
-    def on_reconnected(self) -> None:
-        self._ordered.reset("the client reconnected")
-
-
-class OrderedEngine(PullEngine):
-    """A pull engine that hands out one consumer's messages strictly in order, or resets.
-
-    Loop thread, like the engine. :attr:`cursor` belongs to this engine while it runs.
+    Continuous pulls reset where the plain mode would re-pull or fail (a gap, a missed
+    heartbeat, a leadership change, a reconnect, the consumer gone) and delete the consumer
+    when the engine stops; one-shot (``fetch()``) ends its request at a gap and otherwise reacts
+    as the plain one-shot mode, but for a missed heartbeat, which resets.
     """
+
+    __slots__ = (
+        "_api_prefix",
+        "_api_timeout",
+        "_engine",
+        "_inner",
+        "_link",
+        "_max_reset_attempts",
+        "_one_shot",
+        "_resetting",
+        "_spec",
+        "cursor",
+        "on_delivered",
+    )
 
     def __init__(
         self,
+        engine: PullEngine,
         link: Link,
         api_prefix: str,
-        stream: str,
         spec: OrderedSpec,
         cursor: Cursor,
-        flow: Flow,
-        options: PullOptions,
         *,
+        one_shot: bool,
         api_timeout: float,
         max_reset_attempts: int | None,
-        events: EventThread | None = None,
     ) -> None:
-        super().__init__(link, api_prefix, stream, cursor.name, flow, options, events=events)
-        self.acks = None
-        self.ack_sink = NO_ACKS
-        self.cursor = cursor
+        self._engine = engine
+        self._inner: Mode = engine.mode
+        self._link = link
+        self._api_prefix = api_prefix
         self._spec = spec
+        self.cursor = cursor
+        self._one_shot = one_shot
         self._api_timeout = api_timeout
         self._max_reset_attempts = max_reset_attempts
         self._resetting = False
-        self.resets = 0
-        if not options.one_shot:
-            self._mode = _OrderedContinuous(self)
+        # Called per message: the inner mode's own method, not a call through this one.
+        self.on_delivered: Callable[[int], None] = self._inner.on_delivered
 
     # ------------------------------------------------------------ the check
 
-    def _flush_burst(self) -> None:
-        burst = self._burst
-        if not burst:
-            return
-        self._burst = []
+    def accept(self, burst: list[Msg]) -> list[Msg]:
+        """The engine's accept step: what of one socket read continues the sequence. A break
+        ends a one-shot request (after what came before it) or resets."""
         accepted, broken = self.cursor.accept(burst)
-        if accepted:
-            self._touch()
-            self.queue.put_many(accepted)
-        if broken is None or self._resetting:
-            return
-        expected = self.cursor.consumer_seq + 1
-        self.cursor.broken = True
-        if self._opts.one_shot:
-            log.info(
-                "natspull: %s/%s: gap after consumer sequence %d", self.stream, self.consumer, expected - 1
-            )
-            self.request_done()
+        if broken is not None and not self._resetting:
+            expected = self.cursor.consumer_seq + 1
+            self.cursor.broken = True
+            engine = self._engine
+            if self._one_shot:
+                log.info(
+                    "natspull: %s/%s: gap after consumer sequence %d",
+                    engine.stream,
+                    engine.consumer,
+                    expected - 1,
+                )
+                engine.request_done()
+            else:
+                self.reset(f"a gap: expected consumer sequence {expected}, got {broken}")
+        return accepted
+
+    # ------------------------------------------------------------ the mode
+
+    def may_pull(self, pulls_sent: int) -> bool:
+        return self._inner.may_pull(pulls_sent)
+
+    def on_request_ended(self, msgs: int, nbytes: int) -> None:
+        self._inner.on_request_ended(msgs, nbytes)
+
+    def on_leadership_change(self) -> None:
+        if self._one_shot:
+            self._inner.on_leadership_change()
         else:
-            self.reset(f"a gap: expected consumer sequence {expected}, got {broken}")
+            self.reset("the consumer's leader changed")
 
-    def _on_msg(
-        self, subject: str, reply: str, data: bytes, headers: dict[str, str] | None, size: int
-    ) -> None:
-        if headers and not data and not reply and "Status" in headers and subject != self.inbox:
-            return  # a status for a request of a consumer no longer read (old inbox)
-        super()._on_msg(subject, reply, data, headers, size)
+    def on_max_bytes(self, msgs: int, nbytes: int, describe: str) -> None:
+        self._inner.on_max_bytes(msgs, nbytes, describe)
 
-    def _nak_all(self, msgs: list[Msg]) -> None:
-        pass  # ack none: nothing to give back
+    def on_unknown_status(self, code: str, description: str) -> None:
+        self._inner.on_unknown_status(code, description)
 
-    # ---------------------------------------------------- what leads to a reset
+    def on_pin_lost(self, msgs: int, nbytes: int, exact: bool) -> None:
+        self._inner.on_pin_lost(msgs, nbytes, exact)
 
-    def fail(self, exc: BaseException) -> None:
-        if not self._opts.one_shot and isinstance(exc, (ConsumerDeletedError, ConsumerNotFoundError)):
-            self.reset(str(exc))
-            return
-        super().fail(exc)
+    def on_heartbeat_missed(self, error: Error) -> None:
+        self.reset(f"no heartbeat for {self._engine.heartbeat_interval:g} s")
 
-    def _on_heartbeat_missed(self) -> None:
-        if self._resetting:
-            return
-        if not self.queue.has_outstanding():
-            super()._on_heartbeat_missed()  # nothing was due: just pull
-            return
-        self.heartbeats_missed += 1
-        assert self._heartbeat is not None
-        why = f"no heartbeat for {self._heartbeat.interval:g} s"
-        self._emit("heartbeat_missed", description=why)
-        self.reset(why)
+    def on_no_responders(self) -> None:
+        self._inner.on_no_responders()
 
-    def pull(self) -> None:
-        if not self._resetting:
-            super().pull()
+    def on_reconnected(self) -> None:
+        if self._one_shot:
+            self._inner.on_reconnected()
+        else:
+            self.reset("the client reconnected")
+
+    def on_consumer_gone(self, error: Error) -> None:
+        if self._one_shot:
+            self._inner.on_consumer_gone(error)
+        else:
+            self.reset(str(error))
+
+    async def on_stopped(self) -> None:
+        if not self._one_shot:
+            await self._delete(self._engine.consumer)
 
     # ------------------------------------------------------------- the reset
 
     def reset(self, why: str) -> None:
         """Recreate the consumer after the last accepted message. Idempotent while one runs."""
-        if self._resetting or self._stopping or self._sub is None:
+        engine = self._engine
+        if self._resetting or not engine.running:
             return
         self._resetting = True
-        old = self.consumer
+        engine.suspend()
+        old = engine.consumer
         self.cursor.restart(_next_name(old))  # from here on nothing of *old* is accepted
-        self._emit("reset", description=why)
-        self.loop_thread.loop.create_task(self._recreate(old))
+        engine.emit("reset", description=why)
+        engine.loop_thread.loop.create_task(self._recreate(old))
 
     async def _recreate(self, old: str) -> None:
-        link = self._link
+        engine, link = self._engine, self._link
         try:
-            inbox = link.new_inbox()
-            sub = await link.subscribe_inbox(inbox, self._on_msg, self._deliver)
+            if not await engine.move_inbox():
+                return  # stopped meanwhile
         except Error as exc:
-            self.fail(exc)  # the connection is closed
+            engine.fail(exc)  # the connection is closed
             return
-        if self._stopping or self._sub is None:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
-            return
-        stale, self._sub, self.inbox = self._sub, sub, inbox
-        stale.unroute()
-        with contextlib.suppress(Exception):
-            await stale.unsubscribe()
-        self.loop_thread.loop.create_task(self._delete(old))
+        engine.loop_thread.loop.create_task(self._delete(old))
         name = self.cursor.name
         delay = BACKOFF_FIRST
         attempts = 0
-        while not self._stopping:
+        while engine.running:
             attempts += 1
-            api, body = self._spec.create(self.stream, name, self.cursor.stream_seq)
+            api, body = self._spec.create(engine.stream, name, self.cursor.stream_seq)
             try:
-                await link.api_request(self._js_prefix, api, json.dumps(body).encode(), self._api_timeout)
+                await link.api_request(self._api_prefix, api, json.dumps(body).encode(), self._api_timeout)
                 break
             except StreamNotFoundError as exc:
                 self._give_up(exc)
@@ -400,7 +420,7 @@ class OrderedEngine(PullEngine):
                     return
                 log.info(
                     "natspull: %s/%s: creating the consumer failed (%s); again in %.1f s",
-                    self.stream,
+                    engine.stream,
                     name,
                     exc,
                     delay,
@@ -408,27 +428,24 @@ class OrderedEngine(PullEngine):
                 # The next attempt under a new name: an unanswered create may have been placed on
                 # a server that just died (its leader had not noticed yet), and every create of
                 # that name then waits for it. The orphan expires (inactive_threshold).
-                self.loop_thread.loop.create_task(self._delete(name))
+                engine.loop_thread.loop.create_task(self._delete(name))
                 name = _next_name(name)
                 self.cursor.restart(name)
             await asyncio.sleep(delay)
             delay = min(delay * 2, BACKOFF_MAX)
-        if self._stopping:
+        if not engine.running:
             await self._delete(name)  # created while the reader stopped
             return
-        self.consumer = name
-        self.subject = f"{self._js_prefix}.CONSUMER.MSG.NEXT.{self.stream}.{name}"
-        self.resets += 1
+        engine.resets += 1
         self._resetting = False
-        self._touch()
-        self.queue.forget_outstanding()
-        self.pull()
+        engine.retarget(name)
 
     def _give_up(self, exc: Error) -> None:
         self._resetting = False
-        super().fail(
+        engine = self._engine
+        engine.fail(
             OrderedConsumerResetError(
-                f"ordered consumer on {self.stream}: could not recreate the consumer after stream "
+                f"ordered consumer on {engine.stream}: could not recreate the consumer after stream "
                 f"sequence {self.cursor.stream_seq}: {exc}"
             )
         )
@@ -440,18 +457,49 @@ class OrderedEngine(PullEngine):
             return
         try:
             await link.api_request(
-                self._js_prefix, f"CONSUMER.DELETE.{self.stream}.{name}", b"", DELETE_TIMEOUT
+                self._api_prefix, f"CONSUMER.DELETE.{self._engine.stream}.{name}", b"", DELETE_TIMEOUT
             )
         except Error as exc:
-            log.debug("natspull: %s/%s: delete failed: %s", self.stream, name, exc)
+            log.debug("natspull: %s/%s: delete failed: %s", self._engine.stream, name, exc)
 
-    async def _shutdown(self) -> None:
-        await super()._shutdown()
-        if not self._opts.one_shot:
-            await self._delete(self.consumer)
 
-    def stats(self) -> dict[str, int]:
-        return {**super().stats(), "resets": self.resets}
+def ordered_engine(
+    link: Link,
+    api_prefix: str,
+    stream: str,
+    spec: OrderedSpec,
+    cursor: Cursor,
+    position: Position,
+    settings: PullSettings,
+    *,
+    api_timeout: float,
+    max_reset_attempts: int | None,
+    events: EventThread | None = None,
+) -> PullEngine:
+    """A plain pull engine that hands out consumer *cursor.name*'s messages strictly in order
+    (or resets), its takes advancing *position*. Not started. Any thread."""
+    engine = PullEngine(
+        link,
+        api_prefix,
+        stream,
+        cursor.name,
+        settings,
+        events=events,
+        ack_sink=NO_ACKS,
+        on_take=position.advance,
+    )
+    mode = OrderedMode(
+        engine,
+        link,
+        api_prefix,
+        spec,
+        cursor,
+        one_shot=settings.one_shot,
+        api_timeout=api_timeout,
+        max_reset_attempts=max_reset_attempts,
+    )
+    engine.mode, engine.accept = mode, mode.accept
+    return engine
 
 
 def _next_name(name: str) -> str:

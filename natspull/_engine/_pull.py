@@ -1,7 +1,8 @@
 """The pull engine: the only module that speaks the JetStream pull protocol.
 
 One :class:`PullEngine` serves one ``Consumer.messages()`` iterator, one
-``consume()`` context or one ``fetch()``. It lives on the loop thread: it owns
+``consume()`` context or one ``fetch()``, as its ``_settings.PullSettings`` say (validated
+before the engine is built; the engine never re-checks them). It lives on the loop thread: it owns
 an inbox subscription, sends pull requests to
 ``$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>`` with that inbox as reply,
 hands arriving messages to a :class:`~natspull._engine._queue.MsgQueue` in bursts and
@@ -10,7 +11,7 @@ handles the status messages itself, through one table (:data:`_STATUS` for
 and left to the mode).
 
 Priority groups (ADR-42): a pull for a grouped consumer carries the fields of its
-:class:`PullGroup`. With the ``pinned_client`` policy the engine remembers the
+:class:`~natspull._engine._settings.PullGroup`. With the ``pinned_client`` policy the engine remembers the
 ``Nats-Pin-Id`` of delivered messages (:attr:`PullEngine.pin_id`, loop thread only) and sends
 it as ``id`` on every pull; a 423 (the pin moved on: unpinned, expired, lost with a server
 restart) forgets it and pulls again at once without it.
@@ -41,6 +42,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from .. import _ack_subject as ack_subject
 from .._msg import AckSink, Msg, nak_unacked
 from .._observe._events import ConsumerEvent, EventThread, log_event
 from .._transport._link import Link
@@ -55,9 +57,10 @@ from ..errors import (
 )
 from ._heartbeat import HeartbeatMonitor
 from ._modes import Mode, OneShot
-from ._queue import Flow, MsgQueue, State
+from ._queue import MsgQueue, State
+from ._settings import PullSettings
 
-__all__ = ["AckCounter", "Continuous", "PullEngine", "PullGroup", "PullOptions", "start_engine"]
+__all__ = ["AckCounter", "Continuous", "PullEngine", "start_engine"]
 
 log = logging.getLogger("natspull")
 
@@ -70,51 +73,6 @@ _ACK = b"+ACK"  # (as _msg sends it)
 def _unfilled(headers: dict[str, str]) -> tuple[int, int]:
     """The part of a pull request the server reports as never filled (408/409 headers)."""
     return int(headers.get("Nats-Pending-Messages") or 0), int(headers.get("Nats-Pending-Bytes") or 0)
-
-
-class PullGroup:
-    """The priority-group fields of every pull an engine sends (ADR-42; validated by the caller).
-
-    ``pinned`` says the consumer's policy is ``pinned_client``: the engine then tracks the pin.
-    Zero means "not sent" for ``min_pending``, ``min_ack_pending`` and ``priority`` (the
-    server's defaults). Immutable; any thread.
-    """
-
-    __slots__ = ("group", "min_ack_pending", "min_pending", "pinned", "priority")
-
-    def __init__(
-        self,
-        group: str,
-        *,
-        min_pending: int = 0,
-        min_ack_pending: int = 0,
-        priority: int = 0,
-        pinned: bool = False,
-    ) -> None:
-        self.group = group
-        self.min_pending = min_pending
-        self.min_ack_pending = min_ack_pending
-        self.priority = priority
-        self.pinned = pinned
-
-    def __repr__(self) -> str:
-        return (
-            f"PullGroup({self.group!r}, min_pending={self.min_pending}, "
-            f"min_ack_pending={self.min_ack_pending}, priority={self.priority}, pinned={self.pinned})"
-        )
-
-    def fields(self, pin_id: str | None) -> dict[str, Any]:
-        """The request fields, with the pin *pin_id* as ``id`` when there is one."""
-        fields: dict[str, Any] = {"group": self.group}
-        if self.min_pending:
-            fields["min_pending"] = self.min_pending
-        if self.min_ack_pending:
-            fields["min_ack_pending"] = self.min_ack_pending
-        if self.priority:
-            fields["priority"] = self.priority
-        if pin_id:
-            fields["id"] = pin_id
-        return fields
 
 
 class AckCounter:
@@ -150,27 +108,6 @@ class AckCounter:
 
     def check_fork(self) -> None:
         self._link.check_fork()
-
-
-class PullOptions:
-    """Per-request options of an engine (validated by the caller)."""
-
-    __slots__ = ("expires", "group", "heartbeat", "no_wait", "one_shot")
-
-    def __init__(
-        self,
-        *,
-        expires: float,
-        heartbeat: float | None,
-        one_shot: bool = False,
-        no_wait: bool = False,
-        group: PullGroup | None = None,
-    ) -> None:
-        self.expires = expires
-        self.heartbeat = heartbeat
-        self.one_shot = one_shot  # fetch(): one request, then done (mode _fetch.OneShot)
-        self.no_wait = no_wait
-        self.group = group
 
 
 class Continuous:
@@ -218,7 +155,7 @@ class Continuous:
         engine = self._engine
         engine.queue.forget_outstanding()
         engine.pull()
-        if engine.error_on_missing_heartbeat:
+        if engine.settings.error_on_missing_heartbeat:
             engine.queue.notice(error)
 
     def on_pin_lost(self, msgs: int, nbytes: int, exact: bool) -> None:
@@ -239,6 +176,12 @@ class Continuous:
         self._engine.queue.forget_outstanding()
         self._engine.pull()
 
+    def on_consumer_gone(self, error: Error) -> None:
+        self._engine.fail(error)
+
+    async def on_stopped(self) -> None:
+        pass
+
 
 class PullEngine:
     """Drives pulls for one queue. Every method runs on the loop thread unless it says otherwise."""
@@ -249,40 +192,54 @@ class PullEngine:
         api_prefix: str,
         stream: str,
         consumer: str,
-        flow: Flow,
-        options: PullOptions,
+        settings: PullSettings,
         *,
-        error_on_missing_heartbeat: bool = False,
         pin_store: dict[str, str] | None = None,
         events: EventThread | None = None,
+        ack_sink: AckSink | None = None,
+        on_take: Callable[[Msg], None] | None = None,
     ) -> None:
+        """*ack_sink*: what the messages ack through instead of the connection (an ordered read's,
+        ack policy none: nothing is counted, NAKed back or counted as a redelivery then).
+        *on_take*: the queue's ``on_take`` (told the last message of every take)."""
         self._link = link
-        self.acks: AckCounter | None = AckCounter(link)  # None: the messages cannot be acked
-        self.ack_sink: AckSink = self.acks  # what the messages ack through (an ordered engine: nothing)
+        # acks is None when the messages cannot be acked through this engine
+        self.acks: AckCounter | None = None
+        self.ack_sink: AckSink
+        if ack_sink is None:
+            self.acks = self.ack_sink = AckCounter(link)
+        else:
+            self.ack_sink = ack_sink
         self.loop_thread = link.loop_thread
         self._js_prefix = api_prefix
         self.stream = stream
         self.consumer = consumer
         self.subject = f"{api_prefix}.CONSUMER.MSG.NEXT.{stream}.{consumer}"
         self.queue = MsgQueue(
-            flow,
+            settings.flow,
             on_low=self._request_pull_threadsafe,
             on_discard=self._nak_all,
             on_state=self._on_state_threadsafe,
+            on_take=on_take,
+            count_redelivered=None if self.acks is None else ack_subject.redelivery_counter(),
             source=(stream, consumer),
         )
-        self._opts = options
-        self._mode: Mode = OneShot(self) if options.one_shot else Continuous(self)
-        self.error_on_missing_heartbeat = error_on_missing_heartbeat
-        self._group = options.group
-        self._pinned = options.group is not None and options.group.pinned
+        self.settings = settings
+        # The two hooks where a read differs from the plain engine; an ordered read replaces
+        # both (_ordered_mode.ordered_engine) before start(). The mode: the reactions that
+        # differ (see _modes.Mode). accept: the step a socket read's messages go through on
+        # their way to the queue (None: all of them, in order); loop thread.
+        self.mode: Mode = OneShot(self) if settings.one_shot else Continuous(self)
+        self.accept: Callable[[list[Msg]], list[Msg]] | None = None
+        self._group = settings.group
+        self._pinned = settings.group is not None and settings.group.pinned
         # The group's pin as this engine last saw it (Nats-Pin-Id); loop thread only. It starts
         # from, and keeps up to date, its Consumer's *pin_store* (group -> pin), so that the
         # next fetch or iterator of that Consumer object sends it too.
         self._pin_store = pin_store if self._pinned else None
         self.pin_id: str | None = None
-        if self._pin_store is not None and options.group is not None:
-            self.pin_id = self._pin_store.get(options.group.group)
+        if self._pin_store is not None and settings.group is not None:
+            self.pin_id = self._pin_store.get(settings.group.group)
         # The application's on_event, on its own thread (see _events); closed when this engine
         # is done (_done). Events are logged whether or not there is one.
         self.events = events
@@ -291,10 +248,12 @@ class PullEngine:
         self._burst: list[Msg] = []
         self._heartbeat: HeartbeatMonitor | None = None
         self._stopping = False
+        self._suspended = False  # between suspend() and retarget()
         self.pulls_sent = 0
         self.heartbeats_missed = 0
         self.reconnects = 0
         self.pins_lost = 0
+        self.resets = 0  # times the mode moved this engine to another consumer (ordered reads)
 
     # --------------------------------------------------------------- lifecycle
 
@@ -304,17 +263,68 @@ class PullEngine:
         self.inbox = link.new_inbox()
         self._sub = await link.subscribe_inbox(self.inbox, self._on_msg, self._deliver)
         link.register(self)
-        if self._opts.heartbeat:
+        if self.settings.heartbeat:
             self._heartbeat = HeartbeatMonitor(
                 self.loop_thread.loop,
-                self._opts.heartbeat,
+                self.settings.heartbeat,
                 lambda: link.is_connected,
                 self._on_heartbeat_missed,
             )
             self._heartbeat.start()
         self.pull()
-        if not self._opts.one_shot:
-            self._emit("connected")
+        if not self.settings.one_shot:
+            self.emit("connected")
+
+    @property
+    def running(self) -> bool:
+        """True from start() until the engine stops (its queue's drain/stop, or the end of a
+        one-shot request)."""
+        return self._sub is not None and not self._stopping
+
+    @property
+    def heartbeat_interval(self) -> float:
+        """The silence after which a heartbeat counts as missed (0: heartbeats not watched)."""
+        return 0.0 if self._heartbeat is None else self._heartbeat.interval
+
+    async def move_inbox(self) -> bool:
+        """Read a fresh inbox from now on: subscribe it, then unsubscribe the old one, whose
+        late statuses are then ignored (a mode that moves to another consumer leaves its old
+        requests behind). Returns False, moving nothing, when the engine stopped meanwhile.
+        Raises natspull.Error when the connection is closed."""
+        link = self._link
+        inbox = link.new_inbox()
+        sub = await link.subscribe_inbox(inbox, self._on_msg, self._deliver)
+        if not self.running:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+            return False
+        stale, self._sub, self.inbox = self._sub, sub, inbox
+        assert stale is not None  # (running)
+        stale.unroute()
+        with contextlib.suppress(Exception):
+            await stale.unsubscribe()
+        return True
+
+    def suspend(self) -> None:
+        """Send no pull and watch no heartbeat until :meth:`retarget` (a mode moving this engine
+        to another consumer). Messages that arrive still go through :attr:`accept`."""
+        self._suspended = True
+        self._cancel_heartbeat()
+
+    def retarget(self, consumer: str) -> None:
+        """Pull from *consumer* (of the same stream) from now on, at once: what was requested
+        from the old one is forgotten, what is buffered stays. Ends a :meth:`suspend`. Does
+        nothing once the engine stopped."""
+        if not self.running:
+            return
+        self.consumer = consumer
+        self.subject = f"{self._js_prefix}.CONSUMER.MSG.NEXT.{self.stream}.{consumer}"
+        self._suspended = False
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            self._heartbeat.start()  # (from now: the old consumer's silence does not count)
+        self.queue.forget_outstanding()
+        self.pull()
 
     def _on_state_threadsafe(self, state: State) -> None:
         """Queue transition listener. Any thread; never blocks."""
@@ -350,6 +360,7 @@ class PullEngine:
         self.queue.finish()
         link.unregister(self)
         self._done()
+        await self.mode.on_stopped()
 
     # ---------------------------------------------------------------- pulling
 
@@ -359,7 +370,7 @@ class PullEngine:
 
     def pull(self) -> None:
         """Send a pull for whatever the queue reserves (nothing if not below the threshold)."""
-        if self._sub is None or self._stopping or not self._mode.may_pull(self.pulls_sent):
+        if self._sub is None or self._stopping or self._suspended or not self.mode.may_pull(self.pulls_sent):
             return
         msgs, nbytes = self.queue.reserve()
         if msgs <= 0:
@@ -368,18 +379,18 @@ class PullEngine:
 
     def _send(self, msgs: int, nbytes: int, expires: float | None = None) -> None:
         request: dict[str, Any] = {"batch": msgs}
-        if self._opts.no_wait:
+        if self.settings.no_wait:
             # With "expires" as well, the server lingers until expiry instead of
             # answering at once (seen with nats-server 2.15; see test_jetstream).
             request["no_wait"] = True
         else:
-            request["expires"] = int((expires or self._opts.expires) * 1e9)
+            request["expires"] = int((expires or self.settings.expires) * 1e9)
         if nbytes:
             request["max_bytes"] = nbytes
         elif self.queue.flow.request_bytes:
             request["max_bytes"] = self.queue.flow.request_bytes
-        if self._opts.heartbeat:
-            request["idle_heartbeat"] = int(self._opts.heartbeat * 1e9)
+        if self.settings.heartbeat:
+            request["idle_heartbeat"] = int(self.settings.heartbeat * 1e9)
         if self._group is not None:
             request.update(self._group.fields(self.pin_id))
         self.pulls_sent += 1
@@ -397,7 +408,7 @@ class PullEngine:
         pending, released by its 408 after two heartbeat intervals). After an unpin of
         this engine's group its pin is forgotten first. Loop thread; continuous engines only.
         """
-        if self._sub is None or self._stopping or self._opts.one_shot:
+        if self._sub is None or self._stopping or self._suspended or self.settings.one_shot:
             return
         if group is not None:
             if self._group is None or self._group.group != group:
@@ -405,14 +416,14 @@ class PullEngine:
             if self.pin_id is not None:
                 had = self.pin_id
                 self._set_pin(None)
-                self._emit("pin_lost", description="unpinned by this client", pin_id=had)
+                self.emit("pin_lost", description="unpinned by this client", pin_id=had)
         msgs, nbytes = self.queue.reserve()
         if msgs <= 0:
             if not self.queue.book(1):
                 return
             msgs, nbytes = 1, 0
         # Short-lived: the server wants expires >= 2 x idle_heartbeat.
-        self._send(msgs, nbytes, expires=2 * (self._opts.heartbeat or 0.5))
+        self._send(msgs, nbytes, expires=2 * (self.settings.heartbeat or 0.5))
 
     # --------------------------------------------------------------- receiving
 
@@ -424,6 +435,8 @@ class PullEngine:
         # A status has no reply subject; a stream message always has one (its ack subject), so
         # an application header named "Status" on an empty message is still a message.
         if headers and not data and not reply and "Status" in headers:
+            if subject != self.inbox:
+                return  # a status for a request on an inbox this engine moved away from (move_inbox)
             self._touch()
             self._on_status(headers)
             return
@@ -443,21 +456,27 @@ class PullEngine:
             pin = headers.get("Nats-Pin-Id")
             if pin and pin != self.pin_id:
                 self._set_pin(pin)
-                self._emit("pinned", pin_id=pin)
+                self.emit("pinned", pin_id=pin)
         burst = self._burst
         burst.append(Msg(subject, data, reply, headers, self.ack_sink, size))
         # Messages come through the connection's parser (nats-py's reader calls it per read),
         # fast path or not: hand the read's burst over when it is parsed (else: next iteration).
         if len(burst) == 1 and not self._link.after_read(self._flush_burst):
             self.loop_thread.loop.call_soon(self._flush_burst)
-        self._mode.on_delivered(size)
+        self.mode.on_delivered(size)
 
     def _flush_burst(self) -> None:
-        """Hand the messages that arrived in this loop iteration to the queue in one go."""
-        if self._burst:
+        """Hand the messages that arrived in this loop iteration to the queue in one go, through
+        the :attr:`accept` step if there is one."""
+        burst = self._burst
+        if not burst:
+            return
+        self._burst = []
+        accept = self.accept
+        msgs = burst if accept is None else accept(burst)
+        if msgs:
             self._touch()
-            burst, self._burst = self._burst, []
-            self.queue.put_many(burst)
+            self.queue.put_many(msgs)
 
     def _touch(self) -> None:
         if self._heartbeat is not None:
@@ -473,8 +492,8 @@ class PullEngine:
             lowered = description.lower()
             handler = next((h for text, h in _CONFLICTS if text in lowered), None)
         if handler is None:
-            self._emit("status", code=int(code) if code.isdigit() else 0, description=description)
-            self._mode.on_unknown_status(code, description)
+            self.emit("status", code=int(code) if code.isdigit() else 0, description=description)
+            self.mode.on_unknown_status(code, description)
             return
         handler(self, headers, description)
 
@@ -483,14 +502,14 @@ class PullEngine:
 
     def _on_request_ended(self, headers: dict[str, str], description: str) -> None:
         """404 No Messages, 408 Request Timeout, 409 Batch Completed."""
-        self._mode.on_request_ended(*_unfilled(headers))
+        self.mode.on_request_ended(*_unfilled(headers))
 
     def _on_max_bytes(self, headers: dict[str, str], description: str) -> None:
         """409 Message Size Exceeds MaxBytes: the next message does not fit what is left of a request."""
         msgs, nbytes = _unfilled(headers)
         where = f"{self.stream}/{self.consumer}"
         max_bytes = self.queue.flow.max_bytes or self.queue.flow.request_bytes
-        self._mode.on_max_bytes(
+        self.mode.on_max_bytes(
             msgs, nbytes, f"a message on {where} is larger than max_bytes={max_bytes}: {description}"
         )
 
@@ -509,9 +528,9 @@ class PullEngine:
             return
         if had is not None:
             self.pins_lost += 1
-            self._emit("pin_lost", code=423, description=description, pin_id=had)
+            self.emit("pin_lost", code=423, description=description, pin_id=had)
         msgs, nbytes = _unfilled(headers)
-        self._mode.on_pin_lost(msgs, nbytes, exact)
+        self.mode.on_pin_lost(msgs, nbytes, exact)
 
     def _set_pin(self, pin: str | None) -> None:
         old, self.pin_id = self.pin_id, pin
@@ -523,7 +542,7 @@ class PullEngine:
             elif old is not None and store.get(name) == old:  # not a newer one of another engine
                 del store[name]
 
-    def _emit(self, kind: str, *, code: int = 0, description: str = "", pin_id: str | None = None) -> None:
+    def emit(self, kind: str, *, code: int = 0, description: str = "", pin_id: str | None = None) -> None:
         """Log a :class:`ConsumerEvent` and hand it to the application's ``on_event`` thread."""
         event = ConsumerEvent(kind, self.stream, self.consumer, code, description, pin_id)
         log_event(event)
@@ -537,18 +556,20 @@ class PullEngine:
 
     def _on_consumer_deleted(self, headers: dict[str, str], description: str) -> None:
         if self.queue.state is not State.CLOSED:  # (each waiting request gets a 409: report one)
-            self._emit("consumer_deleted", code=409, description=description)
-        self.fail(ConsumerDeletedError(f"consumer {self.stream}/{self.consumer} was deleted", 409))
+            self.emit("consumer_deleted", code=409, description=description)
+        self.mode.on_consumer_gone(
+            ConsumerDeletedError(f"consumer {self.stream}/{self.consumer} was deleted", 409)
+        )
 
     def _on_server_shutdown(self, headers: dict[str, str], description: str) -> None:
         # The request died with the server. A reconnect re-pulls (or ends a fetch);
         # a connection closed for good ends everything with ConnectionClosedError.
-        self._emit("status", code=409, description=description)
+        self.emit("status", code=409, description=description)
         self.queue.forget_outstanding()
 
     def _on_leadership_change(self, headers: dict[str, str], description: str) -> None:
-        self._emit("leadership_change", code=409, description=description)
-        self._mode.on_leadership_change()
+        self.emit("leadership_change", code=409, description=description)
+        self.mode.on_leadership_change()
 
     def _on_bad_request(self, headers: dict[str, str], description: str) -> None:
         self.fail(JetStreamAPIError(f"bad pull request: {description}", code=400))
@@ -563,14 +584,14 @@ class PullEngine:
         except (ConsumerNotFoundError, JetStreamAPIError) as exc:
             if isinstance(exc, ConsumerNotFoundError) or exc.code == 404:
                 if self.queue.state is not State.CLOSED:
-                    self._emit("consumer_deleted", code=404, description="no responders; consumer not found")
-                self.fail(
+                    self.emit("consumer_deleted", code=404, description="no responders; consumer not found")
+                self.mode.on_consumer_gone(
                     ConsumerNotFoundError(f"consumer {self.stream}/{self.consumer} does not exist", 404)
                 )
                 return
         except Error:
             pass
-        self._mode.on_no_responders()
+        self.mode.on_no_responders()
 
     # ---------------------------------------------------------------- ending
 
@@ -604,8 +625,11 @@ class PullEngine:
         """Return messages the application will never see, so the server redelivers them now.
 
         Any thread, including a signal handler that interrupted a thread inside
-        ``Msg.ack()``: the NAKs are sent from the loop thread, so this takes no lock.
+        ``Msg.ack()``: the NAKs are sent from the loop thread, so this takes no lock. Messages
+        that cannot be acked through this engine (``acks`` None) have nothing to give back.
         """
+        if self.acks is None:
+            return
         if self.loop_thread.in_loop_thread():
             nak_unacked(msgs)
         else:
@@ -620,8 +644,8 @@ class PullEngine:
         assert self._heartbeat is not None
         interval = self._heartbeat.interval
         self.heartbeats_missed += 1
-        self._emit("heartbeat_missed", description=f"no heartbeat for {interval:g} s")
-        self._mode.on_heartbeat_missed(
+        self.emit("heartbeat_missed", description=f"no heartbeat for {interval:g} s")
+        self.mode.on_heartbeat_missed(
             NoHeartbeatError(f"no heartbeat from {self.stream}/{self.consumer} for {interval:g} s")
         )
 
@@ -633,12 +657,12 @@ class PullEngine:
         """The client reconnected: outstanding pulls died with the old connection."""
         self.reconnects += 1
         self._touch()
-        self._emit("reconnected")
-        self._mode.on_reconnected()  # (a pinned engine pulls with its pin: the server says 423 if it is gone)
+        self.emit("reconnected")
+        self.mode.on_reconnected()  # (a pinned engine pulls with its pin: the server says 423 if it is gone)
 
     def on_disconnected(self) -> None:
         """The connection dropped; nats-py reconnects (then :meth:`on_reconnected` pulls again)."""
-        self._emit("disconnected")
+        self.emit("disconnected")
 
     def abort(self, exc: BaseException) -> None:
         """The connection ends this engine (closing, or a permissions violation): fail its queue."""
@@ -659,7 +683,7 @@ class PullEngine:
             "heartbeats_missed": self.heartbeats_missed,
             "reconnects": self.reconnects,
             "pins_lost": self.pins_lost,
-            "resets": 0,
+            "resets": self.resets,
             "acked": 0 if self.acks is None else self.acks.acked,
         }
 
@@ -667,15 +691,14 @@ class PullEngine:
 _E = TypeVar("_E", bound=PullEngine)
 
 
-def start_engine(
-    link: Link, on_event: Callable[[ConsumerEvent], Any] | None, build: Callable[[EventThread | None], _E]
-) -> _E:
-    """``build(events)`` an engine, with an event thread for *on_event* (None: none), and start it.
+def start_engine(link: Link, settings: PullSettings, build: Callable[[EventThread | None], _E]) -> _E:
+    """``build(events)`` an engine, with an event thread for ``settings.on_event`` (None: none),
+    and start it.
 
     Blocks on: the inbox subscription and the first pull (:data:`START_TIMEOUT`). Raises what
     building or starting raises, after closing the event thread. Any thread but the loop's.
     """
-    events = EventThread(on_event) if on_event is not None else None
+    events = EventThread(settings.on_event) if settings.on_event is not None else None
     try:
         engine = build(events)
         link.run(engine.start(), START_TIMEOUT, "start pulling")

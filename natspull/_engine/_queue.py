@@ -68,7 +68,7 @@ from .._msg import Msg
 from .._transport import _fork
 from ..errors import ForkedError, IteratorClosedError, TimeoutError
 
-__all__ = ["Flow", "MsgQueue", "State", "ack_head", "is_redelivery"]
+__all__ = ["Flow", "MsgQueue", "State"]
 
 _helper_ids = itertools.count(1)
 
@@ -81,7 +81,10 @@ class State(enum.Enum):
 
 @dataclass(frozen=True)
 class Flow:
-    """Pull sizing: the maximum pending and the threshold that triggers a re-pull."""
+    """Pull sizing: the maximum pending and the threshold that triggers a re-pull.
+
+    The queue's part of a read's ``_settings.PullSettings`` (``settings.flow``), built with them.
+    """
 
     max_msgs: int
     max_bytes: int  # 0: no byte limit
@@ -91,27 +94,6 @@ class Flow:
     # max_messages together with max_bytes (nats.go's PullMaxMessagesWithBytesLimit): every
     # pull asks for at most this many bytes; the flow itself counts messages (max_bytes 0).
     request_bytes: int = 0
-
-
-def ack_head(reply: str) -> str:
-    """The ack subject *reply* up to its ``<delivered>`` token (``"$JS.ACK.<stream>.<consumer>."``,
-    or with ``<domain>.<account hash>.`` before the stream), or "" when it is not one.
-
-    v1 ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>`` (9 tokens); v2
-    puts ``<domain>.<account hash>`` before the stream (12+ tokens).
-    """
-    if not reply.startswith("$JS.ACK."):
-        return ""
-    tokens = reply.split(".")
-    if len(tokens) < 9:
-        return ""
-    return ".".join(tokens[: 4 if len(tokens) == 9 else 6]) + "."
-
-
-def is_redelivery(reply: str) -> bool:
-    """True when the ack subject *reply* says ``num_delivered > 1`` (False for anything else)."""
-    head = ack_head(reply)
-    return bool(head) and not reply.startswith("1.", len(head))
 
 
 def _noop() -> None:
@@ -129,6 +111,8 @@ class MsgQueue:
         on_discard: Callable[[list[Msg]], None] = lambda msgs: None,
         on_state: Callable[[State], None] = lambda state: None,
         on_ready: Callable[[], None] = _noop,
+        on_take: Callable[[Msg], None] | None = None,
+        count_redelivered: Callable[[list[Msg]], int] | None = None,
         source: tuple[str, str] = ("", ""),
     ) -> None:
         self.flow = flow
@@ -139,13 +123,20 @@ class MsgQueue:
         # For async adapters that never block a thread in get() (natspull.trio): called outside
         # the lock after each burst is buffered, each transition and each notice; must not block.
         self.on_ready = on_ready
+        # Told the last message of every take, *with the lock held*, so that when threads take
+        # at once the last one told is the last one taken (an ordered read continues after it).
+        # It must only store it: no lock, no blocking. An adapter that takes ahead of its own
+        # readers (natspull.trio) takes it over and reports each message as it hands it out.
+        self.on_take = on_take
+        # How many of a take's messages are redeliveries (the engine knows how to tell; None:
+        # not counted). Called with the lock held, once per take.
+        self._count_redelivered = count_redelivered
         # _cond's lock guards every field below. It is a leaf in the lock order:
         # nothing that takes another natspull lock is called while holding it.
         # Re-entrant only so that a signal handler can *detect* that it
         # interrupted its own thread (see module docstring), never to nest.
         self._cond = threading.Condition(threading.RLock())
         self._items: deque[Msg] = deque()
-        self.last_taken: Msg | None = None  # the message handed out last (read without the lock)
         self._state = State.OPEN
         self._error: BaseException | None = None  # terminal; set only together with CLOSED
         self._notice: BaseException | None = None  # raised once by the next get(); non-terminal
@@ -158,9 +149,6 @@ class MsgQueue:
         self._low_armed = True  # on_low fires at most once per reserve()
         self._delivered = 0  # handed out by get(), ever
         self._redelivered = 0  # of those, the ones with num_delivered > 1
-        # The last ack subject's start up to <delivered> (see ack_head): for one consumer's
-        # messages the redelivery check is then two prefix tests, no parse.
-        self._ack_head = ""
         self._waiters = 0
         self._created_in = _fork.pid
         # Set only in a child process after os.fork(), together with CLOSED (see _after_fork_in_child).
@@ -270,16 +258,15 @@ class MsgQueue:
         items = self._items
         taken = [items.popleft() for _ in range(min(count, len(items)))]
         if taken:
-            self.last_taken = taken[-1]
+            on_take = self.on_take
+            if on_take is not None:
+                on_take(taken[-1])
+            count_redelivered = self._count_redelivered
+            if count_redelivered is not None:
+                self._redelivered += count_redelivered(taken)
         low = False
-        head = self._ack_head
         for msg in taken:
             self._buffered_bytes -= msg.size
-            reply = msg.reply
-            if not (head and reply.startswith(head)):
-                head = self._ack_head = ack_head(reply)  # another consumer's (or not an ack subject)
-            if head and not reply.startswith("1.", len(head)):
-                self._redelivered += 1
             if lease:
                 self._leased_msgs += 1
                 self._leased_bytes += msg.size

@@ -395,11 +395,16 @@ class Connection:
                 denied.cancel()
 
     async def api_request(
-        self, prefix: str, api: str, payload: bytes = b"", timeout: float = 5.0
+        self,
+        prefix: str,
+        api: str,
+        payload: bytes = b"",
+        timeout: float = 5.0,
+        headers: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         """A JetStream API request on the loop thread; raises the matching JetStreamAPIError."""
         try:
-            reply = await self.request(f"{prefix}.{api}", payload, timeout)
+            reply = await self.request(f"{prefix}.{api}", payload, timeout, headers)
         except Error:
             raise
         except Exception as exc:

@@ -86,6 +86,10 @@ class Link(Protocol):
         """Run *coro* on the loop and wait, every error a natspull error. Any thread but the loop's."""
 
     @property
+    def server_info(self) -> dict[str, Any]:
+        """The INFO of the latest (re)connect (a copy): ``version``, ``server_id``, ... Any thread."""
+
+    @property
     def max_payload(self) -> int:
         """The server's max_payload. Any thread."""
 
@@ -127,9 +131,14 @@ class Link(Protocol):
     # ------------------------------------------------------------ loop side
 
     async def api_request(
-        self, prefix: str, api: str, payload: bytes = b"", timeout: float = 5.0
+        self,
+        prefix: str,
+        api: str,
+        payload: bytes = b"",
+        timeout: float = 5.0,
+        headers: dict[str, str] | None = None,
     ) -> dict[str, Any]:
-        """A JetStream API request; raises the matching JetStreamAPIError."""
+        """A JetStream API request (with *headers*); raises the matching JetStreamAPIError."""
 
     async def request(
         self, subject: str, payload: bytes, timeout: float, headers: dict[str, str] | None = None

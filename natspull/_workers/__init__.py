@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from . import _codes
 from ._codes import *  # noqa: F403 (the exit codes, listed once, in _codes)
+from ._current import worker_client
 from ._status import STATUS_MODES
 from ._supervisor import run_workers
 
-__all__ = [*_codes.__all__, "STATUS_MODES", "run_workers"]
+__all__ = [*_codes.__all__, "STATUS_MODES", "run_workers", "worker_client"]

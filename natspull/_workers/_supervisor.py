@@ -22,7 +22,8 @@ A child that dies while RUNNING (a crash, SIGKILL, OOM kill, an exit the supervi
 for) is restarted after a backoff (0.5 s doubling to 10 s; back to 0.5 s once a child ran
 STABLE seconds). CRASH_LIMIT unstable deaths in a row end the run with EXIT_CRASH_LOOP. A child
 that reports a fatal error at the very first start of its slot (bad consume options, no such
-consumer, no server) ends the run with that error's code instead: restarting would not help.
+consumer, no server, a refused login) ends the run with that error's code instead: restarting
+would not help. So does a child whose init function raised, at any start (EXIT_INIT).
 """
 
 from __future__ import annotations
@@ -37,9 +38,10 @@ from multiprocessing.connection import Connection, wait
 from types import FrameType
 from typing import Any
 
+from .._connect_options import check_worker_options
 from .._validate import check_int
 from ._child import child_main
-from ._codes import EXIT_CRASH_LOOP, EXIT_ERROR, EXIT_FORCED, EXIT_OK
+from ._codes import EXIT_CRASH_LOOP, EXIT_ERROR, EXIT_FORCED, EXIT_INIT, EXIT_OK
 from ._status import STATUS_MODES, Reporter, Row, make_reporter
 from ._target import target_spec
 
@@ -82,9 +84,11 @@ def run_workers(
     consumer: str,
     processes: int = 1,
     threads: int = 4,
-    servers: str | list[str] = "nats://127.0.0.1:4222",
+    servers: str | list[str] | None = None,
     grace: float = 30.0,
     consume_options: Mapping[str, Any] | None = None,
+    connect_options: Mapping[str, Any] | None = None,
+    init: str | Callable[..., Any] | None = None,
     status: str = "auto",
     status_interval: float = 10.0,
 ) -> int:
@@ -92,9 +96,18 @@ def run_workers(
     worker processes on the durable consumer *consumer* of *stream*, until a signal ends it.
 
     *target* is the handler: a ``"module:function"`` string or an importable top-level callable
-    (each worker process imports it, then connects to *servers* on its own). The handler acks,
-    as with :meth:`natspull.Consumer.consume`; *consume_options* go to every ``consume()`` call
-    unchanged (they must be picklable).
+    (each worker process imports it, then connects to *servers* on its own, with
+    ``natspull.connect(servers, **connect_options)``: default servers are the context's url,
+    else nats://127.0.0.1:4222). The handler acks, as with :meth:`natspull.Consumer.consume`;
+    *consume_options* go to every ``consume()`` call unchanged (they must be picklable).
+    *connect_options* are connect()'s keywords (``context``, ``user``, ``password``, ``token``,
+    ``creds``, ``nkey``, ``tls_cert``, ``tls_key``, ``tls_ca``, ...), checked here at once:
+    known keys, picklable values (``tls=`` an SSLContext is not: give the files), readable files.
+
+    *init*, like *target*: called once in each worker process as ``init(client)`` with its
+    connected :class:`natspull.Client`, before it consumes. If it raises, the process exits
+    and the run stops (draining the others) with exit code 6; it is not restarted. Inside a
+    worker process, :func:`natspull.worker_client` returns that client.
 
     SIGINT, SIGTERM and SIGHUP (unless ignored) drain every worker: started and buffered
     handlers finish and ack, then the processes exit. A second signal stops them at once
@@ -109,7 +122,7 @@ def run_workers(
     (another error), or ended with an error while draining; 2 a worker refused the target or
     the consume options; 3 no such stream or consumer; 4 cannot connect (2-4: at the first
     start of a worker); 5 a worker kept dying (5 restarts in a row that did not run 10 s);
-    130 forced: a second signal, or workers killed after *grace*.
+    6 the init function raised in a worker; 130 forced: a second signal, or workers killed after *grace*.
 
     Each worker process is started with the multiprocessing *spawn* method, which imports the
     main module again in it: in a script, call ``run_workers()`` under
@@ -120,10 +133,14 @@ def run_workers(
     process starts), RuntimeError off the main thread.
     """
     spec = target_spec(target)
+    init_spec = None if init is None else target_spec(init)
+    connect_options = check_worker_options(connect_options or {})
     processes = check_int("processes", processes, maximum=1024)
     threads = check_int("threads", threads, maximum=1024)
     urls = [servers] if isinstance(servers, str) else servers
-    if not isinstance(urls, list) or not urls or not all(isinstance(url, str) and url for url in urls):
+    if urls is not None and (
+        not isinstance(urls, list) or not urls or not all(isinstance(url, str) and url for url in urls)
+    ):
         raise TypeError(f"servers must be a URL string or a non-empty list of them, got {servers!r}")
     for name, value in (("stream", stream), ("consumer", consumer)):
         if not isinstance(value, str) or not value:
@@ -142,7 +159,7 @@ def run_workers(
             )
     if threading.current_thread() is not threading.main_thread():
         raise RuntimeError("run_workers() must be called from the main thread (it handles signals)")
-    args = (spec, servers, stream, consumer, threads, options, float(grace))
+    args = (spec, servers, stream, consumer, threads, options, float(grace), connect_options, init_spec)
     return _Supervisor(processes, args, float(grace), make_reporter(status, status_interval)).run()
 
 
@@ -299,6 +316,15 @@ class _Supervisor:
             return
         how = f"exit code {code}" if code >= 0 else f"signal {-code}"
         reason = f": {slot.fatal[1]}" if slot.fatal else ""
+        if slot.fatal is not None and slot.fatal[0] == EXIT_INIT:
+            # The application refused to start this process: restarting it would refuse again.
+            message = f"worker {index} pid {pid}: {slot.fatal[1]}; stopping every worker (no restart)"
+            log.error("natspull: %s", message)
+            self._reporter.event(message)
+            slot.row.state = "exited"
+            self._code = EXIT_INIT
+            self._shutdown(_DRAINING)
+            return
         if slot.fatal is not None and slot.row.restarts == 0 and not slot.ready:
             # The first start failed on its own terms (configuration, server): no restart helps.
             message = f"worker {index} pid {pid} could not start{reason}"

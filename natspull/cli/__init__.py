@@ -2,12 +2,17 @@
 
 ::
 
-    natspull demo [--messages N] [--size BYTES] [--workers N] [--server URL]
-    natspull consume STREAM CONSUMER [--server URL] [--count N] [--timeout S] [--no-ack] [--json]
+    natspull demo [--messages N] [--size BYTES] [--workers N] [--server URL [CONNECTION]]
+    natspull consume STREAM CONSUMER [CONNECTION] [--count N] [--timeout S] [--no-ack] [--json]
                      [--group G [--min-pending N]]
     natspull consume STREAM --ordered [--subject S]... [--since SEQ|TIME] [--count N] [--timeout S] [--json]
-    natspull publish SUBJECT [DATA|-] [--count N] [--server URL]
+    natspull publish SUBJECT [DATA|-] [--count N] [CONNECTION]
+    natspull worker MODULE:FUNCTION --stream S --consumer C [--init MODULE:FUNCTION] [CONNECTION] ...
     natspull server [--port P] [--store-dir DIR]
+
+CONNECTION is --server, --context, --creds, --nkey, --user, --password, --token, --tlscert,
+--tlskey, --tlsca, --tlsfirst, each falling back to the nats CLI's variable, then to the named
+context, then to the selected one (``_common.connect_options``).
 
 Everything goes through the public API (``natspull``, ``natspull.testing``), as
 an application would, except that server URLs are printed through the client's

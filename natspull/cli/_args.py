@@ -11,15 +11,14 @@ from __future__ import annotations
 import argparse
 import datetime
 import math
-import os
 import re
 from collections.abc import Callable, Sequence
-from urllib.parse import urlsplit
 
 import natspull
 from natspull._publish import check_ttl
 from natspull._workers import STATUS_MODES
 
+from ._common import CONNECTION_ENV, server_urls
 from ._consume import cmd_consume
 from ._demo import cmd_demo
 from ._publish import cmd_publish
@@ -37,15 +36,23 @@ exit codes:
   1    error (the server refused, nats-server missing or failing to start, ...)
   2    usage: bad arguments
   3    not found: stream or consumer (publish: no stream stores the subject)
-  4    cannot connect to the server
+  4    cannot connect to the server, or it refused the login (authorization
+       violation, bad credentials, TLS failed); the message names the server
   5    worker: a worker process kept dying (5 restarts in a row, none ran 10 s)
+  6    worker: the --init function raised in a worker process (every process
+       stops; none is restarted)
   130  interrupted: a demo ended early by SIGINT/SIGTERM/SIGHUP (it drains
        and prints what it handled), or any command interrupted before it
        started its work; worker: forced stop (a second signal, or workers
        killed after --grace)
 
-The default server is $NATS_URL, else nats://127.0.0.1:4222 (demo: an embedded
-nats-server unless --server is given). Comma-separated URLs are a server list.
+Connecting: each connection flag (--server, --context, --creds, --nkey, --user,
+--password, --token, --tlscert, --tlskey, --tlsca, --tlsfirst) beats its environment
+variable ($NATS_URL, $NATS_CONTEXT, $NATS_CREDS, $NATS_NKEY, $NATS_USER, $NATS_PASSWORD,
+$NATS_TOKEN, $NATS_CERT, $NATS_KEY, $NATS_CA), which beats the named context (--context
+or $NATS_CONTEXT), which beats the selected context (~/.config/nats/context.txt); the
+default server is nats://127.0.0.1:4222 (demo: an embedded nats-server unless --server
+is given). Comma-separated URLs are a server list. Secrets are never printed.
 """
 
 
@@ -79,8 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "-v", "--verbose", action="count", default=0, help="log natspull warnings (-vv: also info)"
     )
-    default_url = os.environ.get("NATS_URL") or _DEFAULT_URL
-    server_help = f"default: $NATS_URL, else {_DEFAULT_URL}"
+    server_help = f"default: $NATS_URL, else the context's url, else {_DEFAULT_URL}"
 
     def command(
         name: str, help: str, run: Callable[[argparse.Namespace], int], more: str = ""
@@ -114,11 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="consume with consumer.consume(handler, workers=N) (default: a for-loop over messages())",
     )
-    demo.add_argument(
-        "--server",
-        type=_server_urls,
-        metavar="URL",
-        help="use this server and remove the stream afterwards (default: an embedded nats-server)",
+    demo.set_defaults(check=_check_demo)
+    _add_connection_options(
+        demo, "use this server and remove the stream afterwards (default: an embedded nats-server)"
     )
 
     consume = command(
@@ -157,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="--ordered: start at stream sequence SEQ (>= 1) or at the first message stored at or "
         "after TIME (RFC 3339 with an offset or Z, e.g. 2026-12-01T00:00:00Z); default: the first",
     )
-    consume.add_argument("--server", type=_server_urls, default=default_url, metavar="URL", help=server_help)
+    _add_connection_options(consume, server_help)
     consume.add_argument("--count", type=_int_at_least(1), metavar="N", help="stop after N messages")
     consume.add_argument(
         "--timeout", type=_positive_seconds, metavar="S", help="exit when no message arrives for S seconds"
@@ -206,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="store only if the stream's last sequence is N (0: empty)",
     )
-    publish.add_argument("--server", type=_server_urls, default=default_url, metavar="URL", help=server_help)
+    _add_connection_options(publish, server_help)
 
     worker = command(
         "worker",
@@ -221,6 +225,13 @@ def build_parser() -> argparse.ArgumentParser:
         "than --grace (the processes are killed). On a terminal a live table shows each process.",
     )
     worker.add_argument("target", metavar="MODULE:FUNCTION", help="the handler, e.g. myapp.jobs:handle")
+    worker.add_argument(
+        "--init",
+        metavar="MODULE:FUNCTION",
+        help="called once in each process as FUNCTION(client) with its connected natspull.Client "
+        "before it consumes (natspull.worker_client() returns that client in handlers too); if it "
+        "raises, every process stops and the exit code is 6 (never restarted)",
+    )
     worker.add_argument("--stream", required=True, metavar="S", help="the stream")
     worker.add_argument("--consumer", required=True, metavar="C", help="a durable pull consumer on it")
     worker.add_argument("--processes", type=_int_at_least(1), default=1, metavar="N", help="default 1")
@@ -231,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="M",
         help="handler threads per process (default 4)",
     )
-    worker.add_argument("--server", type=_server_urls, default=default_url, metavar="URL", help=server_help)
+    _add_connection_options(worker, server_help)
     worker.add_argument(
         "--grace",
         type=_positive_seconds,
@@ -291,6 +302,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--store-dir", metavar="DIR", help="JetStream store (default: a temporary dir, removed on exit)"
     )
     return parser
+
+
+def _check_demo(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """``demo`` connects with the connection flags only to the --server given."""
+    if args.server is None:
+        for dest in [*CONNECTION_ENV, "tlsfirst"]:
+            if getattr(args, dest, None) is not None:
+                parser.error(f"--{dest} needs --server (without it the demo runs an embedded nats-server)")
 
 
 def _check_consume(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -425,16 +444,36 @@ def _port(text: str) -> int:
 
 
 def _server_urls(text: str) -> list[str]:
-    """``URL[,URL...]`` checked here: nats-py fails badly on a malformed port."""
-    urls = [url.strip() for url in text.split(",") if url.strip()]
-    if not urls:
-        raise argparse.ArgumentTypeError("expected a server URL such as nats://127.0.0.1:4222")
-    for url in urls:
-        try:
-            parts = urlsplit(url if "://" in url else f"nats://{url}")
-            parts.port  # noqa: B018  # raises ValueError for a bad port
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"invalid server URL {url!r}") from None
-        if not parts.hostname:
-            raise argparse.ArgumentTypeError(f"invalid server URL {url!r}: no host")
-    return urls
+    try:
+        return server_urls(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_connection_options(parser: argparse.ArgumentParser, server_help: str) -> None:
+    """The connection flags of every command that connects (see ``_common.connect_options``)."""
+    group = parser.add_argument_group(
+        "connection",
+        "Each flag falls back to the variable the nats CLI reads ($NATS_URL, $NATS_CONTEXT, $NATS_USER,\n"
+        "$NATS_PASSWORD, $NATS_TOKEN, $NATS_CREDS, $NATS_NKEY, $NATS_CERT, $NATS_KEY, $NATS_CA), then to\n"
+        "the named context (--context), then to the selected one (nats context select).",
+    )
+    group.add_argument("--server", type=_server_urls, metavar="URL[,URL]", help=server_help)
+    group.add_argument(
+        "--context",
+        metavar="NAME|FILE",
+        help="a nats CLI context: a name (~/.config/nats/context/NAME.json) or the path of its file",
+    )
+    group.add_argument("--creds", metavar="FILE", help="a credentials file (user JWT and seed)")
+    group.add_argument("--nkey", metavar="FILE", help="a user nkey seed file")
+    group.add_argument("--user", metavar="USER", help="user name (with --password)")
+    group.add_argument(
+        "--password", metavar="PASSWORD", help="password (prefer $NATS_PASSWORD: argv is public)"
+    )
+    group.add_argument("--token", metavar="TOKEN", help="authentication token (prefer $NATS_TOKEN)")
+    group.add_argument("--tlscert", metavar="FILE", help="TLS client certificate (PEM)")
+    group.add_argument("--tlskey", metavar="FILE", help="TLS client key (PEM)")
+    group.add_argument("--tlsca", metavar="FILE", help="CA certificate(s) that signed the server's (PEM)")
+    group.add_argument(
+        "--tlsfirst", action="store_true", default=None, help="TLS handshake before the server's INFO"
+    )

@@ -9,6 +9,7 @@ and error messages.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import signal
@@ -16,9 +17,12 @@ import sys
 import threading
 from collections.abc import Iterator
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import natspull
+from natspull._connect_options import selected_context
+from natspull._redact import redact
 
 if TYPE_CHECKING:
     from natspull.testing import NatsServer
@@ -32,6 +36,8 @@ __all__ = [
     "EXIT_USAGE",
     "CliError",
     "connect",
+    "connect_options",
+    "server_urls",
     "silence_stdout",
     "start_server",
     "stop_signals",
@@ -43,7 +49,7 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_NOT_FOUND = 3
-EXIT_CONNECT = 4
+EXIT_CONNECT = 4  # cannot connect, or the server refused the login (authorization, TLS)
 EXIT_INTERRUPTED = 130
 
 
@@ -96,9 +102,76 @@ def silence_stdout() -> None:
         os.close(devnull)
 
 
-def connect(servers: list[str]) -> natspull.Client:
-    """Blocks until connected (at most 2 s); raises natspull.ConnectError."""
-    return natspull.connect(servers, name="natspull-cli")
+def server_urls(text: str) -> list[str]:
+    """``URL[,URL...]`` checked here: nats-py fails badly on a malformed port. Raises ValueError."""
+    urls = [url.strip() for url in text.split(",") if url.strip()]
+    if not urls:
+        raise ValueError("expected a server URL such as nats://127.0.0.1:4222")
+    for url in urls:
+        try:
+            parts = urlsplit(url if "://" in url else f"nats://{url}")
+            parts.port  # noqa: B018  # raises ValueError for a bad port
+        except ValueError:
+            raise ValueError(f"invalid server URL {redact(url)!r}") from None
+        if not parts.hostname:
+            raise ValueError(f"invalid server URL {redact(url)!r}: no host")
+    return urls
+
+
+#: Connection flags (their ``dest``), the variable the ``nats`` CLI reads for each, and the
+#: connect() keyword it sets. Precedence: flag, environment, the named context (--context,
+#: $NATS_CONTEXT), the selected context (nats/context.txt), connect()'s default.
+CONNECTION_ENV = {
+    "server": ("NATS_URL", "servers"),
+    "context": ("NATS_CONTEXT", "context"),
+    "user": ("NATS_USER", "user"),
+    "password": ("NATS_PASSWORD", "password"),
+    "token": ("NATS_TOKEN", "token"),
+    "creds": ("NATS_CREDS", "creds"),
+    "nkey": ("NATS_NKEY", "nkey"),
+    "tlscert": ("NATS_CERT", "tls_cert"),
+    "tlskey": ("NATS_KEY", "tls_key"),
+    "tlsca": ("NATS_CA", "tls_ca"),
+}
+
+
+def connect_options(args: argparse.Namespace) -> tuple[list[str] | None, dict[str, Any]]:
+    """The servers (None: the context's, else the default) and connect() keywords of a command:
+    its connection flags, else the environment, over the named or selected context.
+
+    Raises ValueError for a malformed $NATS_URL. Main thread (reads the environment).
+    """
+    options: dict[str, Any] = {}
+    servers: list[str] | None = None
+    for dest, (variable, keyword) in CONNECTION_ENV.items():
+        value: Any = getattr(args, dest, None)
+        if value is None:
+            value = os.environ.get(variable) or None
+            if value is not None and dest == "server":
+                value = server_urls(value)
+        if value is None:
+            continue
+        if dest == "server":
+            servers = value
+        else:
+            options[keyword] = value
+    if "context" not in options:
+        selected = selected_context()
+        if selected is not None:  # by name: worker processes read the same one
+            options["context"] = selected
+    if getattr(args, "tlsfirst", False):
+        options["tls_handshake_first"] = True
+    return servers, options
+
+
+def connect(args: argparse.Namespace) -> natspull.Client:
+    """Connect as the command's connection flags, the environment and the contexts say.
+
+    Blocks until connected (at most 2 s); raises natspull.ConnectError (refused logins
+    included), ValueError for a bad option or context.
+    """
+    servers, options = connect_options(args)
+    return natspull.connect(servers, name="natspull-cli", **options)
 
 
 def start_server(port: int | None = None, store_dir: str | None = None) -> NatsServer:

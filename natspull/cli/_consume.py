@@ -70,7 +70,7 @@ def cmd_consume(args: argparse.Namespace) -> int:
         return _consume_ordered(args)
     render = _json_line if args.json else _human_line
     printed = 0
-    with connect(args.server) as client:
+    with connect(args) as client:
         consumer = _bind(client.jetstream(), args.stream, args.consumer)
         with (
             consumer.messages(stop_after=args.count, group=args.group, min_pending=args.min_pending) as msgs,
@@ -117,7 +117,7 @@ def _consume_ordered(args: argparse.Namespace) -> int:
     """
     since = args.since  # None, a stream sequence or an aware datetime (checked by the parser)
     progress = None if sys.stdout.isatty() else make_progress(sys.stderr)
-    with connect(args.server) as client:
+    with connect(args) as client:
         ordered = client.jetstream().ordered_consumer(
             args.stream,
             filter_subjects=args.subject,

@@ -176,13 +176,13 @@ class _Demo:
 def cmd_demo(args: argparse.Namespace) -> int:
     servers: list[str] | None = args.server
     if servers is not None:
-        with connect(servers) as client:
+        with connect(args) as client:
             version = client.server_info.get("version", "?")
             where = f"{', '.join(redact(s) for s in servers)} (nats-server {version})"
             return _Demo(client, args, where, embedded=False).run()
     server = start_server()
     try:
-        with connect([server.url]) as client:
+        with natspull.connect(server.url, name="natspull-cli") as client:
             version = client.server_info.get("version", "?")
             where = f"{server.url} (embedded nats-server {version}, store {server.store_dir})"
             return _Demo(client, args, where, embedded=True).run()

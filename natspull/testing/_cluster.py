@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Sequence
 from types import TracebackType
 from typing import TypeVar
 
@@ -29,7 +30,8 @@ class NatsCluster:
 
     Every node is a :class:`NatsServer` (see :attr:`servers`) with its own client, monitoring and
     route port and its own store dir; every node's ``routes`` lists all route URLs. ``config`` is
-    appended to every node's config file.
+    appended to every node's config file. ``binary`` is the ``nats-server`` every node runs, or a
+    list with one per node (a cluster in the middle of a rolling upgrade); None: the default.
 
         with NatsCluster(3) as cluster:
             leader = cluster.wait_for_meta_leader()
@@ -37,9 +39,22 @@ class NatsCluster:
             cluster.wait_for_meta_leader()  # a new leader among the two survivors
     """
 
-    def __init__(self, size: int = 3, *, config: str | None = None, startup_timeout: float = 20.0) -> None:
+    def __init__(
+        self,
+        size: int = 3,
+        *,
+        config: str | None = None,
+        startup_timeout: float = 20.0,
+        binary: str | Sequence[str] | None = None,
+    ) -> None:
         if size < 1:
             raise ValueError(f"size must be at least 1, got {size!r}")
+        if binary is None or isinstance(binary, str):
+            self._binaries: list[str | None] = [binary] * size
+        else:
+            self._binaries = list(binary)
+            if len(self._binaries) != size:
+                raise ValueError(f"binary must name one binary per node ({size}), got {len(self._binaries)}")
         self.size = size
         self._config = config
         self._startup_timeout = startup_timeout
@@ -192,6 +207,7 @@ class NatsCluster:
                     config=block,
                     startup_timeout=self._startup_timeout,
                     server_name=f"{self.name}-n{i}",
+                    binary=self._binaries[i],
                 )
             )
         return servers

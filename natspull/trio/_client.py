@@ -20,16 +20,16 @@ import trio
 from .._client import Client as _SyncClient
 from .._client import connect as _sync_connect
 from .._consumer import Consumer as _SyncConsumer
-from .._consumer import fetch_request
 from .._consumer_types import ConsumerConfig, ConsumerInfo, PauseState
 from .._engine._queue import MsgQueue
-from .._engine._settings import continuous_pull
+from .._engine._settings import fetch_settings, pull_settings
 from .._jetstream import JetStream as _SyncJetStream
 from .._msg import Msg as _SyncMsg
-from .._observe._events import ConsumerEvent, check_on_event
+from .._observe._events import ConsumerEvent
 from .._observe._stats import ClientStats
-from .._ordered import DEFAULT_INACTIVE_THRESHOLD, FetchResult, FetchSteps
+from .._ordered import DEFAULT_INACTIVE_THRESHOLD
 from .._ordered import OrderedConsumer as _SyncOrderedConsumer
+from .._ports import ConsumerPort, FetchResult, FetchSteps, OrderedConsumerPort
 from .._publish import BatchAck, Item
 from .._types import DeliverPolicy, PubAck, ReplayPolicy, StreamConfig, StreamInfo
 from .._validate import check_number
@@ -47,6 +47,7 @@ class Consumer:
     def __init__(self, sync: _SyncConsumer) -> None:
         """Private: use ``JetStream.consumer()`` / ``JetStream.add_consumer()``."""
         self._sync = sync
+        self._port: ConsumerPort = sync  # what this adapter may call beyond the public API
 
     def __repr__(self) -> str:
         return f"<natspull.trio.Consumer {self.stream}/{self.name}>"
@@ -91,20 +92,19 @@ class Consumer:
         for the answer blocks no thread. A cancellation raises ``trio.Cancelled`` promptly
         and NAKs whatever the request brought, so the server redelivers it at once.
         """
-        queue, wait = await in_thread(
-            functools.partial(
-                self._sync._start_fetch,
-                batch,
-                max_wait,
-                max_bytes,
-                no_wait,
-                heartbeat=heartbeat,
-                group=group,
-                min_pending=min_pending,
-                min_ack_pending=min_ack_pending,
-                priority=priority,
-            )
+        settings = fetch_settings(
+            self._port.cached_info,
+            batch=batch,
+            max_wait=max_wait,
+            max_bytes=max_bytes,
+            no_wait=no_wait,
+            heartbeat=heartbeat,
+            group=group,
+            min_pending=min_pending,
+            min_ack_pending=min_ack_pending,
+            priority=priority,
         )
+        queue, wait = await in_thread(functools.partial(self._port.start_fetch, settings))
         return [Msg(msg) for msg in await wait_fetch(queue, wait)]
 
     async def next(
@@ -161,29 +161,23 @@ class Consumer:
                 async for msg in msgs:
                     ...
         """
-        options: dict[str, Any] = {
-            "max_messages": max_messages,
-            "max_bytes": max_bytes,
-            "expires": expires,
-            "heartbeat": heartbeat,
-            "threshold_messages": threshold_messages,
-            "threshold_bytes": threshold_bytes,
-            "stop_after": stop_after,
-        }
-        group_options = {
-            "group": group,
-            "min_pending": min_pending,
-            "min_ack_pending": min_ack_pending,
-            "priority": priority,
-        }
-        self._sync._continuous(options, group, min_pending, min_ack_pending, priority)
-        options.update(group_options)
-        if not isinstance(error_on_missing_heartbeat, bool):
-            raise TypeError("error_on_missing_heartbeat must be a bool")
-        options["error_on_missing_heartbeat"] = error_on_missing_heartbeat
-        check_on_event(on_event)
-        options["on_event"] = on_event
-        return Messages(self._sync, options)
+        settings = pull_settings(
+            self._port.cached_info,
+            max_messages=max_messages,
+            max_bytes=max_bytes,
+            expires=expires,
+            heartbeat=heartbeat,
+            threshold_messages=threshold_messages,
+            threshold_bytes=threshold_bytes,
+            stop_after=stop_after,
+            error_on_missing_heartbeat=error_on_missing_heartbeat,
+            on_event=on_event,
+            group=group,
+            min_pending=min_pending,
+            min_ack_pending=min_ack_pending,
+            priority=priority,
+        )
+        return Messages(self._port, settings, f"{self.stream}/{self.name}")
 
     # ---------------------------------------------------------- management
 
@@ -221,6 +215,7 @@ class OrderedConsumer:
     def __init__(self, sync: _SyncOrderedConsumer) -> None:
         """Private: use :meth:`JetStream.ordered_consumer`."""
         self._sync = sync
+        self._port: OrderedConsumerPort = sync  # what this adapter may call beyond the public API
         self._iterator: OrderedMessages | None = None  # the last messages() iterator (trio thread)
 
     def __repr__(self) -> str:
@@ -265,19 +260,17 @@ class OrderedConsumer:
         another read runs), and leaving it deletes the consumer. Resets after a fault are
         invisible: the iterator goes on with the next stream sequence.
         """
-        options: dict[str, Any] = {
-            "max_messages": max_messages,
-            "max_bytes": max_bytes,
-            "expires": expires,
-            "heartbeat": heartbeat,
-            "threshold_messages": threshold_messages,
-            "threshold_bytes": threshold_bytes,
-            "stop_after": stop_after,
-        }
-        continuous_pull(**options)
-        check_on_event(on_event)
-        options["on_event"] = on_event
-        self._iterator = OrderedMessages(self._sync, options)
+        settings = pull_settings(
+            max_messages=max_messages,
+            max_bytes=max_bytes,
+            expires=expires,
+            heartbeat=heartbeat,
+            threshold_messages=threshold_messages,
+            threshold_bytes=threshold_bytes,
+            stop_after=stop_after,
+            on_event=on_event,
+        )
+        self._iterator = OrderedMessages(self._port, settings, self.stream)
         return self._iterator
 
     async def fetch(
@@ -290,7 +283,9 @@ class OrderedConsumer:
         (after deleting the consumer, bounded by the JetStream context's timeout); the next
         read continues after the last message handed out. Raises as the blocking one.
         """
-        steps = self._sync._fetch_steps(*fetch_request(batch, max_wait, max_bytes, no_wait))
+        steps = self._port.fetch_steps(
+            fetch_settings(batch=batch, max_wait=max_wait, max_bytes=max_bytes, no_wait=no_wait)
+        )
         got: FetchResult | None = None
         try:
             while True:
@@ -593,9 +588,7 @@ class Client:
 
 
 @asynccontextmanager
-async def open_client(
-    servers: str | list[str] = "nats://127.0.0.1:4222", **options: Any
-) -> AsyncIterator[Client]:
+async def open_client(servers: str | list[str] | None = None, **options: Any) -> AsyncIterator[Client]:
     """Connect (on a worker thread) and close on exit: ``async with open_client(url) as client:``.
 
     Arguments and errors as :func:`natspull.connect`. Client callbacks (``error_cb``, ...) run

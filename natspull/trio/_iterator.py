@@ -13,25 +13,24 @@ import warnings
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import trio
 
 from .._engine._modes import fetch_steps
 from .._engine._queue import MsgQueue, State
+from .._engine._settings import PullSettings
 from .._iterator import creation_site
 from .._msg import Metadata, nak_unacked
 from .._msg import Msg as _SyncMsg
 from .._observe import _otel, _stats
-from .._ordered import OrderedConsumer as _SyncOrderedConsumer
-from .._ordered import OrderedMessages as _SyncOrderedMessages
+from .._ports import ConsumerPort, OrderedConsumerPort
 from .._transport import _fork
 from ..errors import Error, IteratorClosedError
 
 if TYPE_CHECKING:
     from types import TracebackType
 
-    from .._consumer import Consumer as _SyncConsumer
     from .._iterator import Messages as _SyncMessages
 
 __all__ = [
@@ -245,10 +244,11 @@ class Messages:
     garbage-collected, its messages NAKed back, with a ResourceWarning naming where it was created.
     """
 
-    def __init__(self, consumer: _SyncConsumer | _SyncOrderedConsumer, options: dict[str, Any]) -> None:
-        """Private: use :meth:`Consumer.messages`."""
-        self._consumer = consumer
-        self._options = options
+    def __init__(self, port: ConsumerPort | OrderedConsumerPort, settings: PullSettings, where: str) -> None:
+        """Private: use :meth:`Consumer.messages`. *where* names the consumer in ``repr()``."""
+        self._port = port
+        self._settings = settings
+        self._where = where
         self._created_at = creation_site()
         self._entered = False
         # Set once by __aenter__, on the trio thread.
@@ -256,6 +256,9 @@ class Messages:
         self._queue: MsgQueue | None = None
         self._waker: Waker | None = None
         self._previous_on_ready: Callable[[], None] | None = None
+        # The queue's on_take, taken over by _attach: the deque takes ahead, so a message counts
+        # as handed out (an ordered consumer's position) when a task receives it, in _take.
+        self._on_take: Callable[[_SyncMsg], None] | None = None
         # Trio thread only: messages taken from the queue (leased) and not yet handed to a task.
         self._local: deque[_SyncMsg] = deque()
         # Trio thread only: the queue is CLOSED without a terminal error (checked once).
@@ -275,24 +278,20 @@ class Messages:
         self._clean_close = False
 
     def __repr__(self) -> str:
-        c = self._consumer
-        where = c.stream if isinstance(c, _SyncOrderedConsumer) else f"{c.stream}/{c.name}"
-        return f"<natspull.trio.{type(self).__name__} {where} {self._state()}>"
+        return f"<natspull.trio.{type(self).__name__} {self._where} {self._state()}>"
 
     def __del__(self) -> None:
         # Entered and never exited: as natspull.Messages does, stop and hand back what it holds -
         # the trio-side deque too: no task can reach this object (or its deque) any more.
-        sync = self._sync  # (None before __aenter__, which starts the pulls)
-        if sync is None or self._stopped or sync._queue.forked is not None:
+        sync, queue = self._sync, self._queue  # (None before __aenter__, which starts the pulls)
+        if sync is None or queue is None or self._stopped or queue.forked is not None:
             return  # (a child's copy after os.fork() is the parent's to stop)
-        was_open = not self._drain_requested and sync._queue.state is State.OPEN
+        was_open = not self._drain_requested and queue.state is State.OPEN
         described = repr(self)
         self._stopped = True
         sync.stop()
-        queue = self._queue
-        if queue is not None:
-            _give_back(queue, list(self._local))
-            self._local.clear()
+        _give_back(queue, list(self._local))
+        self._local.clear()
         if was_open:
             warnings.warn(
                 f"unclosed {described} created at {self._created_at}: stopped when garbage-collected, "
@@ -309,15 +308,19 @@ class Messages:
         if self._entered:
             raise RuntimeError("a natspull.trio.Messages can be entered only once")
         self._entered = True
-        self._attach(await in_thread(functools.partial(self._consumer.messages, **self._options)))
+        self._attach(*await in_thread(self._start))
         return self
 
-    def _attach(self, sync: _SyncMessages) -> None:
+    def _start(self) -> tuple[_SyncMessages, MsgQueue]:
+        """Start the pulls (a worker thread: it blocks on the server)."""
+        return self._port.start_messages(self._settings)
+
+    def _attach(self, sync: _SyncMessages, queue: MsgQueue) -> None:
         """Trio thread: take over the started iterator's queue (its on_ready hook)."""
-        queue = sync._queue
         waker = Waker()
         self._previous_on_ready = queue.on_ready
         queue.on_ready = waker.on_ready
+        self._on_take, queue.on_take = queue.on_take, None
         self._sync, self._queue, self._waker = sync, queue, waker
         if self._stopped:
             self.stop()
@@ -402,6 +405,8 @@ class Messages:
             msg = batch[0]
             local.extend(batch[1:])
         queue.release(msg)  # from now on a task holds it: it stops counting as pending
+        if self._on_take is not None:
+            self._on_take(msg)
         return msg
 
     def _check_broken(self, queue: MsgQueue) -> None:
@@ -468,9 +473,9 @@ class Messages:
         return self._stopped or self._drain_requested or (self._sync is not None and self._sync.closed)
 
     def _state(self) -> str:
-        if self._sync is None:
+        if self._queue is None:
             return "closed" if self._stopped else "not started"
-        return "closed" if self._stopped else self._sync._queue.state.value
+        return "closed" if self._stopped else self._queue.state.value
 
     def stats(self) -> MessagesStats:
         """A snapshot (:class:`natspull.trio.MessagesStats`), as :meth:`natspull.Messages.stats`:
@@ -518,18 +523,12 @@ class OrderedMessages(Messages):
     message a task received.
     """
 
-    def __init__(self, ordered: _SyncOrderedConsumer, options: dict[str, Any]) -> None:
+    def __init__(self, ordered: OrderedConsumerPort, settings: PullSettings, where: str) -> None:
         """Private: use :meth:`OrderedConsumer.messages`."""
-        super().__init__(ordered, options)
+        super().__init__(ordered, settings, where)
         self._ordered = ordered
 
-    def _attach(self, sync: _SyncMessages) -> None:
-        if isinstance(sync, _SyncOrderedMessages):
-            sync.hands_out = False  # this deque takes ahead: _take reports what tasks received
-        super()._attach(sync)
-
-    def _take(self) -> _SyncMsg | None:
-        msg = super()._take()
-        if msg is not None:
-            self._ordered._handed = msg  # where the ordered consumer's next read continues
-        return msg
+    def _start(self) -> tuple[_SyncMessages, MsgQueue]:
+        # The queue's on_take advances the consumer's position; _attach takes it over, so that
+        # a message counts as handed out when a task receives it.
+        return self._ordered.start_messages(self._settings)

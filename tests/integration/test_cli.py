@@ -37,8 +37,10 @@ TIMEOUT = 60.0  # an upper bound for any single CLI run; they take a few seconds
 
 
 def env(**extra: str) -> dict[str, str]:
-    """The test environment without NATS_URL (so defaults are predictable), plus *extra*."""
-    result = {k: v for k, v in os.environ.items() if k != "NATS_URL"}
+    """The test environment without NATS_* variables and NATS contexts (so defaults are
+    predictable), plus *extra*."""
+    result = {k: v for k, v in os.environ.items() if not k.startswith("NATS_")}
+    result["XDG_CONFIG_HOME"] = os.path.join(os.sep, "nonexistent", "natspull-test-config")
     result.update(extra)
     return result
 

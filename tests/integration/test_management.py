@@ -63,13 +63,14 @@ def grouped_pull(url: str, stream: str, consumer: str, group: str) -> tuple[str,
 # ----------------------------------------------------------------- priority groups
 
 
+@pytest.mark.server("2.11")
 @pytest.mark.parametrize(
     ("policy", "timeout", "expected_timeout"),
     [
         (natspull.PriorityPolicy.PINNED_CLIENT, 7.5, 7.5),
         ("pinned_client", None, 120.0),  # the server's default
         (natspull.PriorityPolicy.OVERFLOW, None, None),
-        ("prioritized", None, None),
+        pytest.param("prioritized", None, None, marks=pytest.mark.server("2.12")),
     ],
 )
 def test_priority_config_round_trips_through_info(
@@ -102,6 +103,7 @@ def test_priority_config_round_trips_through_info(
     )
 
 
+@pytest.mark.server("2.11")
 def test_a_config_object_and_a_nats_py_config_are_accepted(js: natspull.JetStream, stream: str) -> None:
     config = natspull.ConsumerConfig(
         durable_name="c1", priority_groups=["g"], priority_policy=PINNED, priority_timeout=3
@@ -122,6 +124,7 @@ def test_a_config_object_and_a_nats_py_config_are_accepted(js: natspull.JetStrea
     )
 
 
+@pytest.mark.server("2.11")
 def test_pinned_group_state_and_unpin(js: natspull.JetStream, stream: str, nats_server: NatsServer) -> None:
     consumer = js.add_consumer(
         stream, durable_name="pinned", priority_groups=["jobs"], priority_policy=PINNED
@@ -159,6 +162,7 @@ def test_pinned_group_state_and_unpin(js: natspull.JetStream, stream: str, nats_
 # ---------------------------------------------------------------------------- pause
 
 
+@pytest.mark.server("2.11")
 def test_pause_holds_an_iterator_until_resume(js: natspull.JetStream, stream: str) -> None:
     consumer = js.add_consumer(stream, durable_name="p")
     fill(js, stream, 5)
@@ -191,6 +195,7 @@ def test_pause_holds_an_iterator_until_resume(js: natspull.JetStream, stream: st
     assert js.resume_consumer(stream, "p").paused is False  # idempotent
 
 
+@pytest.mark.server("2.11")
 def test_pause_with_a_datetime_a_past_time_and_on_create(js: natspull.JetStream, stream: str) -> None:
     consumer = js.add_consumer(stream, durable_name="p")
     fill(js, stream, 1)
@@ -216,6 +221,7 @@ def test_pause_with_a_datetime_a_past_time_and_on_create(js: natspull.JetStream,
     assert info.paused and info.config.pause_until == until
 
 
+@pytest.mark.server("2.11")
 def test_pause_and_resume_of_a_missing_consumer(js: natspull.JetStream, stream: str) -> None:
     with pytest.raises(natspull.ConsumerNotFoundError):
         js.pause_consumer(stream, "nope", 10)
@@ -228,6 +234,7 @@ def test_pause_and_resume_of_a_missing_consumer(js: natspull.JetStream, stream: 
 # ---------------------------------------------------------------------------- reset
 
 
+@pytest.mark.server("2.14")
 def test_reset_to_a_sequence_and_to_the_ack_floor(js: natspull.JetStream, stream: str) -> None:
     consumer = js.add_consumer(stream, durable_name="r", ack_policy=natspull.AckPolicy.EXPLICIT)
     fill(js, stream, 10)
@@ -253,6 +260,7 @@ def test_reset_to_a_sequence_and_to_the_ack_floor(js: natspull.JetStream, stream
     assert consumer.info().num_ack_pending == 1
 
 
+@pytest.mark.server("2.14")
 def test_reset_errors(client: natspull.Client, stream: str) -> None:
     js = client.jetstream(timeout=30)
     js.add_consumer(stream, durable_name="new", deliver_policy=natspull.DeliverPolicy.NEW)
@@ -346,6 +354,7 @@ def test_consumers_and_consumer_names_page_through_every_consumer(listing_server
 # ------------------------------------------------------------------------------ trio
 
 
+@pytest.mark.server("2.14")
 @pytest.mark.trio
 async def test_trio_management_calls(nats_server: NatsServer) -> None:
     async with natspull.trio.open_client(nats_server.url) as client:
@@ -560,6 +569,7 @@ BAD_INPUT: list[tuple[str, Call, type[Exception], str]] = [
 ]
 
 
+@pytest.mark.server("2.11")
 def test_bad_input_is_rejected_before_anything_is_sent(nats_server: NatsServer) -> None:
     with natspull.connect(nats_server.url, name="bad-input") as client:
         js = client.jetstream()

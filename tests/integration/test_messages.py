@@ -244,12 +244,12 @@ def test_option_rules(js: natspull.JetStream, stream: str, options: dict[str, An
 
 
 def test_heartbeat_defaults(js: natspull.JetStream, stream: str) -> None:
-    from natspull._engine._settings import continuous_pull
+    from natspull._engine._settings import pull_settings
 
-    assert continuous_pull()[1].heartbeat == 15.0
-    assert continuous_pull(expires=100)[1].heartbeat == 30.0
-    assert continuous_pull(expires=1)[1].heartbeat == 0.5
-    flow, _ = continuous_pull(max_bytes=1000)
+    assert pull_settings().heartbeat == 15.0
+    assert pull_settings(expires=100).heartbeat == 30.0
+    assert pull_settings(expires=1).heartbeat == 0.5
+    flow = pull_settings(max_bytes=1000).flow
     assert (flow.max_bytes, flow.threshold_bytes) == (1000, 500)
 
 

@@ -71,6 +71,7 @@ def pinned_id(consumer: natspull.Consumer) -> str | None:
 # ------------------------------------------------------------------------ overflow
 
 
+@pytest.mark.server("2.11")
 def test_overflow_serves_only_past_min_pending(js: natspull.JetStream, stream: str) -> None:
     consumer = js.add_consumer(stream, durable_name="o", priority_groups=["jobs"], priority_policy=OVERFLOW)
     fill(js, stream, 60)
@@ -88,6 +89,7 @@ def test_overflow_serves_only_past_min_pending(js: natspull.JetStream, stream: s
     assert len(consumer.fetch(10, max_wait=1, group="jobs", min_pending=100)) == 1
 
 
+@pytest.mark.server("2.12")
 def test_prioritized_serves_priority_0_first(
     js: natspull.JetStream, stream: str, nats_server: NatsServer
 ) -> None:
@@ -113,6 +115,7 @@ def test_prioritized_serves_priority_0_first(
 # ------------------------------------------------------------------------- pinned
 
 
+@pytest.mark.server("2.11")
 def test_pinned_iterator_sends_its_pin_and_repulls_at_once_on_423(
     js: natspull.JetStream, stream: str, nats_server: NatsServer
 ) -> None:
@@ -145,6 +148,7 @@ def test_pinned_iterator_sends_its_pin_and_repulls_at_once_on_423(
     assert any("id" not in p for p in pulls[1:]), pulls  # the re-pull after the 423, without the pin
 
 
+@pytest.mark.server("2.11")
 def test_an_idle_pinned_iterator_keeps_its_pin(js: natspull.JetStream, stream: str) -> None:
     """The pin's timer restarts only when a pull with the pin arrives: expires defaults to half
     of priority_timeout, so the idle iterator's requests are renewed in time."""
@@ -167,6 +171,7 @@ def test_an_idle_pinned_iterator_keeps_its_pin(js: natspull.JetStream, stream: s
         assert it.stats().pins_lost == 0
 
 
+@pytest.mark.server("2.11")
 def test_fetch_remembers_the_pin_and_retries_once_on_423(
     js: natspull.JetStream, stream: str, nats_server: NatsServer
 ) -> None:
@@ -188,6 +193,7 @@ def test_fetch_remembers_the_pin_and_retries_once_on_423(
     assert [m.metadata.sequence.stream for m in (first, second, third)] == [1, 2, 3]
 
 
+@pytest.mark.server("2.11")
 def test_resume_wakes_this_clients_waiting_iterator(js: natspull.JetStream, stream: str) -> None:
     consumer = js.add_consumer(stream, durable_name="r")
     with consumer.messages(expires=30) as it:  # heartbeat 15 s
@@ -258,6 +264,7 @@ def workers(nats_server: NatsServer) -> Iterator[list[Worker]]:
         worker.close()
 
 
+@pytest.mark.server("2.11")
 @pytest.mark.parametrize("how", ["kill", "drain", "unpin"])
 def test_failover_between_worker_processes(
     how: str, js: natspull.JetStream, stream: str, nats_server: NatsServer, workers: list[Worker]
@@ -449,6 +456,7 @@ CONTINUOUS_ONLY = [
 ]
 
 
+@pytest.mark.server("2.12")
 @pytest.mark.parametrize("kind, options, error, match", BAD_PULLS + CONTINUOUS_ONLY)
 def test_bad_pull_options_are_refused_before_anything_is_sent(
     client: natspull.Client,

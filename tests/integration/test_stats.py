@@ -12,7 +12,7 @@ import pytest
 from conftest import fill, wait_until
 
 import natspull
-from natspull._engine._queue import is_redelivery
+from natspull._ack_subject import is_redelivery
 from natspull._msg import parse_metadata
 from natspull.testing import NatsServer
 

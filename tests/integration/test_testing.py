@@ -15,7 +15,14 @@ import pytest
 from conftest import wait_until
 from nats.js.api import StorageType
 
-from natspull.testing import NatsCluster, NatsServer, _server, find_server_binary
+from natspull.testing import (
+    NatsCluster,
+    NatsServer,
+    _server,
+    find_server_binary,
+    server_binary,
+    server_version,
+)
 
 GiB = 1024**3
 
@@ -278,3 +285,26 @@ def test_cluster_stop_is_idempotent() -> None:
         assert pid is not None
         _assert_reaped(pid)
     assert not any(os.path.exists(d) for d in dirs)
+
+
+# ------------------------------------------------------------------- other releases
+
+
+def test_server_binary_runs_that_release(monkeypatch: pytest.MonkeyPatch) -> None:
+    binary = server_binary("2.10.26")
+    assert server_binary("2.10.26") == binary  # cached
+    assert os.access(binary, os.X_OK)
+    assert server_version(binary) == "2.10.26"
+    with NatsServer(binary=binary) as server:
+        assert server.varz()["version"] == "2.10.26"
+    monkeypatch.delenv("NATSPULL_SERVER_BIN", raising=False)
+    monkeypatch.setenv("NATSPULL_SERVER_VERSION", "2.10.26")
+    assert find_server_binary() == binary
+    monkeypatch.setenv("NATSPULL_SERVER_BIN", sys.executable)  # a path wins over a version
+    assert find_server_binary() == sys.executable
+
+
+@pytest.mark.parametrize("version", ["2.10", "latest", "v2.10.26"])
+def test_server_binary_wants_a_release(version: str) -> None:
+    with pytest.raises(ValueError, match="version must be a nats-server release like"):
+        server_binary(version)

@@ -22,6 +22,7 @@ import trio.testing
 import natspull
 import natspull.trio
 from natspull._engine._queue import Flow, MsgQueue
+from natspull._engine._settings import pull_settings
 from natspull._msg import Msg
 from natspull.testing import NatsServer
 
@@ -100,9 +101,9 @@ def queue_iterator(max_msgs: int = 10) -> tuple[MsgQueue, natspull.trio.Messages
     """A trio iterator on a bare queue (no server): the test plays the loop thread."""
     flow = Flow(max_msgs=max_msgs, max_bytes=0, threshold_msgs=max_msgs // 2, threshold_bytes=0)
     queue = MsgQueue(flow, on_discard=_nak_all)  # NAKs what stop() discards, as the pull engine does
-    msgs = natspull.trio.Messages(_ConsumerStub(), {})  # type: ignore[arg-type]
+    msgs = natspull.trio.Messages(_ConsumerStub(), pull_settings(), "S/C")  # type: ignore[arg-type]
     msgs._entered = True
-    msgs._attach(natspull.Messages(_EngineStub(), queue))  # type: ignore[arg-type]
+    msgs._attach(natspull.Messages(_EngineStub(), queue), queue)  # type: ignore[arg-type]
     return queue, msgs
 
 

@@ -8,6 +8,7 @@ O_APPEND write (atomic for lines this short, whichever process writes):
     start <pid> <stream seq>      a handler started (``slow`` only)
     ack <pid> <stream seq>        a handler acked the message (after the ack was sent)
     fail <pid> <stream seq> <num_delivered> <time.monotonic()>   ``fail`` raised
+    init <pid>                    an init function ran (``init_record``, ``init_fails``)
 
 ``slow`` blocks until the file $NATSPULL_TEST_RELEASE exists (at most 60 s), the "slow operation"
 a signal arrives during.
@@ -81,3 +82,21 @@ def spin(msg: natspull.Msg) -> None:
 
 
 not_callable = 42
+
+
+def init_record(client: natspull.Client) -> None:
+    """An init function: check it got the process's connected client, write ``init <pid>``."""
+    assert client is natspull.worker_client() and client.is_connected
+    _write(f"init {os.getpid()}")
+
+
+def init_fails(client: natspull.Client) -> None:
+    """An init function that refuses to start the process; writes ``init <pid>`` first."""
+    _write(f"init {os.getpid()}")
+    raise RuntimeError("the database is not there")
+
+
+def publish_result(msg: natspull.Msg) -> None:
+    """Publish ``result.<seq>`` on the process's own client (natspull.worker_client()), ack."""
+    natspull.worker_client().publish(f"result.{msg.metadata.sequence.stream}", msg.data)
+    record(msg)

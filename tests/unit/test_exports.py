@@ -46,6 +46,7 @@ EXPECTED_ALL = [
     "Msg",
     "MsgAlreadyAckedError",
     "NoHeartbeatError",
+    "NotSupportedError",
     "OrderedConsumer",
     "OrderedConsumerResetError",
     "OrderedConsumerUsageError",
@@ -67,9 +68,10 @@ EXPECTED_ALL = [
     "connect",
     "run_workers",
     "shutdown_on_signals",
+    "worker_client",
 ]
 
-EXPECTED_TESTING_ALL = ["NatsCluster", "NatsServer", "find_server_binary"]
+EXPECTED_TESTING_ALL = ["NatsCluster", "NatsServer", "find_server_binary", "server_binary", "server_version"]
 
 PUBLIC_MODULES = sorted(
     f"natspull.{info.name}"

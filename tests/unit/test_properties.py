@@ -15,7 +15,7 @@ from strategies import names, subjects, tokens, whitespace
 import natspull
 from natspull._engine._ordered_mode import ACCEPT, GAP, Cursor
 from natspull._engine._queue import MsgQueue, State
-from natspull._engine._settings import continuous_pull
+from natspull._engine._settings import pull_settings
 from natspull._msg import Msg
 from natspull._validate import check_name, check_subject
 
@@ -152,7 +152,7 @@ class PullFlow(RuleBasedStateMachine):
 
     @initialize(options=flows)
     def start(self, options: dict[str, Any]) -> None:
-        self.flow, _ = continuous_pull(**options)
+        self.flow = pull_settings(**options).flow
         self.bytes_mode = self.flow.max_bytes > 0
         self.lows = 0
         self.discarded: list[Msg] = []
@@ -385,7 +385,7 @@ class PullFlow(RuleBasedStateMachine):
 
 
 def test_the_smallest_byte_budget_still_pulls() -> None:
-    flow, _ = continuous_pull(max_bytes=1)
+    flow = pull_settings(max_bytes=1).flow
     assert MsgQueue(flow).reserve() == (flow.max_msgs, 1)
 
 
