@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._connect_options import resolve
-from ._jetstream import JetStream
+from ._jetstream import DEFAULT_MAX_PENDING, JetStream
 from ._msg import Msg
 from ._observe import _otel
 from ._observe._stats import ClientStats
@@ -240,18 +240,27 @@ class Client:
         return Msg(reply.subject, reply.data, reply.reply, reply.headers)
 
     def jetstream(
-        self, domain: str | None = None, api_prefix: str | None = None, timeout: float = 5.0
+        self,
+        domain: str | None = None,
+        api_prefix: str | None = None,
+        timeout: float = 5.0,
+        *,
+        max_pending: int = DEFAULT_MAX_PENDING,
     ) -> JetStream:
         """A JetStream context (management, publish, consumers). Cheap; no network call.
 
-        Without *domain* and *api_prefix*, those of the NATS context the client connected with
-        (``jetstream_domain``, ``jetstream_api_prefix``) apply. Raises ForkedError in a child
-        process after os.fork().
+        *timeout* bounds each call (and each ``publish_async``'s wait for its PubAck);
+        *max_pending* bounds the ``publish_async`` of this context waiting for their PubAck
+        (default 4000). Without *domain* and *api_prefix*, those of the NATS context the client
+        connected with (``jetstream_domain``, ``jetstream_api_prefix``) apply. Raises
+        ForkedError in a child process after os.fork().
         """
         self._check_fork()
         if domain is None and api_prefix is None:
             domain, api_prefix = self._jetstream_defaults
-        return JetStream(self._conn, domain=domain, api_prefix=api_prefix, timeout=timeout)
+        return JetStream(
+            self._conn, domain=domain, api_prefix=api_prefix, timeout=timeout, max_pending=max_pending
+        )
 
     # ----------------------------------------------------------------- closing
 

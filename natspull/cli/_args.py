@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable, Sequence
 
 import natspull
+from natspull._publish import check_ttl
 from natspull._workers import STATUS_MODES, parse_address
 
 from ._common import CONNECTION_ENV, server_urls
@@ -190,7 +191,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     publish.add_argument("subject")
     publish.add_argument("data", nargs="?", default="", metavar="DATA|-", help="payload; - reads stdin")
+    publish.set_defaults(check=_check_publish)
     publish.add_argument("--count", type=_int_at_least(1), default=1, metavar="N", help="publish N copies")
+    publish.add_argument(
+        "--header",
+        action="append",
+        type=_header,
+        default=[],
+        metavar="K:V",
+        help="a header (repeatable)",
+    )
+    publish.add_argument("--msg-id", metavar="ID", help="Nats-Msg-Id: the stream stores it once")
+    publish.add_argument(
+        "--ttl", type=_ttl, metavar="SECONDS", help='the message\'s time to live (>= 1, or "never")'
+    )
+    publish.add_argument(
+        "--expect-last-seq",
+        type=_int_at_least(0),
+        metavar="N",
+        help="store only if the stream's last sequence is N (0: empty)",
+    )
     _add_connection_options(publish, server_help)
 
     worker = command(
@@ -372,6 +392,32 @@ def _since(text: str) -> int | datetime.datetime:
         f"expected a stream sequence (an integer >= 1) or an RFC 3339 time with an offset or Z "
         f"(e.g. 2026-12-01T00:00:00Z), got {text!r}"
     )
+
+
+def _check_publish(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """``publish``'s --msg-id and --expect-last-seq hold for one message, not --count copies."""
+    if args.count > 1:
+        for option, value in (("--msg-id", args.msg_id), ("--expect-last-seq", args.expect_last_seq)):
+            if value is not None:
+                parser.error(f"{option} applies to one message: not with --count {args.count}")
+
+
+def _header(text: str) -> tuple[str, str]:
+    """``K:V`` (spaces around either part are dropped); the name is checked when published."""
+    name, colon, value = text.partition(":")
+    if not colon or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME:VALUE, got {text!r}")
+    return name.strip(), value.strip()
+
+
+def _ttl(text: str) -> float | str:
+    """Seconds >= 1 or "never" (natspull's check, as an argument error)."""
+    try:
+        value: float | str = text if text == "never" else float(text)
+        check_ttl(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected seconds >= 1 or "never", got {text!r}') from None
+    return value
 
 
 def _int_at_least(minimum: int) -> Callable[[str], int]:

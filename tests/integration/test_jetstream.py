@@ -64,7 +64,7 @@ def test_publish_and_publish_many_acks(js: natspull.JetStream, stream: str) -> N
     with pytest.raises(natspull.JetStreamAPIError):
         js.publish(f"{stream}.a", b"x", expected_stream="OTHER")
     assert js.publish_many([]) == []
-    with pytest.raises(TypeError, match="pairs"):
+    with pytest.raises(TypeError, match=r"messages\[0\].*natspull.Publish"):
         js.publish_many([b"x"])  # type: ignore[list-item]
 
 
