@@ -4,7 +4,6 @@ publish_async, atomic batches, LazyClient (fork, gunicorn) and the CLI's publish
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import itertools
 import json
 import multiprocessing
@@ -20,11 +19,10 @@ import time
 import urllib.error
 import urllib.request
 import warnings
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import wait_until
+from conftest import server_stopped, wait_until
 
 import natspull
 from natspull.testing import NatsServer
@@ -41,29 +39,6 @@ def new_stream(js: natspull.JetStream, **config: object) -> str:
 def state(js: natspull.JetStream, stream: str) -> tuple[int, int]:
     info = js.stream_info(stream)
     return info.state.messages, info.state.last_seq
-
-
-@contextlib.contextmanager
-def server_stopped(server: NatsServer) -> Iterator[None]:
-    """SIGSTOP the server: it reads and answers nothing until the block ends (SIGCONT)."""
-    pid = server.pid
-    assert pid is not None
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        # kill() returns before every thread of the server has stopped: wait until they have
-        wait_until(lambda: _all_stopped(pid), 10.0, "the server's threads to stop")
-        yield
-    finally:
-        os.kill(server.pid, signal.SIGCONT)
-
-
-def _all_stopped(pid: int) -> bool:
-    tasks = os.listdir(f"/proc/{pid}/task")
-    states = []
-    for task in tasks:
-        with contextlib.suppress(FileNotFoundError), open(f"/proc/{pid}/task/{task}/stat") as f:
-            states.append(f.read().rpartition(")")[2].split()[0])
-    return bool(states) and all(state in "tT" for state in states)
 
 
 # ----------------------------------------------------------------------------- options
