@@ -182,6 +182,11 @@ class MsgQueue:
     def state(self) -> State:
         return self._state
 
+    @property
+    def error(self) -> BaseException | None:
+        """The terminal error given to ``fail()``, or None. Any thread (read without the lock)."""
+        return self._error
+
     def stats(self) -> dict[str, int]:
         with self._cond:
             return {
@@ -206,21 +211,62 @@ class MsgQueue:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while not self._ready_locked():
-                if deadline is None:
-                    remaining = None
-                else:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise TimeoutError(f"no message within {timeout:g} s")
-                self._waiters += 1
-                try:
-                    self._cond.wait(remaining)
-                finally:
-                    self._waiters -= 1
+            self._wait_ready_locked(deadline, timeout)
             taken, low, discard = self._take_locked(1, lease)
         self._after_take(low, discard)
         return taken[0]
+
+    def get_batch(
+        self, count: int, timeout: float | None = None, *, lease: bool = False, gather: float = 0.0
+    ) -> list[Msg]:
+        """Hand out 1 to *count* messages, taken under one acquisition of the lock.
+
+        Blocks on: the condition, until the first message arrives (raising as :meth:`get`:
+        TimeoutError after *timeout*, the terminal error, IteratorClosedError, a notice);
+        then takes what is buffered, up to *count*. With *gather* > 0 it keeps waiting, at
+        most *gather* seconds after the first message was taken, for the rest of *count*
+        (waking as messages arrive); a notice or the end met then ends the gathering and is
+        raised by the next call instead. Any thread.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            self._wait_ready_locked(deadline, timeout)
+            taken, low, discard = self._take_locked(count, lease)
+            if gather > 0 and len(taken) < count and discard is None:
+                until = time.monotonic() + gather
+                while len(taken) < count and discard is None:
+                    if self._notice is not None or (not self._items and self._state is State.CLOSED):
+                        break
+                    if self._items:
+                        more, more_low, discard = self._take_locked(count - len(taken), lease)
+                        taken += more
+                        low = low or more_low
+                        continue
+                    remaining = until - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._waiters += 1
+                    try:
+                        self._cond.wait(remaining)
+                    finally:
+                        self._waiters -= 1
+        self._after_take(low, discard)
+        return taken
+
+    def _wait_ready_locked(self, deadline: float | None, timeout: float | None) -> None:
+        """Lock held. Wait until a message can be taken (raising as :meth:`get`)."""
+        while not self._ready_locked():
+            if deadline is None:
+                remaining = None
+            else:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"no message within {timeout:g} s")
+            self._waiters += 1
+            try:
+                self._cond.wait(remaining)
+            finally:
+                self._waiters -= 1
 
     def get_many_nowait(self, limit: int, *, lease: bool = False) -> list[Msg]:
         """Take up to *limit* buffered messages without waiting (async adapters).

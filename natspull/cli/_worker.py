@@ -40,6 +40,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
             status=args.status,
             status_interval=args.status_interval,
             consume_options={key: getattr(args, key) for key in _CONSUME_FLAGS if hasattr(args, key)},
+            http=args.http,
+            poison_after=args.poison_after,
+            dead_letter=args.dead_letter,
+            hard_timeout=args.hard_timeout,
+            create_consumer=args.create_consumer,
         )
     except (ValueError, TypeError) as exc:
         raise CliError(str(exc), EXIT_USAGE) from None

@@ -860,3 +860,24 @@ async def test_on_event_of_a_trio_iterator(client: natspull.trio.Client) -> None
             await trio.sleep(0.005)
     assert [kind for kind, _ in events] == ["connected", "consumer_deleted"]
     assert all(name.startswith("natspull-events-") for _, name in events), events
+
+
+@pytest.mark.trio
+@pytest.mark.timeout(30)
+async def test_publish_options_items_and_atomic_batches(client: natspull.trio.Client) -> None:
+    js = client.jetstream()
+    await js.add_stream(name="TPUB", subjects=["tpub.>"], allow_msg_ttl=True, allow_atomic=True)
+    ack = await js.publish("tpub.a", b"1", msg_id="a", ttl=60, expected_last_subject_sequence=0)
+    assert ack.seq == 1
+    with pytest.raises(natspull.JetStreamAPIError) as info:
+        await js.publish("tpub.a", b"2", expected_last_sequence=5)
+    assert info.value.err_code == 10071
+    acks = await js.publish_many(
+        [("tpub.b", b"x"), ("tpub.c", b"y", {"k": "v"}), natspull.Publish("tpub.a", msg_id="a")]
+    )
+    assert [a.seq for a in acks] == [2, 3, 1] and acks[2].duplicate
+    batch = await js.publish_batch([("tpub.d", b"1"), ("tpub.d", b"2")])
+    assert (batch.stream, batch.seq, batch.count) == ("TPUB", 5, 2)
+    with pytest.raises(ValueError, match="ttl"):
+        await js.publish("tpub.a", b"", ttl=0.5)
+    assert (await js.stream_info("TPUB")).state.messages == 5

@@ -383,7 +383,9 @@ def test_a_crash_loop_ends_the_run(
 ) -> None:
     fill(js, stream, 10)
     consumer = durable(js, stream, ack_wait=1.0)  # each new child gets the crashing messages again
-    worker = start_worker(nats_server.url, "worker_targets:crash", stream, consumer)
+    # Every message crashes its process: no message is poison, the handler is (--poison-after none
+    # keeps the deaths counting toward the crash loop; tests/integration/test_fleet.py has the rest).
+    worker = start_worker(nats_server.url, "worker_targets:crash", stream, consumer, "--poison-after", "none")
     assert worker.wait() == EXIT_CRASH_LOOP, worker.stderr()
     out = worker.stdout()
     assert [f"restarting in {d} s" in out for d in ("0.5", "1", "2", "4")] == [True] * 4
@@ -408,6 +410,10 @@ def test_a_crash_loop_ends_the_run(
         ({"grace": 0}, ValueError, "grace must be a number of seconds > 0, got 0"),
         ({"status": "fancy"}, ValueError, "status must be one of auto, live, lines, off, got 'fancy'"),
         ({"consume_options": {"workers": 2}}, ValueError, "consume_options: 'workers' is not allowed"),
+        ({"http": "host"}, ValueError, "http must look like '[HOST:]PORT'"),
+        ({"poison_after": 0}, ValueError, "poison_after"),
+        ({"hard_timeout": 0}, ValueError, "hard_timeout must be a number of seconds > 0 or None, got 0"),
+        ({"dead_letter": ""}, TypeError, "dead_letter must be a subject string or None"),
     ],
 )
 def test_run_workers_checks_its_arguments_at_once(
