@@ -7,6 +7,7 @@ import itertools
 import logging
 import os
 import queue
+import sys
 import threading
 import weakref
 from collections.abc import Callable
@@ -315,6 +316,45 @@ def _close_open_clients() -> None:
             log.debug("natspull: atexit close failed: %s", exc)
 
 
+#: (library, module it patches, how to ask whether it did) - looked up only when the library is
+#: already imported: natspull never imports gevent or eventlet itself
+_GREEN_CHECKS = (
+    ("gevent", "gevent.monkey", "is_module_patched", ("threading", "socket", "select")),
+    ("eventlet", "eventlet.patcher", "is_monkey_patched", ("thread", "socket", "select")),
+)
+
+
+def refuse_green_threads() -> None:
+    """Raise RuntimeError when gevent or eventlet monkey-patched this process.
+
+    natspull runs nats-py's asyncio loop on a thread of its own and makes callers wait on
+    ``threading`` conditions. Monkey-patched, that "thread" is a greenlet, and the loop's
+    ``select()`` and the callers' waits would block the hub (or deadlock it) without a word, so
+    ``connect()`` refuses at once instead. Run natspull in a process that is not patched (e.g. a
+    separate worker, ``natspull worker``), or use nats-py's asyncio client there.
+    """
+    for library, module_name, function, modules in _GREEN_CHECKS:
+        module = sys.modules.get(module_name)
+        check = getattr(module, function, None)
+        if check is None:
+            continue
+        patched = [name for name in modules if _patched(check, name)]
+        if patched:
+            raise RuntimeError(
+                f"natspull.connect(): this process is monkey-patched by {library} "
+                f"({', '.join(patched)} patched); natspull runs a real event-loop thread and blocks "
+                f"on real locks, which would block the {library} hub: it does not work from "
+                f"greenlets. Use natspull in a process that is not monkey-patched."
+            )
+
+
+def _patched(check: Callable[[str], Any], name: str) -> bool:
+    try:
+        return bool(check(name))
+    except Exception:  # a version whose check does not know the name
+        return False
+
+
 def connect(
     servers: str | list[str] | None = None,
     *,
@@ -355,7 +395,12 @@ def connect(
     in all. Raises ConnectError (naming the servers tried and why: unreachable, authorization
     violation, TLS failed) when no server accepts the connection; ValueError/TypeError for bad
     options, unreadable files and contexts. Any thread.
+
+    Raises RuntimeError in a process that gevent or eventlet monkey-patched (threads, sockets):
+    natspull's event loop runs on a real thread and its callers block on real locks, which
+    would block the green hub; see :func:`refuse_green_threads`.
     """
+    refuse_green_threads()
     settings = resolve(
         servers,
         {

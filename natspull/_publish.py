@@ -121,26 +121,28 @@ class PublishOptions:
         """
         headers = check_headers(headers)
         extra = {
-            name: value
-            for name, value in (
-                (MSG_ID, self.msg_id),
-                (TTL, self.ttl),
-                (EXPECTED_STREAM, self.expected_stream),
-                (EXPECTED_LAST_SEQUENCE, _str(self.expected_last_sequence)),
-                (EXPECTED_LAST_SUBJECT_SEQUENCE, _str(self.expected_last_subject_sequence)),
-                (EXPECTED_LAST_MSG_ID, self.expected_last_msg_id),
+            name: (option, value)
+            for option, name, value in (
+                ("msg_id", MSG_ID, self.msg_id),
+                ("ttl", TTL, self.ttl),
+                ("expected_stream", EXPECTED_STREAM, self.expected_stream),
+                ("expected_last_sequence", EXPECTED_LAST_SEQUENCE, _str(self.expected_last_sequence)),
+                (
+                    "expected_last_subject_sequence",
+                    EXPECTED_LAST_SUBJECT_SEQUENCE,
+                    _str(self.expected_last_subject_sequence),
+                ),
+                ("expected_last_msg_id", EXPECTED_LAST_MSG_ID, self.expected_last_msg_id),
             )
             if value is not None
         }
         if not extra:
             return headers
         headers = headers or {}
-        for name, value in extra.items():
+        for name, (option, value) in extra.items():
             given = headers.get(name, value)
             if given != value:
-                raise ValueError(
-                    f"the option for {name} ({value!r}) and headers[{name!r}] ({given!r}) differ: give one"
-                )
+                raise ValueError(f"{option} {value!r} and headers[{name!r}] ({given!r}) differ: give one")
             headers[name] = value
         return headers
 

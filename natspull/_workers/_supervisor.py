@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import signal
 import threading
 import time
@@ -51,6 +52,7 @@ from .._connect_options import check_worker_options
 from .._validate import check_int
 from ._child import DURATION_BUCKETS, child_main
 from ._codes import EXIT_CRASH_LOOP, EXIT_ERROR, EXIT_FORCED, EXIT_INIT, EXIT_OK
+from ._create import apply_consumer_config, load_consumer_config
 from ._handlers import HandlerTable, Running, SuspectList
 from ._http import HttpServer, parse_address
 from ._metrics import Snapshot
@@ -119,6 +121,7 @@ def run_workers(
     poison_after: int | None = 3,
     dead_letter: str | None = None,
     hard_timeout: float | None = None,
+    create_consumer: str | os.PathLike[str] | None = None,
 ) -> int:
     """Run ``consumer.consume(handler, workers=threads, **consume_options)`` in *processes*
     worker processes on the durable consumer *consumer* of *stream*, until a signal ends it.
@@ -162,6 +165,14 @@ def run_workers(
     below 5, the crash-loop limit). With *hard_timeout* seconds, a process with a handler
     running longer is replaced (a new one started, the stuck one killed) and the stuck message
     is NAKed at once.
+
+    *create_consumer*: a JSON file with the consumer's configuration (as ``nats consumer info
+    --json`` prints its ``config``, durations in nanoseconds), applied once before any process
+    starts: the consumer is created when missing, and updated when a field the file gives
+    differs (fields it leaves out keep their values). A differing field the server never lets
+    change (``deliver_policy``, ``opt_start_seq``, ``opt_start_time``, ``ack_policy``,
+    ``replay_policy``, ``max_waiting``, ``mem_storage``, ...) raises ValueError naming it, and
+    nothing is changed; a missing stream raises StreamNotFoundError.
 
     Returns the exit code: 0 every worker drained after a signal; 1 a worker could not start
     (another error), or ended with an error while draining; 2 a worker refused the target or
@@ -215,6 +226,11 @@ def run_workers(
         raise ValueError(f"hard_timeout must be a number of seconds > 0 or None, got {hard_timeout!r}")
     if threading.current_thread() is not threading.main_thread():
         raise RuntimeError("run_workers() must be called from the main thread (it handles signals)")
+    if create_consumer is not None:
+        wanted = load_consumer_config(create_consumer, consumer)
+        done = apply_consumer_config(servers, connect_options, stream, consumer, wanted)
+        if status != "off":
+            print(f"consumer {consumer} of {stream}: {done} ({os.fspath(create_consumer)})", flush=True)
     args = (spec, servers, stream, consumer, threads, options, float(grace), connect_options, init_spec)
     client = SupervisorClient(servers, stream, consumer, dead_letter, connect_options)
     server = None

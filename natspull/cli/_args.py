@@ -359,6 +359,14 @@ def build_parser() -> argparse.ArgumentParser:
         "stuck one) and NAK its message at once (default: never)",
     )
 
+    worker.add_argument(
+        "--create-consumer",
+        metavar="FILE.json",
+        help="the consumer's configuration as JSON (as `nats consumer info --json` prints its "
+        "config): created when missing, updated when a field differs, before any process starts; "
+        "a field that cannot change (deliver_policy, ack_policy, ...) differing exits 2 naming it",
+    )
+
     server = command(
         "server",
         "run a local nats-server with JetStream in the foreground until SIGINT/SIGTERM/SIGHUP",

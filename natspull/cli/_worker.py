@@ -54,6 +54,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             poison_after=args.poison_after,
             dead_letter=args.dead_letter,
             hard_timeout=args.hard_timeout,
+            create_consumer=args.create_consumer,
         )
     except (ValueError, TypeError) as exc:
         raise CliError(str(exc), EXIT_USAGE) from None
