@@ -16,7 +16,7 @@ from ._engine._retry import DEFAULT_RETRY, Backoff
 from ._engine._settings import PullSettings, fetch_settings, pull_settings
 from ._iterator import Messages
 from ._msg import Msg
-from ._observe._events import ConsumerEvent
+from ._observe._events import ConsumerEvent, EventThread
 from ._pool import ConsumeContext, ConsumeOptions
 from ._server_features import CONSUMER_UNPIN
 from ._types import AckPolicy
@@ -97,19 +97,24 @@ class Consumer:
         return self._info
 
     def _engine(self, settings: PullSettings) -> PullEngine:
-        return start_engine(
-            self._link,
-            settings,
-            lambda events: PullEngine(
-                self._link,
-                self._prefix,
-                self.stream,
-                self.name,
-                settings,
-                pin_store=self._pins,
-                events=events,
-            ),
+        return start_engine(self._link, settings, lambda events: self._build_engine(settings, events))
+
+    def _build_engine(self, settings: PullSettings, events: EventThread | None) -> PullEngine:
+        engine = PullEngine(
+            self._link, self._prefix, self.stream, self.name, settings, pin_store=self._pins, events=events
         )
+        interval = self._lease_interval()
+        if not settings.one_shot and settings.max_lease != 0 and interval is not None:
+            # Leased from arrival (messages(), consume(), natspull.trio): see _engine/_lease.py.
+            engine.lease = LeaseKeeper(
+                engine.loop_thread,
+                interval,
+                settings.max_lease,
+                ack_wait=self._ack_wait(),
+                ack_all=self._info.config.ack_policy == AckPolicy.ALL,
+            )
+            engine.queue.stamp = True
+        return engine
 
     # ------------------------------------------------------------- one request
 
@@ -211,6 +216,7 @@ class Consumer:
         min_pending: int | None = None,
         min_ack_pending: int | None = None,
         priority: int | None = None,
+        max_lease: float | None = 3600.0,
     ) -> Messages:
         """Start continuous pulls and return a blocking iterator over the messages.
 
@@ -232,6 +238,19 @@ class Consumer:
         makes it forget the pin and pull again at once; ``expires`` then defaults to half of
         the consumer's ``priority_timeout`` (1-30 s) - a larger value is refused - so that an
         idle iterator renews its pin in time.
+
+        Leases: natspull keeps every message it holds from being redelivered, from its
+        arrival: one timer on the loop thread sends ``+WPI`` to buffered messages before half
+        of the consumer's ``ack_wait`` passes (the smallest of ack_wait and its ``backoff``
+        values), for at most ``max_lease`` seconds after the arrival (default an hour; None:
+        no bound; ``0`` turns leases off), so a message never comes back because it waited
+        in the buffer. A message handed out by ``next()`` and not settled is extended for
+        ``ack_wait`` seconds after ``next()`` - the application always has one whole ack_wait
+        from ``next()`` - and then let go: the server redelivers it ack_wait after the last
+        ``+WPI`` (between ack_wait and twice ack_wait after ``next()``). Nothing is extended
+        for ``AckPolicy.NONE``; with ``AckPolicy.ALL`` each message is extended on its own
+        (the server applies ``+WPI`` to one message) and an ack ends the leases of the
+        messages before it.
 
         ``on_event(event)`` receives a :class:`natspull.ConsumerEvent` for each thing that
         happens to the iterator - connected, disconnected, reconnected, a missed heartbeat, a
@@ -264,6 +283,7 @@ class Consumer:
             min_pending=min_pending,
             min_ack_pending=min_ack_pending,
             priority=priority,
+            max_lease=max_lease,
         )
         return self.start_messages(settings)[0]
 
@@ -323,8 +343,9 @@ class Consumer:
         handler started; after that the server redelivers the message ``ack_wait`` after
         the last extension. One timer on the loop thread serves every message; a message
         the handler acks, NAKs or terminates is let go. Not for ``AckPolicy.NONE``
-        consumers. The time a message waited in the buffer before a worker took it counts
-        against its first ``ack_wait``: keep that under half of it (``max_messages``).
+        consumers. A buffered message is leased from its arrival too (as :meth:`messages`,
+        for at most ``max_lease`` seconds after it arrived): waiting for a worker never gets
+        it redelivered.
 
         Retries: a handler exception is logged and given to ``error_handler(exc, msg)``
         first; then, unless the message was acked (or NAKed/terminated), it is NAKed with a
@@ -423,10 +444,9 @@ class Consumer:
             min_pending=min_pending,
             min_ack_pending=min_ack_pending,
             priority=priority,
+            max_lease=max_lease,
         )
         engine = self._engine(settings)
-        interval = self._lease_interval() if max_lease > 0 else None
-        lease = LeaseKeeper(engine.loop_thread, interval, max_lease) if interval is not None else None
         consume_options = ConsumeOptions(
             handler,
             workers=workers,
@@ -443,7 +463,7 @@ class Consumer:
             key=key,
             key_grace=self._ack_wait() + KEY_GRACE,
         )
-        return ConsumeContext(engine, engine.queue, consume_options, engine.events, lease=lease)
+        return ConsumeContext(engine, engine.queue, consume_options, engine.events, lease=engine.lease)
 
     def _ack_wait(self) -> float:
         """The consumer's ack_wait from :attr:`cached_info` (the server's default if unset)."""

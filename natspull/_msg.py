@@ -73,6 +73,7 @@ class Msg:
         "_metadata",
         "_on_late",
         "_otel",
+        "_out",
         "_settled",
         "_sink",
         "data",
@@ -105,6 +106,9 @@ class Msg:
         self._on_late: Callable[[], None] | None = None
         self._metadata: Metadata | None = None
         self._otel: _Handout | None = None  # set when handed out with OpenTelemetry on (_otel.py)
+        # For the lease from arrival (_engine/_lease.py): 0.0 while natspull holds the message,
+        # the time.monotonic() it was handed to the application, or -1.0 once consume() let it go.
+        self._out = 0.0
 
     def __repr__(self) -> str:
         return f"<natspull.Msg subject={self.subject!r} reply={self.reply!r} data={len(self.data)} bytes>"

@@ -260,7 +260,7 @@ class ConsumeContext:
             if arrival.run:
                 self._run_key(keys, name, msg)
                 continue
-            queue.release(msg)  # held or sent back: no longer in the pull window
+            queue.release(msg, let_go=True)  # held or sent back: no longer in the pull window
             if arrival.held:
                 if arrival.replaced is not None and self._lease is not None:
                     self._lease.remove(arrival.replaced)
@@ -344,7 +344,7 @@ class ConsumeContext:
                     lease.remove(msg)
             if not released:
                 for msg in msgs:
-                    self._queue.release(msg)
+                    self._queue.release(msg, let_go=True)
         with self._errors_lock:
             if error is None:
                 self._handled += len(msgs)

@@ -131,6 +131,10 @@ class MsgQueue:
         # How many of a take's messages are redeliveries (the engine knows how to tell; None:
         # not counted). Called with the lock held, once per take.
         self._count_redelivered = count_redelivered
+        # Set (before the engine starts) when a LeaseKeeper leases the messages from their
+        # arrival: each take stamps the messages it hands out (Msg._out, one monotonic per take),
+        # release() those an adapter hands out, or a consume() worker lets go.
+        self.stamp = False
         # _cond's lock guards every field below. It is a leaf in the lock order:
         # nothing that takes another natspull lock is called while holding it.
         # Re-entrant only so that a signal handler can *detect* that it
@@ -311,6 +315,10 @@ class MsgQueue:
             if count_redelivered is not None:
                 self._redelivered += count_redelivered(taken)
         low = False
+        if self.stamp and not lease:
+            now = time.monotonic()
+            for msg in taken:
+                msg._out = now
         for msg in taken:
             self._buffered_bytes -= msg.size
             if lease:
@@ -331,8 +339,12 @@ class MsgQueue:
         if low:
             self._on_low()
 
-    def release(self, msg: Msg) -> None:
-        """Stop counting a leased message as pending (its handler finished). Any thread."""
+    def release(self, msg: Msg, *, let_go: bool = False) -> None:
+        """Stop counting a leased message as pending: an adapter handed it to the application
+        (its lease from arrival runs on for ack_wait), or, with *let_go*, a consume() worker is
+        done with it (its lease from arrival ends). Any thread."""
+        if self.stamp:
+            msg._out = -1.0 if let_go else time.monotonic()
         with self._cond:
             self._leased_msgs -= 1
             self._leased_bytes -= msg.size

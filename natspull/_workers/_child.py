@@ -46,7 +46,7 @@ from ..errors import ConnectError, ConsumerNotFoundError, Error, StreamNotFoundE
 from ._codes import EXIT_CONNECT, EXIT_ERROR, EXIT_INIT, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE
 from ._current import set_client
 from ._handlers import Gate, HandlerTable, SuspectList
-from ._target import load
+from ._target import key_function, load
 
 __all__ = ["DURATION_BUCKETS", "REPORT_INTERVAL", "child_main"]
 
@@ -62,7 +62,7 @@ class _Counts:
 
     def __init__(
         self,
-        handler: Callable[[Msg], Any],
+        handler: Callable[[Any], Any],  # a Msg, or a list of them with consume(batch=)
         table: HandlerTable | None = None,
         suspects: SuspectList | None = None,
     ) -> None:
@@ -79,15 +79,17 @@ class _Counts:
         self._buckets = [0] * (len(DURATION_BUCKETS) + 1)
         self._duration_sum = 0.0
 
-    def __call__(self, msg: Msg) -> None:
+    def __call__(self, msg: Msg | list[Msg]) -> None:
+        first = msg[0] if isinstance(msg, list) else msg  # consume(batch=): a list
         if self._table is None:
             self._call(msg)
             return
-        seq = msg.metadata.sequence.stream
+        # With batch=, the handler table and the poison tracking know the first message of a call.
+        seq = first.metadata.sequence.stream
         alone = self._suspects is not None and self._suspects.contains(seq)
         self._gate.enter(alone)
         try:
-            row = self._table.begin(seq, msg.reply)
+            row = self._table.begin(seq, first.reply)
             try:
                 self._call(msg)
             finally:
@@ -95,19 +97,20 @@ class _Counts:
         finally:
             self._gate.leave(alone)
 
-    def _call(self, msg: Msg) -> None:
+    def _call(self, msg: Msg | list[Msg]) -> None:
+        msgs = msg if isinstance(msg, list) else [msg]
         start = time.perf_counter()
         try:
             self._handler(msg)
         except BaseException:
             self._timed(time.perf_counter() - start)
             with self._lock:
-                self.failed += 1
+                self.failed += len(msgs)
             raise
         self._timed(time.perf_counter() - start)
-        again = msg.metadata.num_delivered > 1
+        again = sum(m.metadata.num_delivered > 1 for m in msgs)
         with self._lock:
-            self.handled += 1
+            self.handled += len(msgs)
             self.redelivered += again
 
     def _timed(self, seconds: float) -> None:
@@ -230,7 +233,10 @@ def _consume(
             return _fatal(conn, EXIT_INIT, f"init {spec} raised {type(exc).__name__}: {exc}")
     try:
         consumer = client.jetstream().consumer(stream, consumer_name)
-        ctx = consumer.consume(counts, workers=threads, **consume_options)
+        options = dict(consume_options)
+        if isinstance(options.get("key"), str):  # a key spec (natspull worker --key): built here
+            options["key"] = key_function(options["key"])
+        ctx = consumer.consume(counts, workers=threads, **options)
     except (StreamNotFoundError, ConsumerNotFoundError) as exc:
         return _fatal(conn, EXIT_NOT_FOUND, str(exc))
     except (ValueError, TypeError) as exc:  # bad consume options

@@ -59,7 +59,7 @@ from ._metrics import Snapshot
 from ._poison import DeathCounts
 from ._status import STATUS_MODES, Reporter, Row, make_reporter
 from ._supervisor_client import SupervisorClient
-from ._target import target_spec
+from ._target import key_function, target_spec
 
 __all__ = ["run_workers"]
 
@@ -130,7 +130,9 @@ def run_workers(
     (each worker process imports it, then connects to *servers* on its own, with
     ``natspull.connect(servers, **connect_options)``: default servers are the context's url,
     else nats://127.0.0.1:4222). The handler acks, as with :meth:`natspull.Consumer.consume`;
-    *consume_options* go to every ``consume()`` call unchanged (they must be picklable).
+    *consume_options* go to every ``consume()`` call unchanged (they must be picklable), but
+    a ``key`` given as a string: a key spec, ``"subject"`` or ``"header:NAME"``, made into the
+    key function in each worker process (``natspull worker --key``).
     *connect_options* are connect()'s keywords (``context``, ``user``, ``password``, ``token``,
     ``creds``, ``nkey``, ``tls_cert``, ``tls_key``, ``tls_ca``, ...), checked here at once:
     known keys, picklable values (``tls=`` an SSLContext is not: give the files), readable files.
@@ -212,6 +214,8 @@ def run_workers(
                 f"consume_options: {key!r} is not allowed (the handler is target=, the workers are "
                 f"threads=, and the processes run until a signal)"
             )
+    if isinstance(options.get("key"), str):
+        key_function(options["key"])  # a bad key spec fails here, before any process starts
     address = None if http is None else parse_address(http)
     poison_after = check_int("poison_after", poison_after, allow_none=True)
     if dead_letter is not None and (not isinstance(dead_letter, str) or not dead_letter.strip()):

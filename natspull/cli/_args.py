@@ -292,6 +292,42 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="terminate a message whose N-th delivery fails (default: never)",
     )
+    worker.add_argument(
+        "--auto-ack",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="ack what the handler leaves unsettled when it returns (it is NAKed when it raises)",
+    )
+    worker.add_argument(
+        "--batch",
+        type=_int_at_least(1),
+        default=argparse.SUPPRESS,
+        metavar="N",
+        help="call the handler with a list of 1 to N messages (those already buffered, or "
+        "gathered for --batch-wait)",
+    )
+    worker.add_argument(
+        "--batch-wait",
+        type=_seconds_or_zero,
+        default=argparse.SUPPRESS,
+        metavar="SECONDS",
+        help="with --batch: wait this long after the first message for the batch to fill (default 0)",
+    )
+    worker.add_argument(
+        "--key",
+        type=_key_spec,
+        default=argparse.SUPPRESS,
+        metavar="header:NAME|subject",
+        help="handle the messages of one key (the value of header NAME, or the subject) one at a "
+        "time in stream order, different keys in parallel (per process)",
+    )
+    worker.add_argument(
+        "--handler-timeout",
+        type=_positive_seconds,
+        default=argparse.SUPPRESS,
+        metavar="SECONDS",
+        help="NAK (for redelivery) the messages of a handler call running longer than this",
+    )
     # the fleet: health, metrics, poison messages, stuck handlers (docs/guides/workers.md)
     worker.add_argument(
         "--http",
@@ -439,6 +475,13 @@ def _int_at_least(minimum: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def _key_spec(text: str) -> str:
+    kind, _, name = text.partition(":")
+    if text == "subject" or (kind == "header" and name.strip()):
+        return text
+    raise argparse.ArgumentTypeError(f"expected header:NAME or subject, got {text!r}")
 
 
 def _positive_seconds(text: str) -> float:

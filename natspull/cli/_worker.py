@@ -19,7 +19,17 @@ from ._common import EXIT_USAGE, CliError, connect_options
 __all__ = ["cmd_worker"]
 
 #: consume() options the command has flags for (each reaches consume() only when given).
-_CONSUME_FLAGS = ("max_messages", "max_lease", "retry", "term_after")
+_CONSUME_FLAGS = (
+    "max_messages",
+    "max_lease",
+    "retry",
+    "term_after",
+    "auto_ack",
+    "batch",
+    "batch_wait",
+    "key",
+    "handler_timeout",
+)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

@@ -147,8 +147,12 @@ class Consumer:
         min_pending: int | None = None,
         min_ack_pending: int | None = None,
         priority: int | None = None,
+        max_lease: float | None = 3600.0,
     ) -> Messages:
-        """An async iterator over the messages; options as :meth:`natspull.Consumer.messages`.
+        """An async iterator over the messages; options as :meth:`natspull.Consumer.messages`,
+        leases too: every message is kept leased (``+WPI``) from its arrival while it waits -
+        buffered or in the trio-side deque - for at most ``max_lease`` seconds (None: no bound;
+        0: off), and for ``ack_wait`` after a task received it.
 
         ``on_event`` runs on a thread ``natspull-events-N``, not in trio: to reach trio from it,
         use ``trio.from_thread.run_sync(..., trio_token=...)`` or a memory channel's
@@ -176,6 +180,7 @@ class Consumer:
             min_pending=min_pending,
             min_ack_pending=min_ack_pending,
             priority=priority,
+            max_lease=max_lease,
         )
         return Messages(self._port, settings, f"{self.stream}/{self.name}")
 

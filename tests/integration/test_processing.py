@@ -590,3 +590,68 @@ def test_auto_ack_needs_acks(client: natspull.Client, js: natspull.JetStream, st
     with pytest.raises(ValueError, match="auto_ack=True needs a consumer that takes acks"):
         consumer.consume(lambda m: None, auto_ack=True)
     assert client.stats().consumers_running == 0
+
+
+# ------------------------------------------------------------ lease from arrival
+
+
+def _slow_loop(consumer: natspull.Consumer, total: int, **options: Any) -> tuple[list[int], int, int]:
+    """A for-loop at 50 ms per message (the work) over a buffer of *total*. Returns the
+    num_delivered of the *total* messages it took, the consumer's num_redelivered before the
+    last ack, and the iterator's count of redeliveries."""
+    delivered: list[int] = []
+    with consumer.messages(max_messages=total, **options) as msgs:
+        for msg in msgs:
+            time.sleep(0.05)  # the application's work, not a synchronisation
+            delivered.append(msg.metadata.num_delivered)
+            if len(delivered) == total:
+                redelivered = consumer.info().num_redelivered  # (counts unacked redeliveries)
+                msg.ack()
+                return delivered, redelivered, msgs.stats().redelivered
+            msg.ack()
+    raise AssertionError("the iterator ended")
+
+
+@pytest.mark.timeout(60)
+def test_buffered_messages_are_leased_from_arrival(
+    client: natspull.Client, js: natspull.JetStream, stream: str
+) -> None:
+    """200 buffered messages read at 50 ms each (10 s) with ack_wait=2 s: none is redelivered."""
+    consumer = js.add_consumer(stream, durable_name="lease", ack_wait=2)
+    fill(js, stream, 200)
+    delivered, redelivered, counted = _slow_loop(consumer, 200)
+    assert delivered == [1] * 200
+    assert (redelivered, counted) == (0, 0)
+    assert_all_acked(client, consumer)
+    assert consumer.info().num_pending == 0
+
+
+@pytest.mark.timeout(60)
+def test_without_the_lease_buffered_messages_are_redelivered(js: natspull.JetStream, stream: str) -> None:
+    """The same loop with max_lease=0 (lease off): the messages that waited are redelivered."""
+    consumer = js.add_consumer(stream, durable_name="nolease", ack_wait=2)
+    fill(js, stream, 200)
+    delivered, redelivered, counted = _slow_loop(consumer, 200, max_lease=0)
+    assert redelivered > 0 or counted > 0, (delivered, redelivered, counted)
+
+
+@pytest.mark.timeout(60)
+def test_a_handed_out_message_left_unsettled_is_leased_for_ack_wait_then_redelivered(
+    js: natspull.JetStream, stream: str
+) -> None:
+    """The application has one whole ack_wait from next() (even for a message that waited in the
+    buffer); a message it never settles then stops being leased and comes back."""
+    consumer = js.add_consumer(stream, durable_name="unsettled", ack_wait=2)
+    fill(js, stream, 1)
+    with consumer.messages() as msgs:
+        wait_until(lambda: msgs.stats().buffered == 1, message="the message to be buffered")
+        time.sleep(1.5)  # the application is busy: the message ages in the buffer
+        first = msgs.next(5)
+        taken = time.monotonic()
+        again = msgs.next(10)
+        came_back = time.monotonic() - taken
+        assert seq_of(again) == seq_of(first) == 1
+        assert (first.metadata.num_delivered, again.metadata.num_delivered) == (1, 2)
+        # Not before ack_wait after next() (without the lease: 0.5 s after it), and the lease ends.
+        assert 2.0 <= came_back < 6.0, came_back
+        again.ack()

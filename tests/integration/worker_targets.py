@@ -12,6 +12,9 @@ O_APPEND write (atomic for lines this short, whichever process writes):
 
     poison <pid> <stream seq>     ``poison`` is about to kill its process
     stuck <pid> <stream seq>      ``stuck`` is about to block for good
+    seen <pid> <stream seq>       ``noack`` saw a message (and left it unsettled)
+    batch <pid> <size>            ``batch`` got a list of that many messages
+    keyed <pid> <subject> <seq>   ``keyed`` handled a message (then acked it)
 
 ``slow`` blocks until the file $NATSPULL_TEST_RELEASE exists (at most 60 s), the "slow operation"
 a signal arrives during. With $NATSPULL_TEST_HOLD set, a worker process (not the supervisor)
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import random
 import signal
 import time
 
@@ -129,3 +133,23 @@ def publish_result(msg: natspull.Msg) -> None:
     """Publish ``result.<seq>`` on the process's own client (natspull.worker_client()), ack."""
     natspull.worker_client().publish(f"result.{msg.metadata.sequence.stream}", msg.data)
     record(msg)
+
+
+def noack(msg: natspull.Msg) -> None:
+    """Write ``seen <pid> <seq>`` and return without settling (``--auto-ack`` acks it)."""
+    _write(f"seen {os.getpid()} {msg.metadata.sequence.stream}")
+
+
+def batch(msgs: list[natspull.Msg]) -> None:
+    """``--batch``: write ``batch <pid> <size>``, then :func:`record` each message."""
+    _write(f"batch {os.getpid()} {len(msgs)}")
+    for msg in msgs:
+        record(msg)
+
+
+def keyed(msg: natspull.Msg) -> None:
+    """``--key``: 0-2 ms of simulated I/O (shuffles the threads), write ``keyed <pid> <subject>
+    <seq>``, ack."""
+    time.sleep(random.random() * 0.002)
+    _write(f"keyed {os.getpid()} {msg.subject} {msg.metadata.sequence.stream}")
+    msg.ack()
