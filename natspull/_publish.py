@@ -253,7 +253,7 @@ def publish_item(item: Any, expected_stream: str | None = None) -> tuple[str, by
     )
 
 
-def check_items(messages: Any) -> Iterable[Any]:
+def check_items(messages: object) -> Iterable[Any]:
     """The iterable of publish_many()/publish_batch(); TypeError for a str, bytes or non-iterable."""
     if isinstance(messages, (str, bytes)) or not isinstance(messages, Iterable):
         raise TypeError(
