@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import re
 import select
 import shutil
@@ -276,24 +275,6 @@ def test_demo_signalled_while_consuming_drains_and_stops_its_server(
     assert_dies(run.server)
     assert not os.path.exists(run.store)
     assert any(re.match(r"interrupted: handled [\d,]+ of 100,000 messages$", line) for line in run.lines)
-
-
-@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGTERM], ids=lambda s: s.name)
-def test_demo_signalled_again_while_it_cleans_up_still_cleans_up(
-    runs: list[Run], signum: signal.Signals
-) -> None:
-    """A stop signal while publishing (outside the drain window) ends the demo; the ones after it
-    (a closing terminal sends SIGHUP twice) must not interrupt the cleanup it started."""
-    run = start(runs, PROGRAMS["cli-demo"])
-    assert run.server is not None and run.store is not None
-    for _ in range(200):  # the first interrupts; the rest land in the cleanup at random points
-        if run.proc.poll() is not None:
-            break
-        run.proc.send_signal(signum)
-        time.sleep(random.uniform(0, 0.005))  # spreads the signals (a pacing, not a wait for a state)
-    assert run.proc.wait(EXIT_TIMEOUT) == 130, f"{run.lines[-20:]}{run.err()}"
-    assert_dies(run.server)
-    assert not os.path.exists(run.store)
 
 
 # A new session whose controlling terminal is the pty named by argv[1], then exec argv[2:]: the
