@@ -148,7 +148,7 @@ def _child(args: argparse.Namespace) -> None:
         result: dict[str, Any] = {"count": count, "elapsed": elapsed}
         if calls is not None:
             sys.setprofile(None)
-            threading.setprofile(None)  # type: ignore[arg-type]
+            threading.setprofile(None)
             result["calls"] = [[t, f, c] for (t, f), c in calls.counts.most_common()]
         Path(args.out).write_text(json.dumps(result))
         if helper is not None:
@@ -189,10 +189,13 @@ def _total_ir(path: Path) -> int:
     raise RuntimeError(f"no totals in {path}")
 
 
-def _run_one(args: argparse.Namespace, url: str, stream: str, js: natspull.JetStream, workload: str) -> dict[str, Any]:
+def _run_one(
+    args: argparse.Namespace, url: str, stream: str, js: natspull.JetStream, workload: str
+) -> dict[str, Any]:
     name = f"prof{uuid.uuid4().hex[:8]}"
     policy = natspull.AckPolicy.NONE if workload == "noack" else natspull.AckPolicy.EXPLICIT
-    js.add_consumer(stream, durable_name=name, ack_policy=policy)  # (an ephemeral one would expire during valgrind start-up)
+    # durable: an ephemeral consumer could expire while valgrind starts the child
+    js.add_consumer(stream, durable_name=name, ack_policy=policy)
     work = Path(tempfile.mkdtemp(prefix=f"natspull-prof-{workload}-"))
     out = work / "result.json"
     child = [
@@ -244,7 +247,8 @@ def _report(args: argparse.Namespace, results: list[dict[str, Any]]) -> None:
     if args.tool == "callgrind":
         print(f"\n{'workload':10} {'Ir/msg':>9}   per thread (Ir/msg; t1 = the calling thread)")
         for r in results:
-            threads = "  ".join(f"{t}={ir / n:,.0f}" for t, ir in sorted(r["threads"].items()) if ir / n >= 50)
+            busy = [(t, ir) for t, ir in sorted(r["threads"].items()) if ir / n >= 50]
+            threads = "  ".join(f"{t}={ir / n:,.0f}" for t, ir in busy)
             print(f"{r['workload']:10} {r['ir'] / n:>9,.0f}   {threads}")
             if args.annotate:
                 print(f"           annotate: {r['annotate']}")
@@ -261,11 +265,14 @@ def _report(args: argparse.Namespace, results: list[dict[str, Any]]) -> None:
                     print(f"  {c / n:7.2f}  {thread[:22]:22}  {func}")
     else:
         for r in results:
-            print(f"{r['workload']:10} {n / r['elapsed']:,.0f} msgs/s (wall clock, not comparable across loads)")
+            rate = n / r["elapsed"]
+            print(f"{r['workload']:10} {rate:,.0f} msgs/s (wall clock, not comparable across loads)")
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.profile_hot", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.profile_hot", description=(__doc__ or "").split("\n")[0]
+    )
     parser.add_argument("--n", type=int, default=20_000, help="messages per workload (default 20,000)")
     parser.add_argument("--workloads", default="ack,noack", help=f"comma-separated, of {','.join(WORKLOADS)}")
     parser.add_argument("--tool", choices=("callgrind", "calls", "none"), default="callgrind")

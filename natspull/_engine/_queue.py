@@ -131,11 +131,12 @@ class MsgQueue:
         # How many of a take's messages are redeliveries (the engine knows how to tell; None:
         # not counted). Called with the lock held, once per take.
         self._count_redelivered = count_redelivered
-        # _cond's lock guards every field below. It is a leaf in the lock order:
+        # _lock (_cond's lock) guards every field below. It is a leaf in the lock order:
         # nothing that takes another natspull lock is called while holding it.
         # Re-entrant only so that a signal handler can *detect* that it
         # interrupted its own thread (see module docstring), never to nest.
-        self._cond = threading.Condition(threading.RLock())
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)  # get()'s hot path takes the lock alone
         self._items: deque[Msg] = deque()
         self._state = State.OPEN
         self._error: BaseException | None = None  # terminal; set only together with CLOSED
@@ -162,7 +163,8 @@ class MsgQueue:
         fork); the buffer is dropped unseen: those deliveries are the parent's,
         which hands them out and acks them.
         """
-        self._cond = threading.Condition(threading.RLock())
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
         self.forked = _fork.forked_error("this messages()/consume() iterator", self._created_in)
         self._error = self.forked
         self._state = State.CLOSED
@@ -183,7 +185,7 @@ class MsgQueue:
         return self._state
 
     def stats(self) -> dict[str, int]:
-        with self._cond:
+        with self._lock:
             return {
                 "delivered": self._delivered,
                 "redelivered": self._redelivered,
@@ -204,8 +206,42 @@ class MsgQueue:
         (NoHeartbeatError). With ``lease=True`` the message keeps counting as
         pending until :meth:`release`. Any thread.
         """
+        # The hot path: a message is buffered. One acquisition of the lock and no call but
+        # the hooks; what it does is _take_locked(1, lease) spelled out for one message
+        # (a buffered message implies that stop_after's limit is not reached: see
+        # _take_locked, which closes the queue when it is).
+        msg: Msg | None = None
+        with self._lock:
+            items = self._items
+            if items and self._notice is None:
+                msg = items.popleft()
+                size = msg.size
+                if self.on_take is not None:
+                    self.on_take(msg)
+                if self._count_redelivered is not None:
+                    self._redelivered += self._count_redelivered([msg])
+                self._buffered_bytes -= size
+                delivered = self._delivered = self._delivered + 1
+                if lease:
+                    self._leased_msgs += 1
+                    self._leased_bytes += size
+                    low = False
+                else:
+                    low = self._release_locked(size)
+                limit = self.flow.limit
+                discard = self._close_locked(None) if limit is not None and delivered >= limit else None
+        if msg is None:
+            return self._get_waiting(timeout, lease)
+        if discard is not None:
+            self._announce(State.CLOSED, discard)
+        if low:
+            self._on_low()
+        return msg
+
+    def _get_waiting(self, timeout: float | None, lease: bool) -> Msg:
+        """:meth:`get` when nothing was buffered: wait, or raise the notice or the end."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
+        with self._lock:
             while not self._ready_locked():
                 if deadline is None:
                     remaining = None
@@ -229,7 +265,7 @@ class MsgQueue:
         raises like :meth:`get` (notice, terminal error, IteratorClosedError)
         otherwise. Never waits but for the lock. Any thread.
         """
-        with self._cond:
+        with self._lock:
             if not self._ready_locked():
                 return []
             taken, low, discard = self._take_locked(limit, lease)
@@ -287,7 +323,7 @@ class MsgQueue:
 
     def release(self, msg: Msg) -> None:
         """Stop counting a leased message as pending (its handler finished). Any thread."""
-        with self._cond:
+        with self._lock:
             self._leased_msgs -= 1
             self._leased_bytes -= msg.size
             low = self._release_locked(msg.size)
@@ -296,12 +332,12 @@ class MsgQueue:
 
     def wait_closed(self, timeout: float | None) -> bool:
         """Block until the state is CLOSED or *timeout* passes; True if closed. Any thread."""
-        with self._cond:
+        with self._lock:
             return self._cond.wait_for(lambda: self._state is State.CLOSED, timeout)
 
     def take_all(self) -> list[Msg]:
         """Hand out everything buffered at once (``fetch()``). Raises the terminal error, if any."""
-        with self._cond:
+        with self._lock:
             if self._error is not None and not self._items:
                 raise self._error
             taken, low, discard = self._take_locked(len(self._items), lease=False)
@@ -315,7 +351,7 @@ class MsgQueue:
 
         A CLOSED queue refuses them: they go to ``on_discard`` (NAK) instead.
         """
-        with self._cond:
+        with self._lock:
             accepted = self._state is not State.CLOSED
             if accepted:
                 self._items.extend(msgs)
@@ -340,7 +376,7 @@ class MsgQueue:
         (DRAINING/CLOSED). Re-arms ``on_low``. Loop thread.
         """
         flow = self.flow
-        with self._cond:
+        with self._lock:
             self._low_armed = True
             if self._state is not State.OPEN or not self._below_threshold_locked():
                 return 0, 0
@@ -359,7 +395,7 @@ class MsgQueue:
     def book(self, msgs: int) -> bool:
         """Count *msgs* more as requested, beyond the threshold rule (a pull that must reach
         the server now). False, booking nothing, unless OPEN. Loop thread."""
-        with self._cond:
+        with self._lock:
             if self._state is not State.OPEN:
                 return False
             self._pending_msgs += msgs
@@ -367,7 +403,7 @@ class MsgQueue:
 
     def adjust_pending(self, msgs: int, nbytes: int) -> None:
         """Subtract what the server says a pull left unfilled (408/409). Loop thread."""
-        with self._cond:
+        with self._lock:
             self._pending_msgs = max(self._pending_msgs - msgs, 0)
             self._pending_bytes = max(self._pending_bytes - nbytes, 0)
 
@@ -376,13 +412,13 @@ class MsgQueue:
 
         Buffered and leased messages stay valid and keep counting. Loop thread.
         """
-        with self._cond:
+        with self._lock:
             self._pending_msgs = len(self._items) + self._leased_msgs
             self._pending_bytes = self._buffered_bytes + self._leased_bytes
 
     def holds_messages(self) -> bool:
         """True while messages are buffered or leased to handlers."""
-        with self._cond:
+        with self._lock:
             return bool(self._items) or self._leased_msgs > 0
 
     def has_outstanding(self) -> bool:
@@ -392,14 +428,14 @@ class MsgQueue:
         (the server ends it when they are used up), while its message count may
         be left over from a request that ended so.
         """
-        with self._cond:
+        with self._lock:
             if self.flow.max_bytes:
                 return self._pending_bytes > self._buffered_bytes + self._leased_bytes
             return self._pending_msgs > len(self._items) + self._leased_msgs
 
     def notice(self, exc: BaseException) -> None:
         """Have the next get() raise *exc* once (non-terminal). Any thread."""
-        with self._cond:
+        with self._lock:
             if self._state is State.CLOSED:
                 return
             self._notice = exc
@@ -450,7 +486,7 @@ class MsgQueue:
                 target=self._transition, args=(change,), name=f"natspull-signal-{next(_helper_ids)}"
             ).start()
             return
-        with self._cond:
+        with self._lock:
             discard = change()
             state = self._state
         if discard is not None:
@@ -505,9 +541,13 @@ class MsgQueue:
 
     def _release_locked(self, size: int) -> bool:
         """Lock held. Returns True when on_low must be called (after releasing the lock)."""
-        self._pending_msgs = max(self._pending_msgs - 1, 0)
-        self._pending_bytes = max(self._pending_bytes - size, 0)
-        if self._low_armed and self._state is State.OPEN and self._below_threshold_locked():
-            self._low_armed = False
-            return True
+        pending = self._pending_msgs - 1
+        self._pending_msgs = pending = pending if pending > 0 else 0
+        nbytes = self._pending_bytes - size
+        self._pending_bytes = nbytes = nbytes if nbytes > 0 else 0
+        if self._low_armed and self._state is State.OPEN:
+            flow = self.flow  # _below_threshold_locked(), inlined: once per message
+            if nbytes < flow.threshold_bytes if flow.max_bytes else pending < flow.threshold_msgs:
+                self._low_armed = False
+                return True
         return False
