@@ -61,7 +61,7 @@ import itertools
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from .._msg import Msg
@@ -112,7 +112,7 @@ class MsgQueue:
         on_state: Callable[[State], None] = lambda state: None,
         on_ready: Callable[[], None] = _noop,
         on_take: Callable[[Msg], None] | None = None,
-        count_redelivered: Callable[[list[Msg]], int] | None = None,
+        count_redelivered: Callable[[Iterable[Msg]], int] | None = None,
         source: tuple[str, str] = ("", ""),
     ) -> None:
         self.flow = flow
@@ -128,8 +128,9 @@ class MsgQueue:
         # It must only store it: no lock, no blocking. An adapter that takes ahead of its own
         # readers (natspull.trio) takes it over and reports each message as it hands it out.
         self.on_take = on_take
-        # How many of a take's messages are redeliveries (the engine knows how to tell; None:
-        # not counted). Called with the lock held, once per take.
+        # How many of some messages are redeliveries (the engine knows how to tell; None: not
+        # counted). Called with the lock held, once per burst buffered (and on a discard and
+        # in stats(), for what is still buffered).
         self._count_redelivered = count_redelivered
         # _lock (_cond's lock) guards every field below. It is a leaf in the lock order:
         # nothing that takes another natspull lock is called while holding it.
@@ -149,7 +150,10 @@ class MsgQueue:
         self._leased_bytes = 0
         self._low_armed = True  # on_low fires at most once per reserve()
         self._delivered = 0  # handed out by get(), ever
-        self._redelivered = 0  # of those, the ones with num_delivered > 1
+        # Redeliveries (num_delivered > 1) among the messages buffered so far, less those
+        # discarded: stats() subtracts the ones still buffered, so that it reports those handed
+        # out. Counted per burst in put_many(), not per take: no call per message in get().
+        self._redelivered = 0
         self._waiters = 0
         self._created_in = _fork.pid
         # Set only in a child process after os.fork(), together with CLOSED (see _after_fork_in_child).
@@ -168,6 +172,7 @@ class MsgQueue:
         self.forked = _fork.forked_error("this messages()/consume() iterator", self._created_in)
         self._error = self.forked
         self._state = State.CLOSED
+        self._redelivered -= self._redeliveries(self._items)
         self._items.clear()
         self._notice = None
         self._buffered_bytes = self._pending_msgs = self._pending_bytes = 0
@@ -188,7 +193,7 @@ class MsgQueue:
         with self._lock:
             return {
                 "delivered": self._delivered,
-                "redelivered": self._redelivered,
+                "redelivered": self._redelivered - self._redeliveries(self._items),
                 "buffered": len(self._items),
                 "pending_msgs": self._pending_msgs,
                 "pending_bytes": self._pending_bytes,
@@ -218,8 +223,6 @@ class MsgQueue:
                 size = msg.size
                 if self.on_take is not None:
                     self.on_take(msg)
-                if self._count_redelivered is not None:
-                    self._redelivered += self._count_redelivered([msg])
                 self._buffered_bytes -= size
                 delivered = self._delivered = self._delivered + 1
                 if lease:
@@ -297,9 +300,6 @@ class MsgQueue:
             on_take = self.on_take
             if on_take is not None:
                 on_take(taken[-1])
-            count_redelivered = self._count_redelivered
-            if count_redelivered is not None:
-                self._redelivered += count_redelivered(taken)
         low = False
         for msg in taken:
             self._buffered_bytes -= msg.size
@@ -355,6 +355,7 @@ class MsgQueue:
             accepted = self._state is not State.CLOSED
             if accepted:
                 self._items.extend(msgs)
+                self._redelivered += self._redeliveries(msgs)
                 self._buffered_bytes += sum(msg.size for msg in msgs)
                 if self.flow.max_bytes and self._pending_bytes <= self._buffered_bytes + self._leased_bytes:
                     # Every requested byte has arrived. The server ends a request whose bytes
@@ -518,14 +519,21 @@ class MsgQueue:
             discard = list(self._items)
             self._items.clear()
             self._buffered_bytes = 0
+            self._redelivered -= self._redeliveries(discard)
             return discard
         self._error = exc
         discard = list(self._items)
+        self._redelivered -= self._redeliveries(discard)
         self._items.clear()
         self._buffered_bytes = 0
         self._notice = None
         self._set_state_locked(State.CLOSED)
         return discard
+
+    def _redeliveries(self, msgs: Iterable[Msg]) -> int:
+        """Lock held. How many of *msgs* are redeliveries (0 when the queue does not count)."""
+        count = self._count_redelivered
+        return 0 if count is None or not msgs else count(msgs)
 
     def _set_state_locked(self, state: State) -> None:
         """Lock held."""
