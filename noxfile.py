@@ -40,7 +40,7 @@ CORE_TESTS = [
     "tests/integration/test_jetstream.py",
     "tests/integration/test_internals.py",
 ]
-# The oldest supported nats-server release (README "Supported servers"; checked by
+# The oldest supported nats-server release (docs/guides/servers.md; checked by
 # tests/unit/test_supported_servers.py), and what runs against it.
 OLDEST_SERVER = "2.10.26"
 OLDEST_SERVER_TESTS = [

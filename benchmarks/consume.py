@@ -1,4 +1,5 @@
-"""consume(): the worker pool with simulated I/O (cases 3, 3b) and memory under a slow handler (9).
+"""consume(): the worker pool with simulated I/O (cases 3, 3b, 3k: ordered per key) and memory
+under a slow handler (9).
 
 The handler sleeps 1 ms (simulated I/O) and acks, so *w* workers can at best handle
 ``w * 1000`` messages per second; the cases report the share of that ideal they reach.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import gc
 import threading
 import time
+from collections.abc import Callable
 
 import natspull
 
@@ -18,6 +20,7 @@ from ._registry import MSGS_PER_S, Sample, case, target
 
 SLEEP = 0.001
 SCALING_WORKERS = (1, 2, 4, 8, 16)
+KEYS = 64
 MEMORY_PAYLOAD = 64 * KIB
 MEMORY_MAX_BYTES = 1 * MIB
 MEMORY_SLEEP = 0.002
@@ -28,9 +31,11 @@ MEMORY = "memory"
 PEAK_GROWTH = "RSS growth, peak"
 
 
-def consume_rate(env: Env, n: int, workers: int, pause: float = SLEEP) -> float:
-    """Handle *n* 128 B messages with ``consume(handler, workers=...)``, the handler sleeping
-    *pause* seconds (0: not at all) and acking; return messages per second."""
+def consume_rate(
+    env: Env, n: int, workers: int, pause: float = SLEEP, key: Callable[[natspull.Msg], object] | None = None
+) -> float:
+    """Handle *n* 128 B messages with ``consume(handler, workers=..., key=...)``, the handler
+    sleeping *pause* seconds (0: not at all) and acking; return messages per second."""
     stream = env.filled_stream(128, n)
     counter = Counter(n)
 
@@ -46,7 +51,7 @@ def consume_rate(env: Env, n: int, workers: int, pause: float = SLEEP) -> float:
     ):
         consumer = client.jetstream().consumer(stream, name)
         start = time.perf_counter()
-        end = _run_until_handled(env, client, consumer.consume(handler, workers=workers), counter)
+        end = _run_until_handled(env, client, consumer.consume(handler, workers=workers, key=key), counter)
     return n / (end - start)
 
 
@@ -87,6 +92,26 @@ def consume_scaling(env: Env) -> list[Sample]:
     return [
         Sample(f"workers={w}", consume_rate(env, n, w), MSGS_PER_S, n=n, ideal=w / SLEEP)
         for w in SCALING_WORKERS
+    ]
+
+
+def _key_of(msg: natspull.Msg) -> int:
+    """64 keys, round robin over the stream: the messages of a key are 64 apart."""
+    return msg.metadata.sequence.stream % KEYS
+
+
+@case("3k", "consume_keyed", "natspull: consume(handler, workers=8, key=...) over 64 keys; sleeps 1 ms")
+def consume_keyed(env: Env) -> list[Sample]:
+    n = env.sizes.consume
+    return [
+        Sample(
+            f"workers=8, {KEYS} keys",
+            consume_rate(env, n, 8, key=_key_of),
+            MSGS_PER_S,
+            n=n,
+            baseline=(CONSUME, "workers=8"),
+            ideal=8 / SLEEP,
+        )
     ]
 
 

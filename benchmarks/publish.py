@@ -1,4 +1,6 @@
-"""Bulk publish with acks: natspull ``publish_many`` against nats-py ``publish_async`` (case 8).
+"""Bulk publish with acks: natspull ``publish_many`` against nats-py ``publish_async`` (case 8);
+natspull ``publish_async`` from 8 threads against nats-py ``publish_async`` from one asyncio
+task (case 8b).
 
 Each library publishes the same number of 128 B messages into a fresh stream (deleted after)
 with its default in-flight window, and the time ends when every PubAck is in.
@@ -6,6 +8,7 @@ with its default in-flight window, and the time ends when every PubAck is in.
 
 from __future__ import annotations
 
+import threading
 import time
 
 import nats
@@ -20,6 +23,8 @@ PAYLOAD = b"x" * 128
 PUBLISH = "publish"
 NATS_PY_ROW = "nats-py publish_async"
 NATSPULL_ROW = "natspull publish_many"
+PUBLISH_ASYNC = "publish_async"
+THREADS = 8
 
 
 @case("8", PUBLISH, "JetStream publish with acks: publish_many vs nats-py publish_async")
@@ -38,6 +43,50 @@ def publish(env: Env) -> list[Sample]:
     return [
         Sample(NATSPULL_ROW, n / ours, MSGS_PER_S, n=n, baseline=(PUBLISH, NATS_PY_ROW)),
         Sample(NATS_PY_ROW, n / theirs, MSGS_PER_S, n=n),
+    ]
+
+
+@case("8b", PUBLISH_ASYNC, "publish_async from 8 threads vs nats-py publish_async from one asyncio task")
+def publish_async(env: Env) -> list[Sample]:
+    n = env.sizes.publish - env.sizes.publish % THREADS
+    per_thread = n // THREADS
+    with env.temp_stream() as stream:
+        subject = f"{stream}.m"
+        with natspull.connect(env.url) as client:
+            js = client.jetstream(timeout=env.timeout)
+            js.publish_async(subject, PAYLOAD).result(env.timeout)  # the reply inbox, once
+            start_line = threading.Barrier(THREADS + 1)
+            failures: list[BaseException] = []
+
+            def publisher() -> None:
+                start_line.wait()
+                try:
+                    futures = [js.publish_async(subject, PAYLOAD) for _ in range(per_thread)]
+                    for future in futures:
+                        future.result(env.timeout)
+                except BaseException as exc:
+                    failures.append(exc)
+
+            threads = [
+                threading.Thread(target=publisher, name=f"bench-publisher-{i}") for i in range(THREADS)
+            ]
+            for t in threads:
+                t.start()
+            start_line.wait()
+            start = time.perf_counter()
+            for t in threads:
+                t.join()
+            ours = time.perf_counter() - start
+        if failures:
+            raise BenchmarkError(f"{len(failures)} publisher threads failed: {failures[0]!r}")
+        expect(env.js.stream_info(stream).state.messages, n + 1, "messages stored")
+    with env.temp_stream() as stream:
+        theirs = run_async(_publish_async(env.url, f"{stream}.m", n), env.timeout)
+    row = f"natspull publish_async, {THREADS} threads"
+    theirs_row = "nats-py publish_async, 1 task"
+    return [
+        Sample(row, n / ours, MSGS_PER_S, n=n, baseline=(PUBLISH_ASYNC, theirs_row)),
+        Sample(theirs_row, n / theirs, MSGS_PER_S, n=n),
     ]
 
 

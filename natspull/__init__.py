@@ -21,11 +21,13 @@ from ._consumer_types import ConsumerConfig, ConsumerInfo, PauseState, PriorityG
 from ._engine._retry import Backoff
 from ._iterator import Messages
 from ._jetstream import JetStream
+from ._lazy import LazyClient
 from ._msg import Metadata, Msg
 from ._observe._events import ConsumerEvent
 from ._observe._stats import ClientStats, ConsumeStats, MessagesStats
 from ._ordered import OrderedConsumer, OrderedMessages
 from ._pool import ConsumeContext
+from ._publish import BatchAck, Publish
 from ._signals import shutdown_on_signals
 from ._types import (
     AckPolicy,
@@ -62,6 +64,7 @@ from .errors import (
 __all__ = [
     "AckPolicy",
     "Backoff",
+    "BatchAck",
     "Client",
     "ClientStats",
     "ConnectError",
@@ -81,6 +84,7 @@ __all__ = [
     "IteratorClosedError",
     "JetStream",
     "JetStreamAPIError",
+    "LazyClient",
     "Messages",
     "MessagesStats",
     "Metadata",
@@ -97,6 +101,7 @@ __all__ = [
     "PriorityGroupState",
     "PriorityPolicy",
     "PubAck",
+    "Publish",
     "ReplayPolicy",
     "RetentionPolicy",
     "StorageType",

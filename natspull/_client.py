@@ -7,13 +7,14 @@ import itertools
 import logging
 import os
 import queue
+import sys
 import threading
 import weakref
 from collections.abc import Callable
 from typing import Any
 
 from ._connect_options import resolve
-from ._jetstream import JetStream
+from ._jetstream import DEFAULT_MAX_PENDING, JetStream
 from ._msg import Msg
 from ._observe import _otel
 from ._observe._stats import ClientStats
@@ -240,18 +241,27 @@ class Client:
         return Msg(reply.subject, reply.data, reply.reply, reply.headers)
 
     def jetstream(
-        self, domain: str | None = None, api_prefix: str | None = None, timeout: float = 5.0
+        self,
+        domain: str | None = None,
+        api_prefix: str | None = None,
+        timeout: float = 5.0,
+        *,
+        max_pending: int = DEFAULT_MAX_PENDING,
     ) -> JetStream:
         """A JetStream context (management, publish, consumers). Cheap; no network call.
 
-        Without *domain* and *api_prefix*, those of the NATS context the client connected with
-        (``jetstream_domain``, ``jetstream_api_prefix``) apply. Raises ForkedError in a child
-        process after os.fork().
+        *timeout* bounds each call (and each ``publish_async``'s wait for its PubAck);
+        *max_pending* bounds the ``publish_async`` of this context waiting for their PubAck
+        (default 4000). Without *domain* and *api_prefix*, those of the NATS context the client
+        connected with (``jetstream_domain``, ``jetstream_api_prefix``) apply. Raises
+        ForkedError in a child process after os.fork().
         """
         self._check_fork()
         if domain is None and api_prefix is None:
             domain, api_prefix = self._jetstream_defaults
-        return JetStream(self._conn, domain=domain, api_prefix=api_prefix, timeout=timeout)
+        return JetStream(
+            self._conn, domain=domain, api_prefix=api_prefix, timeout=timeout, max_pending=max_pending
+        )
 
     # ----------------------------------------------------------------- closing
 
@@ -306,6 +316,45 @@ def _close_open_clients() -> None:
             log.debug("natspull: atexit close failed: %s", exc)
 
 
+#: (library, module it patches, how to ask whether it did) - looked up only when the library is
+#: already imported: natspull never imports gevent or eventlet itself
+_GREEN_CHECKS = (
+    ("gevent", "gevent.monkey", "is_module_patched", ("threading", "socket", "select")),
+    ("eventlet", "eventlet.patcher", "is_monkey_patched", ("thread", "socket", "select")),
+)
+
+
+def refuse_green_threads() -> None:
+    """Raise RuntimeError when gevent or eventlet monkey-patched this process.
+
+    natspull runs nats-py's asyncio loop on a thread of its own and makes callers wait on
+    ``threading`` conditions. Monkey-patched, that "thread" is a greenlet, and the loop's
+    ``select()`` and the callers' waits would block the hub (or deadlock it) without a word, so
+    ``connect()`` refuses at once instead. Run natspull in a process that is not patched (e.g. a
+    separate worker, ``natspull worker``), or use nats-py's asyncio client there.
+    """
+    for library, module_name, function, modules in _GREEN_CHECKS:
+        module = sys.modules.get(module_name)
+        check = getattr(module, function, None)
+        if check is None:
+            continue
+        patched = [name for name in modules if _patched(check, name)]
+        if patched:
+            raise RuntimeError(
+                f"natspull.connect(): this process is monkey-patched by {library} "
+                f"({', '.join(patched)} patched); natspull runs a real event-loop thread and blocks "
+                f"on real locks, which would block the {library} hub: it does not work from "
+                f"greenlets. Use natspull in a process that is not monkey-patched."
+            )
+
+
+def _patched(check: Callable[[str], Any], name: str) -> bool:
+    try:
+        return bool(check(name))
+    except Exception:  # a version whose check does not know the name
+        return False
+
+
 def connect(
     servers: str | list[str] | None = None,
     *,
@@ -346,7 +395,12 @@ def connect(
     in all. Raises ConnectError (naming the servers tried and why: unreachable, authorization
     violation, TLS failed) when no server accepts the connection; ValueError/TypeError for bad
     options, unreadable files and contexts. Any thread.
+
+    Raises RuntimeError in a process that gevent or eventlet monkey-patched (threads, sockets):
+    natspull's event loop runs on a real thread and its callers block on real locks, which
+    would block the green hub; see :func:`refuse_green_threads`.
     """
+    refuse_green_threads()
     settings = resolve(
         servers,
         {

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from ._admin import Admin
@@ -16,8 +16,8 @@ from ._engine._retry import DEFAULT_RETRY, Backoff
 from ._engine._settings import PullSettings, fetch_settings, pull_settings
 from ._iterator import Messages
 from ._msg import Msg
-from ._observe._events import ConsumerEvent
-from ._pool import ConsumeContext
+from ._observe._events import ConsumerEvent, EventThread
+from ._pool import ConsumeContext, ConsumeOptions
 from ._server_features import CONSUMER_UNPIN
 from ._types import AckPolicy
 from ._validate import check_int, check_number
@@ -27,6 +27,8 @@ __all__ = ["Consumer", "wait_fetch"]
 
 #: The server's ack_wait when a consumer's info does not say (nats-server's default).
 DEFAULT_ACK_WAIT = 30.0
+#: With consume(key=...), a key waits for a redelivery its delay + ack_wait + this long.
+KEY_GRACE = 5.0
 
 
 def wait_fetch(queue: MsgQueue, wait: float) -> list[Msg]:
@@ -95,19 +97,24 @@ class Consumer:
         return self._info
 
     def _engine(self, settings: PullSettings) -> PullEngine:
-        return start_engine(
-            self._link,
-            settings,
-            lambda events: PullEngine(
-                self._link,
-                self._prefix,
-                self.stream,
-                self.name,
-                settings,
-                pin_store=self._pins,
-                events=events,
-            ),
+        return start_engine(self._link, settings, lambda events: self._build_engine(settings, events))
+
+    def _build_engine(self, settings: PullSettings, events: EventThread | None) -> PullEngine:
+        engine = PullEngine(
+            self._link, self._prefix, self.stream, self.name, settings, pin_store=self._pins, events=events
         )
+        interval = self._lease_interval()
+        if not settings.one_shot and settings.max_lease != 0 and interval is not None:
+            # Leased from arrival (messages(), consume(), natspull.trio): see _engine/_lease.py.
+            engine.lease = LeaseKeeper(
+                engine.loop_thread,
+                interval,
+                settings.max_lease,
+                ack_wait=self._ack_wait(),
+                ack_all=self._info.config.ack_policy == AckPolicy.ALL,
+            )
+            engine.queue.stamp = True
+        return engine
 
     # ------------------------------------------------------------- one request
 
@@ -209,6 +216,7 @@ class Consumer:
         min_pending: int | None = None,
         min_ack_pending: int | None = None,
         priority: int | None = None,
+        max_lease: float | None = 3600.0,
     ) -> Messages:
         """Start continuous pulls and return a blocking iterator over the messages.
 
@@ -230,6 +238,19 @@ class Consumer:
         makes it forget the pin and pull again at once; ``expires`` then defaults to half of
         the consumer's ``priority_timeout`` (1-30 s) - a larger value is refused - so that an
         idle iterator renews its pin in time.
+
+        Leases: natspull keeps every message it holds from being redelivered, from its
+        arrival: one timer on the loop thread sends ``+WPI`` to buffered messages before half
+        of the consumer's ``ack_wait`` passes (the smallest of ack_wait and its ``backoff``
+        values), for at most ``max_lease`` seconds after the arrival (default an hour; None:
+        no bound; ``0`` turns leases off), so a message never comes back because it waited
+        in the buffer. A message handed out by ``next()`` and not settled is extended for
+        ``ack_wait`` seconds after ``next()`` - the application always has one whole ack_wait
+        from ``next()`` - and then let go: the server redelivers it ack_wait after the last
+        ``+WPI`` (between ack_wait and twice ack_wait after ``next()``). Nothing is extended
+        for ``AckPolicy.NONE``; with ``AckPolicy.ALL`` each message is extended on its own
+        (the server applies ``+WPI`` to one message) and an ack ends the leases of the
+        messages before it.
 
         ``on_event(event)`` receives a :class:`natspull.ConsumerEvent` for each thing that
         happens to the iterator - connected, disconnected, reconnected, a missed heartbeat, a
@@ -262,6 +283,7 @@ class Consumer:
             min_pending=min_pending,
             min_ack_pending=min_ack_pending,
             priority=priority,
+            max_lease=max_lease,
         )
         return self.start_messages(settings)[0]
 
@@ -294,13 +316,25 @@ class Consumer:
         retry: Backoff | None = DEFAULT_RETRY,
         term_after: int | None = None,
         on_dead_letter: Callable[[Msg, BaseException], Any] | None = None,
+        auto_ack: bool = False,
+        handler_timeout: float | None = None,
+        batch: int | None = None,
+        batch_wait: float = 0.0,
+        key: Callable[[Msg], Hashable] | None = None,
     ) -> ConsumeContext:
         """Run ``handler(msg)`` for every message on *workers* threads ``natspull-worker-N``.
 
-        The handler acks. At most ``max_messages`` (or ``max_bytes``) are
-        buffered plus in handlers. ``stop_after`` ends the consumption (as a drain) after
-        that many messages were handed to the handler. Pull and priority-group options as
-        :meth:`messages`.
+        The handler acks (or NAKs, or terminates). With ``auto_ack=True`` a message the
+        handler left unsettled is acked when the handler returns (NAKed with the retry policy
+        when it raises); an ack, NAK or term inside the handler wins; ``in_progress()`` alone
+        settles nothing, so the message is still acked at return. With ``auto_ack=False`` a
+        message left unsettled is counted (``ConsumeStats.unsettled``), logged once per
+        ``consume()`` (WARNING, naming the handler) and its lease stops: the server
+        redelivers it after ``ack_wait`` unless something else settles it.
+
+        At most ``max_messages`` (or ``max_bytes``) are buffered plus in handlers.
+        ``stop_after`` ends the consumption (as a drain) after that many messages were
+        handed to the handler. Pull and priority-group options as :meth:`messages`.
 
         Leases: while a handler runs, natspull keeps its message from being redelivered by
         sending ``+WPI`` (``msg.in_progress()``) every half of the consumer's ``ack_wait``
@@ -309,8 +343,9 @@ class Consumer:
         handler started; after that the server redelivers the message ``ack_wait`` after
         the last extension. One timer on the loop thread serves every message; a message
         the handler acks, NAKs or terminates is let go. Not for ``AckPolicy.NONE``
-        consumers. The time a message waited in the buffer before a worker took it counts
-        against its first ``ack_wait``: keep that under half of it (``max_messages``).
+        consumers. A buffered message is leased from its arrival too (as :meth:`messages`,
+        for at most ``max_lease`` seconds after it arrived): waiting for a worker never gets
+        it redelivered.
 
         Retries: a handler exception is logged and given to ``error_handler(exc, msg)``
         first; then, unless the message was acked (or NAKed/terminated), it is NAKed with a
@@ -322,6 +357,36 @@ class Consumer:
         ``on_dead_letter(msg, exc)`` ran on the worker thread (what it raises is logged; a
         hook that acks or NAKs the message itself decides instead). The consumer's own
         ``max_deliver`` still applies: a ``term_after`` above it is never reached.
+
+        Batches: with ``batch=N`` the handler gets a list of 1 to N messages, ``handler(msgs)``:
+        the first one waited for, then up to N, gathered for at most ``batch_wait`` seconds
+        (default 0: only those already buffered). The lease and ``handler_timeout`` cover the
+        whole batch; ``auto_ack`` acks what is left; an exception settles every unsettled
+        message of the batch as a failure (``error_handler`` per message, the retry backoff,
+        ``term_after``).
+
+        Time limit: with ``handler_timeout=SECONDS`` a handler call running longer has its
+        unsettled messages NAKed (retry backoff) and their leases stopped, reports a
+        ``handler_timeout`` event (its log line has the thread's stack) and counts in
+        ``ConsumeStats.timed_out``; its thread counts in ``ConsumeStats.stuck`` until the
+        handler returns; what the handler acks or NAKs afterwards is ignored
+        (``ConsumeStats.late_settles``). Python cannot stop a thread: the handler keeps running.
+        One watchdog thread ``natspull-watchdog-N`` serves every worker.
+
+        Order per key: with ``key=callable`` (e.g. ``lambda m: m.subject``) messages with the
+        same ``key(msg)`` are handled one at a time in stream order, different keys in
+        parallel. A failed message is retried before the next one of its key: it is NAKed
+        with the retry backoff and the key waits for its redelivery, holding its later
+        messages (leased, ``ConsumeStats.held``); held messages leave the pull window, and at
+        most ``max_messages`` (or ``max_bytes``) are held over all keys: past that a message
+        whose key waits is NAKed back (``sent_back``) to come after the one its key waits for;
+        those deliveries do not count towards ``term_after`` but do towards the consumer's
+        ``max_deliver``. A redelivery that does not come within its delay plus the consumer's
+        ``ack_wait`` + 5 s (another process got it, ``max_deliver``) is given up on with a
+        warning. A handler that NAKs its message
+        is retried the same way; a stuck handler (``handler_timeout``) keeps its key busy
+        until it returns. ``stop()``/the end of a drain NAK held messages back in stream order.
+        Not with ``batch``. Order holds within one consume() and one process.
 
         ``on_event(event)`` receives a :class:`natspull.ConsumerEvent` for each thing that
         happens to the pulls, as for :meth:`messages`; :meth:`ConsumeContext.wait` returns
@@ -346,6 +411,25 @@ class Consumer:
             raise TypeError(f"on_dead_letter must be callable or None, got {type(on_dead_letter).__name__}")
         if on_dead_letter is not None and term_after is None:
             raise ValueError("on_dead_letter needs term_after (without it no message is ever dead-lettered)")
+        if not isinstance(auto_ack, bool):
+            raise TypeError(f"auto_ack must be a bool, got {type(auto_ack).__name__}")
+        handler_timeout = check_number("handler_timeout", handler_timeout, allow_none=True, exclusive=True)
+        batch = check_int("batch", batch, maximum=1_000_000, allow_none=True)
+        batch_wait = check_number("batch_wait", batch_wait)
+        if batch_wait and batch is None:
+            raise ValueError(
+                f"batch_wait={batch_wait:g} needs batch (the number of messages per handler call)"
+            )
+        if key is not None and not callable(key):
+            raise TypeError(f"key must be callable or None, got {type(key).__name__}")
+        if key is not None and batch is not None:
+            raise ValueError("key and batch do not go together: key= hands each key's messages one at a time")
+        acks = self._info.config.ack_policy != AckPolicy.NONE
+        if auto_ack and not acks:
+            raise ValueError(
+                f"auto_ack=True needs a consumer that takes acks; {self.stream}/{self.name} "
+                "has AckPolicy.NONE"
+            )
         settings = pull_settings(
             self._info,
             max_messages=max_messages,
@@ -360,22 +444,31 @@ class Consumer:
             min_pending=min_pending,
             min_ack_pending=min_ack_pending,
             priority=priority,
+            max_lease=max_lease,
         )
         engine = self._engine(settings)
-        interval = self._lease_interval() if max_lease > 0 else None
-        lease = LeaseKeeper(engine.loop_thread, interval, max_lease) if interval is not None else None
-        return ConsumeContext(
-            engine,
-            engine.queue,
+        consume_options = ConsumeOptions(
             handler,
-            error_handler,
-            workers,
-            engine.events,
-            lease=lease,
+            workers=workers,
+            error_handler=error_handler,
             retry=retry,
             term_after=term_after,
             on_dead_letter=on_dead_letter,
+            acks=acks,
+            explicit=self._info.config.ack_policy == AckPolicy.EXPLICIT,
+            auto_ack=auto_ack,
+            handler_timeout=handler_timeout,
+            batch=batch,
+            batch_wait=batch_wait,
+            key=key,
+            key_grace=self._ack_wait() + KEY_GRACE,
         )
+        return ConsumeContext(engine, engine.queue, consume_options, engine.events, lease=engine.lease)
+
+    def _ack_wait(self) -> float:
+        """The consumer's ack_wait from :attr:`cached_info` (the server's default if unset)."""
+        wait = self._info.config.ack_wait
+        return float(wait) if wait and wait > 0 else DEFAULT_ACK_WAIT
 
     def _lease_interval(self) -> float | None:
         """How often consume() extends a message's lease, from :attr:`cached_info`: a fraction

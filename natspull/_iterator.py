@@ -24,7 +24,7 @@ from ._engine._queue import MsgQueue, State
 from ._msg import Msg
 from ._observe import _otel
 from ._observe._stats import MessagesStats
-from ._validate import check_timeout
+from ._validate import check_int, check_timeout
 from .errors import IteratorClosedError
 
 __all__ = ["Messages", "creation_site"]
@@ -128,6 +128,29 @@ class Messages:
         if telemetry is None:
             return self._queue.get(timeout)
         return telemetry.take(self._queue.get, timeout)  # spans: see natspull/_observe/_otel.py
+
+    def next_batch(self, max_messages: int, timeout: float | None = None) -> list[Msg]:
+        """1 to *max_messages* messages: the next one, and those already buffered after it.
+
+        Blocks on: the iterator's condition variable, until the first message arrives (as
+        :meth:`next`, bounded by *timeout*); the rest is taken at once, under the same
+        acquisition of the queue's lock, without waiting for more. Raises as :meth:`next`
+        (natspull.TimeoutError, IteratorClosedError once stopped or drained and empty, the
+        terminal errors); ValueError/TypeError for a *max_messages* that is not an int >= 1.
+        Any thread.
+        """
+        self._engine.loop_thread.check_not_in_loop("Messages.next_batch()")
+        max_messages = check_int("max_messages", max_messages, maximum=1_000_000)
+        timeout = check_timeout("timeout", timeout)
+        telemetry = _otel.current()
+        if telemetry is None:
+            return self._queue.get_batch(max_messages, timeout)
+        msgs = self._queue.get_batch(max_messages, timeout)
+        owner = threading.get_ident()
+        telemetry.next_started(owner)
+        for msg in msgs:  # each message's span ends at its ack; the last one's also at the next read
+            telemetry.handed_out(msg, owner)
+        return msgs
 
     def stop(self) -> None:
         """End now: every waiter wakes and sees the end; no new pull is sent.

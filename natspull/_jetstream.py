@@ -1,13 +1,17 @@
-"""JetStream: stream and consumer management, publish with acks, pipelined bulk publish."""
+"""JetStream: stream and consumer management; publish with acks, pipelined (publish_many,
+publish_async) and atomic (publish_batch)."""
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import datetime
+import functools
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar, cast
 
+from . import errors
 from ._admin import Admin, pages
 from ._consumer import Consumer
 from ._consumer_types import (
@@ -19,6 +23,17 @@ from ._consumer_types import (
 )
 from ._observe import _otel
 from ._ordered import DEFAULT_INACTIVE_THRESHOLD, OrderedConsumer, check_max_reset_attempts, ordered_spec
+from ._publish import (
+    MAX_BATCH_MESSAGES,
+    BatchAck,
+    Item,
+    batch_headers,
+    check_items,
+    new_batch_id,
+    publish_item,
+    publish_options,
+)
+from ._publish_window import PublishWindow
 from ._server_features import (
     Feature,
     consumer_features,
@@ -33,7 +48,6 @@ from ._transport._wire import Reply
 from ._types import DeliverPolicy, PubAck, ReplayPolicy, StreamConfig, StreamConsumerLimits, StreamInfo
 from ._types import stream_info as _stream_info
 from ._validate import (
-    check_header_value,
     check_int,
     check_name,
     check_nanoseconds,
@@ -42,10 +56,12 @@ from ._validate import (
 )
 from .errors import JetStreamAPIError, NotSupportedError
 
-__all__ = ["JetStream"]
+__all__ = ["DEFAULT_MAX_PENDING", "JetStream"]
 
-_MSG_ID = "Nats-Msg-Id"
-_EXPECTED_STREAM = "Nats-Expected-Stream"
+#: publish_async's default bound on publishes waiting for their PubAck (as nats.go's).
+DEFAULT_MAX_PENDING = 4000
+
+_T = TypeVar("_T")
 
 
 class JetStream:
@@ -57,7 +73,15 @@ class JetStream:
     client's loop thread.
     """
 
-    def __init__(self, link: Link, *, domain: str | None, api_prefix: str | None, timeout: float) -> None:
+    def __init__(
+        self,
+        link: Link,
+        *,
+        domain: str | None,
+        api_prefix: str | None,
+        timeout: float,
+        max_pending: int = DEFAULT_MAX_PENDING,
+    ) -> None:
         """Private: use ``Client.jetstream()``."""
         if domain is not None and api_prefix is not None:
             raise ValueError("give domain or api_prefix, not both")
@@ -71,6 +95,8 @@ class JetStream:
         self._timeout: float = check_number("timeout", timeout, exclusive=True)
         # API requests with this context's prefix and timeout, shared with its consumers
         self._admin = Admin(link, self._prefix, self._timeout)
+        # publish_async's bound on unanswered publishes of this context
+        self._window = PublishWindow(check_int("max_pending", max_pending, minimum=1, maximum=1_000_000))
 
     def __repr__(self) -> str:
         return f"<natspull.JetStream prefix={self._prefix!r}>"
@@ -333,23 +359,46 @@ class JetStream:
         headers: dict[str, str] | None = None,
         *,
         msg_id: str | None = None,
-        timeout: float | None = None,
+        ttl: float | str | None = None,
         expected_stream: str | None = None,
+        expected_last_sequence: int | None = None,
+        expected_last_subject_sequence: int | None = None,
+        expected_last_msg_id: str | None = None,
+        timeout: float | None = None,
     ) -> PubAck:
         """Publish to a stream and block until it is stored (the PubAck).
 
-        Raises JetStreamAPIError (no stream for the subject: code 503; wrong
-        expected stream; ...), natspull.TimeoutError. Any thread but the loop's.
-        Headers an older server would ignore (``Nats-TTL``: 2.11; ``Nats-Batch-Id``,
-        ``Nats-Incr``, ``Nats-Schedule``: 2.12) raise NotSupportedError before the publish.
+        Options, each a header the server checks before it stores anything:
+        *msg_id* deduplicates (``Nats-Msg-Id``: a repeat within the stream's duplicate window
+        gets ``duplicate=True``); *ttl* is the message's time to live (ADR-43, nats-server >=
+        2.11, a stream with ``allow_msg_ttl``): seconds >= 1 or ``"never"``; *expected_stream*,
+        *expected_last_sequence* (the stream's last sequence), *expected_last_subject_sequence*
+        (the last sequence of *subject*; 0: none yet) and *expected_last_msg_id* store the
+        message only if the stream is as expected.
+
+        Blocks on the PubAck, at most *timeout* (default: the context's). Raises
+        JetStreamAPIError with the server's code (no stream for the subject: code 503; a
+        failed expectation: err_code 10071, or 10070 for the msg id; a TTL the stream does not
+        allow: 10166), natspull.TimeoutError, ValueError/TypeError for bad options (before
+        anything is sent). Headers an older server would ignore (``Nats-TTL``, from *ttl* too:
+        2.11; ``Nats-Batch-Id``, ``Nats-Incr``, ``Nats-Schedule``: 2.12) raise NotSupportedError
+        before the publish. Any thread but the loop's.
         """
+        options = publish_options(
+            msg_id=msg_id,
+            ttl=ttl,
+            expected_stream=expected_stream,
+            expected_last_sequence=expected_last_sequence,
+            expected_last_subject_sequence=expected_last_subject_sequence,
+            expected_last_msg_id=expected_last_msg_id,
+        )
         timeout = self._timeout if timeout is None else check_number("timeout", timeout, exclusive=True)
-        if isinstance(headers, dict):
-            # An older server stores such a message as a plain one: a TTL that never expires.
-            self._admin.require(header_features(headers), "publish")
+        headers = options.headers(headers)
+        # An older server stores such a message as a plain one: a TTL that never expires.
+        self._admin.require(header_features(headers), "publish")
 
         def publish(headers: dict[str, str] | None) -> PubAck:
-            entry = self._entry(0, subject, data, headers, msg_id, expected_stream)
+            entry = self._entry(0, subject, data, headers)
             return self._link.run(self._publish_all([entry], 1, timeout), timeout + 1.0, "publish")[0]
 
         telemetry = _otel.current()
@@ -359,76 +408,80 @@ class JetStream:
 
     def publish_many(
         self,
-        messages: Iterable[tuple[str, bytes]],
+        messages: Iterable[Item],
         *,
         window: int = 256,
         timeout: float | None = None,
         expected_stream: str | None = None,
     ) -> list[PubAck]:
-        """Publish many ``(subject, data)`` pairs with up to *window* in flight; return the acks in order.
+        """Publish many messages with up to *window* in flight; return the acks in order.
 
-        The iterable is consumed (and validated) on the calling thread before
-        the first publish. Blocks until every message is acknowledged; each
-        ack may take at most *timeout* seconds. Raises the first error
-        (JetStreamAPIError, natspull.TimeoutError); messages published before
-        it stay stored. Any thread but the loop's.
+        Each item is ``(subject, data)``, ``(subject, data, headers)`` or a
+        :class:`natspull.Publish` (with ``msg_id``, ``ttl``, ``expected_last_subject_sequence``);
+        a PubAck's ``duplicate`` says a ``msg_id`` was seen before. The iterable is consumed
+        (and validated) on the calling thread before the first publish. Blocks until every
+        message is acknowledged; each ack may take at most *timeout* seconds. Raises the first
+        error (JetStreamAPIError, natspull.TimeoutError); messages published before it stay
+        stored. Any thread but the loop's.
         """
         window = check_int("window", window, minimum=1, maximum=65536)
         timeout = self._timeout if timeout is None else check_number("timeout", timeout, exclusive=True)
-        if isinstance(messages, (str, bytes)) or not isinstance(messages, Iterable):
-            raise TypeError(
-                f"messages must be an iterable of (subject, data) pairs, got {type(messages).__name__}"
-            )
         if expected_stream is not None:
             check_name("expected_stream", expected_stream)
-        entries = []
-        telemetry = _otel.current()
-        batch = None if telemetry is None else telemetry.batch()  # a create span per message
-        for index, item in enumerate(messages):
-            if not isinstance(item, tuple) or len(item) != 2:
-                raise TypeError(f"messages must yield (subject, data) pairs, got {item!r:.60}")
-            try:
-                headers = None if batch is None else batch.create(item[0], item[1])
-                entries.append(self._entry(index, item[0], item[1], headers, None, expected_stream))
-            except (TypeError, ValueError) as exc:
-                raise type(exc)(f"messages[{index}]: {exc}") from None
+        entries = self._entries(messages, expected_stream, batch=None)
         if not entries:
             return []
-        if batch is None:
-            return self._link.run(self._publish_all(entries, window, timeout), None, "publish_many")
-        return batch.send(
-            lambda: self._link.run(self._publish_all(entries, window, timeout), None, "publish_many")
+        self._admin.require(_features_of([h for _, _, h in entries]), "publish_many")  # Nats-TTL: 2.11
+        return self._traced(
+            entries,
+            lambda checked: self._link.run(self._publish_all(checked, window, timeout), None, "publish_many"),
         )
 
-    def _entry(
-        self,
-        index: int,
-        subject: str,
-        data: bytes,
-        headers: dict[str, str] | None,
-        msg_id: str | None,
-        expected_stream: str | None,
-    ) -> tuple[str, bytes, dict[str, str] | None]:
-        """Validate message *index* of a publish: headers from the options, sizes, the PUB line."""
-        if msg_id is not None or expected_stream is not None:
-            if headers is not None and not isinstance(headers, dict):
-                raise TypeError(f"headers must be a dict of str to str, got {type(headers).__name__}")
-            headers = dict(headers or {})
-            if msg_id is not None:
-                if not isinstance(msg_id, str):
-                    raise TypeError(f"msg_id must be a str, got {type(msg_id).__name__}")
-                if not msg_id:
-                    raise ValueError("msg_id must not be empty")
-                check_header_value("msg_id", msg_id)
-                if headers.get(_MSG_ID, msg_id) != msg_id:
+    def _entries(
+        self, messages: Iterable[Item], expected_stream: str | None, batch: str | None
+    ) -> list[tuple[str, bytes, dict[str, str] | None]]:
+        """Check every item of publish_many()/publish_batch() (TypeError/ValueError naming its index)."""
+        entries = []
+        for index, item in enumerate(check_items(messages)):
+            try:
+                subject, data, headers = publish_item(item, expected_stream)
+                entries.append((subject, data, headers))
+                if batch is not None and index >= MAX_BATCH_MESSAGES:
                     raise ValueError(
-                        f"msg_id {msg_id!r} and headers[{_MSG_ID!r}] {headers[_MSG_ID]!r} differ: give one"
+                        f"an atomic batch holds at most {MAX_BATCH_MESSAGES} messages (the server's "
+                        "limit): split it, or use publish_many() (not atomic)"
                     )
-                headers[_MSG_ID] = msg_id
-            if expected_stream is not None:
-                headers[_EXPECTED_STREAM] = check_name("expected_stream", expected_stream)
-        # The reply is "<inbox>.<index>" (see _publish_all).
-        reply_bytes = self._link.inbox_bytes() + 1 + len(str(index))
+            except (TypeError, ValueError) as exc:
+                raise type(exc)(f"messages[{index}]: {exc}") from None
+        return entries
+
+    def _traced(
+        self,
+        entries: list[tuple[str, bytes, dict[str, str] | None]],
+        run: Callable[[list[tuple[str, bytes, dict[str, str] | None]]], _T],
+    ) -> _T:
+        """Check the entries against the connection's limits and run; in a batch span with telemetry."""
+        telemetry = _otel.current()
+        batch = None if telemetry is None else telemetry.batch()  # a create span per message
+        checked = []
+        for index, (subject, data, headers) in enumerate(entries):
+            try:
+                if batch is not None:
+                    context = batch.create(subject, data)
+                    if context:
+                        headers = {**(headers or {}), **context}
+                checked.append(self._entry(index, subject, data, headers))
+            except (TypeError, ValueError) as exc:
+                raise type(exc)(f"messages[{index}]: {exc}") from None
+        if batch is None:
+            return run(checked)
+        return batch.send(lambda: run(checked))  # type: ignore[arg-type, return-value]
+
+    def _entry(
+        self, index: int, subject: str, data: bytes, headers: dict[str, str] | None, reply_bytes: int = 0
+    ) -> tuple[str, bytes, dict[str, str] | None]:
+        """Validate message *index* of a publish: sizes, the PUB line (reply "<inbox>.<index>")."""
+        reply_bytes = reply_bytes or self._link.inbox_bytes() + 1 + len(str(index))
         data, headers = self._link.check_message(subject, data, headers, reply_bytes)
         return subject, data, headers
 
@@ -475,6 +528,186 @@ class JetStream:
         finally:
             await sub.unsubscribe()
         return [_pub_ack(cast(Reply, reply), entries[index][0]) for index, reply in enumerate(replies)]
+
+    # ------------------------------------------------------------ publish_async
+
+    def publish_async(
+        self,
+        subject: str,
+        data: bytes = b"",
+        headers: dict[str, str] | None = None,
+        *,
+        msg_id: str | None = None,
+        ttl: float | str | None = None,
+        expected_stream: str | None = None,
+        expected_last_sequence: int | None = None,
+        expected_last_subject_sequence: int | None = None,
+        expected_last_msg_id: str | None = None,
+        timeout: float | None = None,
+    ) -> concurrent.futures.Future[PubAck]:
+        """Publish without waiting: return a ``concurrent.futures.Future`` of the PubAck at once.
+
+        The options are :meth:`publish`'s. Publishes from any number of threads are pipelined
+        (one reply subscription per connection, no round trip per call). At most
+        ``max_pending`` (see ``Client.jetstream()``) of this context wait for their PubAck:
+        beyond, the call blocks until one is answered, at most *timeout* (default: the
+        context's), then raises natspull.TimeoutError. The future fails with the server's
+        JetStreamAPIError, natspull.TimeoutError (no PubAck within *timeout*), or
+        ConnectionClosedError (closed with the publish in flight: ``Client.close()`` first waits
+        for the acks on their way, within its timeout); it cannot be cancelled. Callbacks added
+        with ``add_done_callback`` run on the loop thread (or the closing thread): keep them
+        short and never call a blocking natspull method there.
+
+        Raises at once ValueError/TypeError for bad arguments, NotSupportedError for headers the
+        server is too old for (as :meth:`publish`), ConnectionClosedError once closed
+        (ForkedError in a forked child). Any thread but the loop's.
+        """
+        self._link.check_fork()
+        options = publish_options(
+            msg_id=msg_id,
+            ttl=ttl,
+            expected_stream=expected_stream,
+            expected_last_sequence=expected_last_sequence,
+            expected_last_subject_sequence=expected_last_subject_sequence,
+            expected_last_msg_id=expected_last_msg_id,
+        )
+        timeout = self._timeout if timeout is None else check_number("timeout", timeout, exclusive=True)
+        link = self._link
+        _, data, headers = self._entry(0, subject, data, options.headers(headers), link.async_reply_bytes())
+        self._admin.require(header_features(headers), "publish_async")  # Nats-TTL: 2.11
+        window = self._window
+        window.acquire(timeout)
+        future: concurrent.futures.Future[PubAck] = concurrent.futures.Future()
+        future.set_running_or_notify_cancel()  # a sent publish cannot be taken back
+        try:
+            reply = link.expect_reply(timeout, functools.partial(_complete, future, subject, window))
+        except BaseException:
+            window.release()
+            raise
+        try:
+            link.publish_nowait(subject, data, reply, headers)
+        except BaseException:
+            if link.forget_reply(reply):  # else the close failed the future and freed the slot
+                window.release()
+            raise
+        return future
+
+    def publish_async_complete(self, timeout: float | None = None) -> None:
+        """Block until every ``publish_async`` of this context is complete (acked or failed).
+
+        Blocks at most *timeout* seconds (default: the context's), then raises
+        natspull.TimeoutError naming how many still wait. Any thread but the loop's.
+        """
+        self._link.check_fork()
+        timeout = self._timeout if timeout is None else check_number("timeout", timeout)
+        self._window.wait_idle(timeout)
+
+    @property
+    def publish_async_pending(self) -> int:
+        """How many ``publish_async`` of this context wait for their PubAck now. Any thread."""
+        return self._window.in_flight
+
+    # ------------------------------------------------------------- atomic batch
+
+    def publish_batch(self, messages: Iterable[Item], *, timeout: float | None = None) -> BatchAck:
+        """Publish an atomic batch (ADR-50, nats-server >= 2.12): the stream stores every
+        message or none; return the :class:`natspull.BatchAck`.
+
+        Items as :meth:`publish_many`'s, at most 1,000 (the server's limit; more is a
+        ValueError before anything is sent), all stored by one stream with ``allow_atomic``.
+        The server checks expectations (``expected_last_subject_sequence``, ``Nats-Expected-*``
+        headers) at the commit against the stream as it was before the batch; one that fails
+        stores none of the batch (JetStreamAPIError, err_code 10071, or 10164 when an earlier
+        message of the batch wrote that subject).
+
+        Blocks on two round trips (the first message, which opens the batch, and the commit),
+        each at most *timeout* (default: the context's). Raises JetStreamAPIError (a stream
+        without ``allow_atomic``: err_code 10174; no stream: code 503), natspull.TimeoutError,
+        ValueError/TypeError (bad items, none at all, a batch header given). Any thread but
+        the loop's.
+        """
+        timeout = self._timeout if timeout is None else check_number("timeout", timeout, exclusive=True)
+        entries = self._entries(messages, None, batch="atomic")
+        if not entries:
+            raise ValueError("publish_batch needs at least one message")
+        batch_id = new_batch_id()
+        count = len(entries)
+        # An older server would store every message on its own (not atomic): refused before.
+        # The server checks the API level header on batch messages (a cluster's older node).
+        features = _features_of([batch_headers(h, batch_id, 1, False) for _, _, h in entries])
+        level = self._admin.require(features, "publish_batch")
+        reply_bytes = self._link.request_reply_bytes()
+        numbered = []
+        for index, (subject, data, headers) in enumerate(entries):
+            try:
+                headers = batch_headers(headers, batch_id, index + 1, commit=index + 1 == count)
+                if level:
+                    headers.update(level)
+                numbered.append(self._entry(index, subject, data, headers, reply_bytes))
+            except (TypeError, ValueError) as exc:
+                raise type(exc)(f"messages[{index}]: {exc}") from None
+        ack = self._link.run(self._publish_batch(numbered, timeout), 2 * timeout + 1.0, "publish_batch")
+        return BatchAck(
+            stream=ack.stream,
+            seq=ack.seq,
+            count=ack.batch_size if ack.batch_size is not None else count,
+            batch_id=ack.batch_id or batch_id,
+            domain=ack.domain,
+        )
+
+    async def _publish_batch(
+        self, entries: list[tuple[str, bytes, dict[str, str] | None]], timeout: float
+    ) -> PubAck:
+        """Loop thread: open the batch with a request, send the middle without replies, commit."""
+        link = self._link
+        if len(entries) > 1:
+            subject, data, headers = entries[0]
+            opened = await link.request(subject, data, timeout, headers)
+            if opened.data or (opened.headers or {}).get("Status"):
+                ack = _pub_ack(opened, subject)  # raises the server's error
+                # (a node older than 2.12, the feature check notwithstanding: stored on its own)
+                raise JetStreamAPIError(
+                    f"the server stored the first message of the batch on its own (seq {ack.seq}): it "
+                    "does not support atomic batches (nats-server >= 2.12); nothing else was sent"
+                )
+            for subject, data, headers in entries[1:-1]:
+                await link.publish(subject, data, "", headers)
+        subject, data, headers = entries[-1]
+        return _pub_ack(await link.request(subject, data, timeout, headers), subject)
+
+
+def _features_of(headers: Iterable[dict[str, str] | None]) -> list[Feature]:
+    """The server features the headers of some messages need, each once, oldest first."""
+    needed: list[Feature] = []
+    for each in headers:
+        for feature in header_features(each):
+            if feature not in needed:
+                needed.append(feature)
+    return needed
+
+
+def _complete(
+    future: concurrent.futures.Future[PubAck],
+    subject: str,
+    window: PublishWindow,
+    reply: Reply | None,
+    error: BaseException | None,
+) -> None:
+    """Loop thread (or the closing thread): a publish_async's answer completes its future."""
+    try:
+        if error is not None:
+            if isinstance(error, errors.TimeoutError):
+                error = errors.TimeoutError(f"publish_async to {subject!r}: {error}")
+            future.set_exception(error)
+        else:
+            try:
+                ack = _pub_ack(cast(Reply, reply), subject)
+            except Exception as exc:
+                future.set_exception(exc)
+            else:
+                future.set_result(ack)
+    finally:
+        window.release()
 
 
 _C = TypeVar("_C", StreamConfig, ConsumerConfig)

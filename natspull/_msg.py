@@ -7,11 +7,12 @@ from any thread), except :meth:`Msg.ack_sync`, which waits for the server.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Protocol
 
 from . import _ack_subject as ack_subject
@@ -22,7 +23,7 @@ from .errors import Error, MsgAlreadyAckedError
 if TYPE_CHECKING:
     from ._observe._otel import _Handout
 
-__all__ = ["AckSink", "Metadata", "Msg", "nak_unacked", "parse_metadata"]
+__all__ = ["AckSink", "Metadata", "Msg", "nak_delay", "nak_unacked", "parse_metadata"]
 
 _ACK = b"+ACK"
 _NAK = b"-NAK"
@@ -67,7 +68,20 @@ class Msg:
         reply: the ack subject of a JetStream message ("" for a core message).
     """
 
-    __slots__ = ("_acked", "_metadata", "_otel", "_sink", "data", "headers", "reply", "size", "subject")
+    __slots__ = (
+        "_acked",
+        "_metadata",
+        "_on_late",
+        "_otel",
+        "_out",
+        "_settled",
+        "_sink",
+        "data",
+        "headers",
+        "reply",
+        "size",
+        "subject",
+    )
 
     def __init__(
         self,
@@ -86,8 +100,15 @@ class Msg:
         self.size = len(data) + len(subject) + len(reply) if size is None else size
         self._sink = sink
         self._acked = False
+        self._settled = b""  # the terminal acknowledgement sent (+ACK, -NAK ..., +TERM ...), b"" if none
+        # Set when consume() took the message back from a handler past handler_timeout: a later
+        # terminal ack is then not sent but reported to it (see take_back()).
+        self._on_late: Callable[[], None] | None = None
         self._metadata: Metadata | None = None
         self._otel: _Handout | None = None  # set when handed out with OpenTelemetry on (_otel.py)
+        # For the lease from arrival (_engine/_lease.py): 0.0 while natspull holds the message,
+        # the time.monotonic() it was handed to the application, or -1.0 once consume() let it go.
+        self._out = 0.0
 
     def __repr__(self) -> str:
         return f"<natspull.Msg subject={self.subject!r} reply={self.reply!r} data={len(self.data)} bytes>"
@@ -121,14 +142,17 @@ class Msg:
             return
         with _ack_lock:
             acked = self._acked
-            self._acked = True
-        if acked:
+            if not acked:
+                self._acked = True
+                self._settled = _ACK
+        if acked:  # (also a message taken back: then _send reports the late ack)
             self._send(_ACK, terminal=True)  # raises MsgAlreadyAckedError (or ForkedError)
             return
         try:
             sink.publish_nowait(self.reply, _ACK)
         except BaseException:
             self._acked = False
+            self._settled = b""
             raise
         if self._otel is not None:
             self._otel.settled(_ACK)
@@ -173,6 +197,30 @@ class Msg:
                 )
         self._send(payload, terminal=True)
 
+    def take_back(self, delay: float | None, on_late: Callable[[], None]) -> bool:
+        """NAK the message (as :meth:`nak`) on behalf of whoever handed it out, unless it was
+        acknowledged already (then False). From then on a terminal ack of the message (the
+        handler's, too late) is not sent and not raised: *on_late* is called instead, and a
+        ``+WPI`` is ignored. Never blocks; any thread. Private to natspull (handler_timeout).
+        """
+        payload = (
+            _NAK
+            if delay is None
+            else _NAK + b" " + json.dumps({"delay": check_nanoseconds("delay", delay)}).encode()
+        )
+        with _ack_lock:
+            if self._acked:
+                return False
+            self._acked = True
+            self._settled = payload
+            self._on_late = on_late
+        sink = self._sink
+        if sink is None:
+            return True
+        with contextlib.suppress(Error):  # the connection is gone: the server redelivers after ack_wait
+            sink.publish_nowait(self.reply, payload)
+        return True
+
     def ack_sync(self, timeout: float = 5.0) -> None:
         """Acknowledge and wait until the server confirms it ("double ack").
 
@@ -180,37 +228,66 @@ class Msg:
         Raises natspull.TimeoutError, MsgAlreadyAckedError, ConnectionClosedError.
         Any thread but the client's loop thread.
         """
-        sink = self._check(terminal=True)
+        sink = self._check(_ACK, terminal=True)
+        if sink is None:  # taken back past handler_timeout: ignored
+            return
         try:
             sink.request_ack(self.reply, _ACK, timeout)
         except BaseException:
             self._acked = False  # not confirmed: the caller may retry
+            self._settled = b""
             raise
         if self._otel is not None:
             self._otel.settled(_ACK)
 
-    def _check(self, *, terminal: bool) -> AckSink:
+    def _check(self, payload: bytes, *, terminal: bool) -> AckSink | None:
+        """The sink to send *payload* with, after the terminal-ack check; None when the message
+        was taken back (:meth:`take_back`) and the call is to be ignored."""
         sink = self._sink
         if sink is None or not self.reply:
             raise Error("not a JetStream message: it has no ack subject")
         with _ack_lock:
-            if self._acked:
+            on_late = self._on_late
+            if self._acked and on_late is None:
                 sink.check_fork()  # in a forked child the message is the parent's, acked or not
                 raise MsgAlreadyAckedError(f"message {self.reply} was already acknowledged")
-            if terminal:
+            if not self._acked and terminal:
                 self._acked = True
+                self._settled = payload
+        if on_late is not None:
+            if terminal:
+                on_late()
+            return None
         return sink
 
     def _send(self, payload: bytes, *, terminal: bool) -> None:
-        sink = self._check(terminal=terminal)
+        sink = self._check(payload, terminal=terminal)
+        if sink is None:
+            return
         try:
             sink.publish_nowait(self.reply, payload)
         except BaseException:
             if terminal:
                 self._acked = False
+                self._settled = b""
             raise
         if terminal and self._otel is not None:
             self._otel.settled(payload)
+
+
+def nak_delay(msg: Msg) -> float | None:
+    """The delay in seconds the message's NAK asked for (0.0 for an immediate redelivery), or
+    None when it was not NAKed (acked, terminated, not settled). Any thread."""
+    settled = msg._settled
+    if not settled.startswith(_NAK):
+        return None
+    body = settled[len(_NAK) :].strip()
+    if not body:
+        return 0.0
+    try:
+        return float(json.loads(body).get("delay", 0)) / 1e9
+    except (ValueError, AttributeError, TypeError):
+        return 0.0
 
 
 def parse_metadata(reply: str) -> Metadata:

@@ -29,7 +29,7 @@ from ._engine._settings import PullSettings, fetch_settings, pull_settings
 from ._iterator import Messages
 from ._msg import Msg
 from ._observe._events import ConsumerEvent
-from ._pool import ConsumeContext
+from ._pool import ConsumeContext, ConsumeOptions
 from ._ports import FetchResult, FetchSteps
 from ._types import DeliverPolicy, ReplayPolicy
 from ._validate import check_int, check_name, check_number
@@ -326,7 +326,7 @@ class OrderedConsumer:
                     error_handler(exc, msg)
 
         engine = self._start_continuous(settings)
-        context = ConsumeContext(engine, engine.queue, run, None, 1, engine.events)
+        context = ConsumeContext(engine, engine.queue, ConsumeOptions(run, acks=False), engine.events)
         with self._lock:
             self._reader, self._reader_engine = context, engine
         return context

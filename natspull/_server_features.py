@@ -89,7 +89,7 @@ class ServerVersion(NamedTuple):
         return f"{self.major}.{self.minor}.{self.patch}"
 
 
-#: The oldest nats-server natspull supports (README "Supported servers").
+#: The oldest nats-server natspull supports (docs/guides/servers.md).
 OLDEST = ServerVersion(2, 10, 0)
 
 

@@ -3,7 +3,9 @@ and a guard that fails any test leaving a ``natspull-*`` thread alive."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import os
 import signal
 import threading
 import time
@@ -115,3 +117,26 @@ def stream(js: natspull.JetStream) -> str:
 
 def fill(js: natspull.JetStream, stream: str, count: int, size: int = 16) -> None:
     js.publish_many((f"{stream}.m", b"%0*d" % (size, i)) for i in range(count))
+
+
+@contextlib.contextmanager
+def server_stopped(server: NatsServer) -> Iterator[None]:
+    """SIGSTOP the server: it reads and answers nothing until the block ends (SIGCONT)."""
+    pid = server.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        # kill() returns before every thread of the server has stopped: wait until they have
+        wait_until(lambda: _all_stopped(pid), 10.0, "the server's threads to stop")
+        yield
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+
+
+def _all_stopped(pid: int) -> bool:
+    tasks = os.listdir(f"/proc/{pid}/task")
+    states = []
+    for task in tasks:
+        with contextlib.suppress(FileNotFoundError), open(f"/proc/{pid}/task/{task}/stat") as f:
+            states.append(f.read().rpartition(")")[2].split()[0])
+    return bool(states) and all(state in "tT" for state in states)

@@ -56,6 +56,7 @@ from ..errors import (
     NoHeartbeatError,
 )
 from ._heartbeat import HeartbeatMonitor
+from ._lease import LeaseKeeper
 from ._modes import Mode, OneShot
 from ._queue import MsgQueue, State
 from ._settings import PullSettings
@@ -231,6 +232,9 @@ class PullEngine:
         # their way to the queue (None: all of them, in order); loop thread.
         self.mode: Mode = OneShot(self) if settings.one_shot else Continuous(self)
         self.accept: Callable[[list[Msg]], list[Msg]] | None = None
+        # Leases the messages from their arrival (set before start(); None: no lease). The
+        # queue then stamps the messages it hands out (queue.stamp).
+        self.lease: LeaseKeeper | None = None
         self._group = settings.group
         self._pinned = settings.group is not None and settings.group.pinned
         # The group's pin as this engine last saw it (Nats-Pin-Id); loop thread only. It starts
@@ -480,6 +484,8 @@ class PullEngine:
         if msgs:
             self._touch()
             self.queue.put_many(msgs)
+            if self.lease is not None:
+                self.lease.arrived(msgs)
 
     def _touch(self) -> None:
         if self._heartbeat is not None:
@@ -675,6 +681,8 @@ class PullEngine:
         """The connection is closed for good."""
         self._cancel_heartbeat()
         self._sub = None
+        if self.lease is not None:
+            self.lease.close()
         self.queue.fail(ConnectionClosedError("the connection is closed"))
         self._link.unregister(self)
         self._done()

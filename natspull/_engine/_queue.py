@@ -132,6 +132,10 @@ class MsgQueue:
         # counted). Called with the lock held, once per burst buffered (and on a discard and
         # in stats(), for what is still buffered).
         self._count_redelivered = count_redelivered
+        # Set (before the engine starts) when a LeaseKeeper leases the messages from their
+        # arrival: each take stamps the messages it hands out (Msg._out, one monotonic per take),
+        # release() those an adapter hands out, or a consume() worker lets go.
+        self.stamp = False
         # _lock (_cond's lock) guards every field below. It is a leaf in the lock order:
         # nothing that takes another natspull lock is called while holding it.
         # Re-entrant only so that a signal handler can *detect* that it
@@ -189,6 +193,11 @@ class MsgQueue:
     def state(self) -> State:
         return self._state
 
+    @property
+    def error(self) -> BaseException | None:
+        """The terminal error given to ``fail()``, or None. Any thread (read without the lock)."""
+        return self._error
+
     def stats(self) -> dict[str, int]:
         with self._lock:
             return {
@@ -223,6 +232,8 @@ class MsgQueue:
                 size = msg.size
                 if self.on_take is not None:
                     self.on_take(msg)
+                if self.stamp and not lease:
+                    msg._out = time.monotonic()
                 self._buffered_bytes -= size
                 delivered = self._delivered = self._delivered + 1
                 if lease:
@@ -245,21 +256,62 @@ class MsgQueue:
         """:meth:`get` when nothing was buffered: wait, or raise the notice or the end."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
-            while not self._ready_locked():
-                if deadline is None:
-                    remaining = None
-                else:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise TimeoutError(f"no message within {timeout:g} s")
-                self._waiters += 1
-                try:
-                    self._cond.wait(remaining)
-                finally:
-                    self._waiters -= 1
+            self._wait_ready_locked(deadline, timeout)
             taken, low, discard = self._take_locked(1, lease)
         self._after_take(low, discard)
         return taken[0]
+
+    def get_batch(
+        self, count: int, timeout: float | None = None, *, lease: bool = False, gather: float = 0.0
+    ) -> list[Msg]:
+        """Hand out 1 to *count* messages, taken under one acquisition of the lock.
+
+        Blocks on: the condition, until the first message arrives (raising as :meth:`get`:
+        TimeoutError after *timeout*, the terminal error, IteratorClosedError, a notice);
+        then takes what is buffered, up to *count*. With *gather* > 0 it keeps waiting, at
+        most *gather* seconds after the first message was taken, for the rest of *count*
+        (waking as messages arrive); a notice or the end met then ends the gathering and is
+        raised by the next call instead. Any thread.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            self._wait_ready_locked(deadline, timeout)
+            taken, low, discard = self._take_locked(count, lease)
+            if gather > 0 and len(taken) < count and discard is None:
+                until = time.monotonic() + gather
+                while len(taken) < count and discard is None:
+                    if self._notice is not None or (not self._items and self._state is State.CLOSED):
+                        break
+                    if self._items:
+                        more, more_low, discard = self._take_locked(count - len(taken), lease)
+                        taken += more
+                        low = low or more_low
+                        continue
+                    remaining = until - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._waiters += 1
+                    try:
+                        self._cond.wait(remaining)
+                    finally:
+                        self._waiters -= 1
+        self._after_take(low, discard)
+        return taken
+
+    def _wait_ready_locked(self, deadline: float | None, timeout: float | None) -> None:
+        """Lock held. Wait until a message can be taken (raising as :meth:`get`)."""
+        while not self._ready_locked():
+            if deadline is None:
+                remaining = None
+            else:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"no message within {timeout:g} s")
+            self._waiters += 1
+            try:
+                self._cond.wait(remaining)
+            finally:
+                self._waiters -= 1
 
     def get_many_nowait(self, limit: int, *, lease: bool = False) -> list[Msg]:
         """Take up to *limit* buffered messages without waiting (async adapters).
@@ -301,6 +353,10 @@ class MsgQueue:
             if on_take is not None:
                 on_take(taken[-1])
         low = False
+        if self.stamp and not lease:
+            now = time.monotonic()
+            for msg in taken:
+                msg._out = now
         for msg in taken:
             self._buffered_bytes -= msg.size
             if lease:
@@ -321,8 +377,12 @@ class MsgQueue:
         if low:
             self._on_low()
 
-    def release(self, msg: Msg) -> None:
-        """Stop counting a leased message as pending (its handler finished). Any thread."""
+    def release(self, msg: Msg, *, let_go: bool = False) -> None:
+        """Stop counting a leased message as pending: an adapter handed it to the application
+        (its lease from arrival runs on for ack_wait), or, with *let_go*, a consume() worker is
+        done with it (its lease from arrival ends). Any thread."""
+        if self.stamp:
+            msg._out = -1.0 if let_go else time.monotonic()
         with self._lock:
             self._leased_msgs -= 1
             self._leased_bytes -= msg.size

@@ -105,6 +105,7 @@ class PullSettings:
     ``group``, ``min_pending``,     :attr:`group` (a :class:`PullGroup`, checked against the
     ``min_ack_pending``,            consumer's config)
     ``priority``
+    ``max_lease``                   :attr:`max_lease`
     ==============================  =============================================================
 
     Immutable; any thread.
@@ -126,6 +127,9 @@ class PullSettings:
     one_shot: bool = False
     #: ``fetch(no_wait=True)``: the server answers at once with what it has (one-shot only).
     no_wait: bool = False
+    #: Continuous pulls: lease every message from its arrival, for at most this many seconds
+    #: while natspull holds it (``_lease.LeaseKeeper``); None: no bound; 0: no lease.
+    max_lease: float | None = 3600.0
 
 
 def pull_group(
@@ -213,6 +217,7 @@ def pull_settings(
     min_pending: Any = None,
     min_ack_pending: Any = None,
     priority: Any = None,
+    max_lease: Any = 3600.0,
 ) -> PullSettings:
     """Validate the options of continuous pulls (``messages()``/``consume()``) into settings.
 
@@ -228,12 +233,14 @@ def pull_settings(
     * ``heartbeat`` defaults to expires/2 capped at 30 s; allowed 0.5-30 s and <= expires/2;
     * thresholds default to half of the maximum and may not exceed it;
     * ``stop_after`` >= 1 limits the messages handed out (and so the pulls);
-    * ``error_on_missing_heartbeat`` is a bool, ``on_event`` a callable or None.
+    * ``error_on_missing_heartbeat`` is a bool, ``on_event`` a callable or None;
+    * ``max_lease`` seconds >= 0 (0: no lease) or None (no bound).
 
     Raises ValueError/TypeError naming the option(s). Never blocks; any thread.
     """
     if not isinstance(error_on_missing_heartbeat, bool):
         raise TypeError("error_on_missing_heartbeat must be a bool")
+    max_lease = check_number("max_lease", max_lease, allow_none=True)
     check_on_event(on_event)
     pull = _group(consumer, group, min_pending, min_ack_pending, priority)
     # A pinned client's idle request must end (and be renewed, with the pin) before the pin's
@@ -303,6 +310,7 @@ def pull_settings(
         group=pull,
         error_on_missing_heartbeat=error_on_missing_heartbeat,
         on_event=on_event,
+        max_lease=max_lease,
     )
 
 

@@ -42,6 +42,7 @@ LEVELS: dict[str, int] = {
     "pin_lost": logging.INFO,
     "reset": logging.WARNING,
     "consumer_deleted": logging.WARNING,
+    "handler_timeout": logging.WARNING,
 }
 
 KINDS = frozenset(LEVELS)
@@ -72,6 +73,9 @@ class ConsumerEvent:
       responders followed by "consumer not found": ``code`` 404). Handed over before the
       iterator raises ConsumerDeletedError / ConsumerNotFoundError (an ordered consumer
       resets instead).
+    * ``"handler_timeout"``: a ``consume()`` handler ran past ``handler_timeout``; its
+      unsettled messages were NAKed for redelivery (``description`` names the subject and the
+      worker thread; the log line also has the thread's stack).
 
     ``stream`` and ``consumer`` name the consumer; ``code`` is the status code (0 when there
     is none).

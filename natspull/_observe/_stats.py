@@ -71,11 +71,19 @@ class ConsumeStats(MessagesStats):
     counts messages handed to handlers, ``waiters`` idle workers), and:
 
     Attributes:
-        handled: handler calls that returned.
-        failed: handler calls that raised.
+        handled: messages whose handler call returned (each message of a batch counts).
+        failed: messages whose handler call raised (each message of a batch counts).
         terminated: failed messages terminated (``+TERM``) after ``term_after`` deliveries.
         lease_extensions: ``+WPI`` sent to keep running handlers' messages leased.
         workers_alive: worker threads still running.
+        auto_acked: messages acked by ``auto_ack=True`` after their handler returned.
+        unsettled: messages a handler returned without acking, NAKing or terminating
+            (``auto_ack=False``); their leases stopped.
+        timed_out: handler calls that ran past ``handler_timeout`` (their messages were NAKed).
+        stuck: worker threads running past ``handler_timeout`` now.
+        late_settles: acks and NAKs of timed-out handlers, ignored.
+        held: messages held back now until an earlier message of their ``key`` is done.
+        sent_back: messages NAKed back because the hold was full (``key=``), ever.
     """
 
     handled: int
@@ -83,6 +91,13 @@ class ConsumeStats(MessagesStats):
     terminated: int
     lease_extensions: int
     workers_alive: int
+    auto_acked: int
+    unsettled: int
+    timed_out: int
+    stuck: int
+    late_settles: int
+    held: int
+    sent_back: int
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from ._link import Engine, Unsubscribe
 from ._loop import LoopThread
 from ._outbox import Outbox
 from ._parser import Deliver
+from ._replies import OnReply, ReplyRouter
 from ._state import ENDED, ConnState, StateCell
 from ._translate import api_error, translate
 from ._wire import (
@@ -92,6 +93,7 @@ class Connection:
         self._denials: dict[str, asyncio.Future[None]] = {}
         self.wire = loop_thread.run(_new_wire(), _WIRE_TIMEOUT, "connect")
         self.outbox = Outbox(loop_thread, self.wire)
+        self.replies = ReplyRouter(loop_thread, self.wire)  # publish_async's answers
         # _connect bounds itself by connect_timeout; the margin only guards against a hang
         loop_thread.run(self._connect(options), options["connect_timeout"] + 5.0, "connect")
 
@@ -158,6 +160,7 @@ class Connection:
 
     async def _on_closed(self) -> None:
         self._state.on("closed")
+        self.replies.fail_all(ConnectionClosedError("the connection closed before the server answered"))
         for engine in list(self._engines):
             engine.on_closed()
         self._dispatch("closed_cb")
@@ -244,6 +247,7 @@ class Connection:
         """
         self._state.after_fork_in_child()
         self.outbox.after_fork_in_child(self.check_fork)
+        self.replies.after_fork_in_child()
 
     @property
     def state(self) -> ConnState:
@@ -255,8 +259,13 @@ class Connection:
         self._state.on("close")
 
     def mark_closed(self) -> None:
-        """The loop thread is stopping: closed, whatever nats-py got to report. Any thread."""
+        """The loop thread is stopping: closed, whatever nats-py got to report. Any thread.
+
+        Publishes still waiting for an answer fail (the loop that would answer them is gone).
+        """
         self._state.on("closed")
+        if self._state.state is not ConnState.FORKED:
+            self.replies.fail_all(ConnectionClosedError("the connection closed before the server answered"))
 
     def check_fork(self) -> None:
         """Raise ForkedError in a child process that inherited this connection. Any thread."""
@@ -334,6 +343,28 @@ class Connection:
     ) -> None:
         """Ack sink for Msg, and the way out of pull requests and core publishes. Any thread."""
         self.outbox.put(subject, payload, reply, headers)
+
+    def expect_reply(self, timeout: float, on_reply: OnReply) -> str:
+        """A reply subject whose answer goes to *on_reply* (on the loop thread), or natspull.TimeoutError
+        after *timeout* s, or ConnectionClosedError at close (see ``_replies.py``). Any thread
+        but the loop's; the first call blocks once on subscribing the reply inbox."""
+        if self.state in ENDED:
+            self.check_fork()
+            raise ConnectionClosedError("the connection is closed")
+        subject = self.replies.expect(timeout, on_reply)
+        # A close that failed every waiting reply between the check above and expect() did not
+        # see this one: refuse it here (unless that close has called it already).
+        if self.state in ENDED and self.replies.forget(subject):
+            raise ConnectionClosedError("the connection is closed")
+        return subject
+
+    def forget_reply(self, subject: str) -> bool:
+        """Drop the callback of *subject*; False when it was already called. Any thread."""
+        return self.replies.forget(subject)
+
+    def async_reply_bytes(self) -> int:
+        """The length of a reply subject from :meth:`expect_reply`. Any thread."""
+        return self.replies.reply_bytes(self.inbox_bytes())
 
     def request_ack(self, subject: str, payload: bytes, timeout: float) -> None:
         """Ack sink for Msg.ack_sync: a request to the ack subject, waiting for the confirmation."""
@@ -450,10 +481,15 @@ class Connection:
         self.outbox.close()
         await self.outbox.flush()
         if self.wire.is_connected:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            # publish_async acks on their way are still worth waiting for, within the timeout
+            await self.replies.settled(timeout)
             try:
-                await self.ping(timeout)
+                await self.ping(max(deadline - loop.time(), 0.001))
             except Exception as exc:
                 log.warning("natspull: close: flush failed: %s", translate(exc))
+        self.replies.fail_all(ConnectionClosedError("the connection closed before the server answered"))
         await self.wire.close()
         self._state.on("closed")
 

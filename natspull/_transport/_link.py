@@ -13,6 +13,7 @@ from typing import Any, Protocol, TypeVar
 
 from ._loop import LoopThread
 from ._parser import Deliver
+from ._replies import OnReply
 from ._wire import Inbox, OnMsg, Reply
 
 __all__ = ["Engine", "Link", "Unsubscribe"]
@@ -109,8 +110,20 @@ class Link(Protocol):
 
     # ------------------------------------------------------ fire and forget
 
-    def publish_nowait(self, subject: str, payload: bytes, reply: str = "") -> None:
+    def publish_nowait(
+        self, subject: str, payload: bytes, reply: str = "", headers: dict[str, str] | None = None
+    ) -> None:
         """Queue a publish in the outbox (acks, pull requests). Any thread; never blocks."""
+
+    def expect_reply(self, timeout: float, on_reply: OnReply) -> str:
+        """A fresh reply subject whose answer (or natspull.TimeoutError after *timeout*, or
+        ConnectionClosedError) goes to *on_reply* on the loop thread. Any thread but the loop's."""
+
+    def forget_reply(self, subject: str) -> bool:
+        """Drop the callback of *subject* (its publish was refused); False when already called."""
+
+    def async_reply_bytes(self) -> int:
+        """Length of a reply subject from :meth:`expect_reply`. Any thread."""
 
     def request_ack(self, subject: str, payload: bytes, timeout: float) -> None:
         """A request to an ack subject, waiting for the confirmation. Any thread but the loop's."""
@@ -126,6 +139,11 @@ class Link(Protocol):
         headers: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         """A JetStream API request (with *headers*); raises the matching JetStreamAPIError."""
+
+    async def request(
+        self, subject: str, payload: bytes, timeout: float, headers: dict[str, str] | None = None
+    ) -> Reply:
+        """A request; raises natspull.TimeoutError, PermissionError, a no-responders JetStreamAPIError."""
 
     async def ping(self, timeout: float) -> None:
         """A PING/PONG round trip, at most *timeout* seconds (natspull.TimeoutError)."""

@@ -13,9 +13,9 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TextIO
+from typing import Any, Optional, Protocol, TextIO
 
-__all__ = ["STATUS_MODES", "Reporter", "Row", "make_reporter"]
+__all__ = ["STATUS_MODES", "Lag", "Reporter", "Row", "lag_text", "make_reporter"]
 
 STATUS_MODES = ("auto", "live", "lines", "off")
 
@@ -39,22 +39,33 @@ class Row:
         )
 
 
+#: the consumer's (num_pending, num_ack_pending), or None before the supervisor read it
+Lag = Optional[tuple[int, int]]
+
+
+def lag_text(lag: Lag) -> str:
+    """The status line of the consumer's lag."""
+    if lag is None:
+        return "consumer: pending - ack pending -"
+    return f"consumer: pending {lag[0]:,} ack pending {lag[1]:,}"
+
+
 class Reporter(Protocol):
     def event(self, text: str) -> None: ...
 
-    def show(self, rows: Sequence[Row]) -> None: ...
+    def show(self, rows: Sequence[Row], lag: Lag = None) -> None: ...
 
-    def close(self, rows: Sequence[Row]) -> None: ...
+    def close(self, rows: Sequence[Row], lag: Lag = None) -> None: ...
 
 
 class _Off:
     def event(self, text: str) -> None:
         return None
 
-    def show(self, rows: Sequence[Row]) -> None:
+    def show(self, rows: Sequence[Row], lag: Lag = None) -> None:
         return None
 
-    def close(self, rows: Sequence[Row]) -> None:
+    def close(self, rows: Sequence[Row], lag: Lag = None) -> None:
         return None
 
 
@@ -73,16 +84,16 @@ class _Lines:
     def event(self, text: str) -> None:
         self._print(text)
 
-    def show(self, rows: Sequence[Row]) -> None:
+    def show(self, rows: Sequence[Row], lag: Lag = None) -> None:
         now = time.monotonic()
         if now >= self._next:
             self._next = now + self._interval
-            for row in rows:
-                self._print(row.text())
+            self.close(rows, lag)
 
-    def close(self, rows: Sequence[Row]) -> None:
+    def close(self, rows: Sequence[Row], lag: Lag = None) -> None:
         for row in rows:
             self._print(row.text())
+        self._print(lag_text(lag))
 
 
 class _Live:
@@ -96,10 +107,10 @@ class _Live:
         self._live.start()
         self._last = 0.0
 
-    def _table(self, rows: Sequence[Row]) -> Any:
+    def _table(self, rows: Sequence[Row], lag: Lag) -> Any:
         from rich.table import Table
 
-        table = Table(box=None, header_style="bold")
+        table = Table(box=None, header_style="bold", caption=lag_text(lag), caption_justify="left")
         for column in ("worker", "pid", "state", "handled", "failed", "redelivered", "restarts"):
             table.add_column(column, justify="left" if column in ("worker", "state") else "right")
         for row in rows:
@@ -117,14 +128,14 @@ class _Live:
     def event(self, text: str) -> None:
         self._live.console.print(f"natspull worker: {text}", markup=False, highlight=False)
 
-    def show(self, rows: Sequence[Row]) -> None:
+    def show(self, rows: Sequence[Row], lag: Lag = None) -> None:
         now = time.monotonic()
         if now - self._last >= 0.25:
             self._last = now
-            self._live.update(self._table(rows), refresh=True)
+            self._live.update(self._table(rows, lag), refresh=True)
 
-    def close(self, rows: Sequence[Row]) -> None:
-        self._live.update(self._table(rows), refresh=True)
+    def close(self, rows: Sequence[Row], lag: Lag = None) -> None:
+        self._live.update(self._table(rows, lag), refresh=True)
         self._live.stop()
 
 

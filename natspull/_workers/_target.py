@@ -11,7 +11,7 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["load", "target_spec"]
+__all__ = ["key_function", "load", "target_spec"]
 
 
 def target_spec(target: object) -> str:
@@ -73,3 +73,36 @@ def load(spec: str) -> Callable[..., Any]:
     if not callable(obj):
         raise TypeError(f"target {spec!r} is not callable (it is a {type(obj).__name__})")
     return obj  # type: ignore[no-any-return]
+
+
+class _HeaderKey:
+    """``key=`` for ``consume()``: a header's value (None without the header). Picklable."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __call__(self, msg: Any) -> Any:
+        headers = msg.headers
+        return None if headers is None else headers.get(self.name)
+
+    def __repr__(self) -> str:
+        return f"<key header:{self.name}>"
+
+
+def _subject_key(msg: Any) -> Any:
+    """``key=`` for ``consume()``: the message's subject."""
+    return msg.subject
+
+
+def key_function(spec: str) -> Callable[[Any], Any]:
+    """The ``consume(key=)`` function of a key spec: ``subject`` (the message's subject) or
+    ``header:NAME`` (the value of header NAME; messages without it share one key, None).
+    Raises ValueError for another spec. Any thread."""
+    if spec == "subject":
+        return _subject_key
+    kind, _, name = spec.partition(":")
+    if kind == "header" and name.strip():
+        return _HeaderKey(name.strip())
+    raise ValueError(f"key must be 'subject' or 'header:NAME', got {spec!r}")

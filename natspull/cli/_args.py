@@ -15,7 +15,8 @@ import re
 from collections.abc import Callable, Sequence
 
 import natspull
-from natspull._workers import STATUS_MODES
+from natspull._publish import check_ttl
+from natspull._workers import STATUS_MODES, parse_address
 
 from ._common import CONNECTION_ENV, server_urls
 from ._consume import cmd_consume
@@ -37,7 +38,8 @@ exit codes:
   3    not found: stream or consumer (publish: no stream stores the subject)
   4    cannot connect to the server, or it refused the login (authorization
        violation, bad credentials, TLS failed); the message names the server
-  5    worker: a worker process kept dying (5 restarts in a row, none ran 10 s)
+  5    worker: a worker process kept dying (5 restarts in a row, none ran 10 s;
+       deaths explained by a terminated poison message do not count)
   6    worker: the --init function raised in a worker process (every process
        stops; none is restarted)
   130  interrupted: a demo ended early by SIGINT/SIGTERM/SIGHUP (it drains
@@ -189,7 +191,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     publish.add_argument("subject")
     publish.add_argument("data", nargs="?", default="", metavar="DATA|-", help="payload; - reads stdin")
+    publish.set_defaults(check=_check_publish)
     publish.add_argument("--count", type=_int_at_least(1), default=1, metavar="N", help="publish N copies")
+    publish.add_argument(
+        "--header",
+        action="append",
+        type=_header,
+        default=[],
+        metavar="K:V",
+        help="a header (repeatable)",
+    )
+    publish.add_argument("--msg-id", metavar="ID", help="Nats-Msg-Id: the stream stores it once")
+    publish.add_argument(
+        "--ttl", type=_ttl, metavar="SECONDS", help='the message\'s time to live (>= 1, or "never")'
+    )
+    publish.add_argument(
+        "--expect-last-seq",
+        type=_int_at_least(0),
+        metavar="N",
+        help="store only if the stream's last sequence is N (0: empty)",
+    )
     _add_connection_options(publish, server_help)
 
     worker = command(
@@ -271,6 +292,80 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="terminate a message whose N-th delivery fails (default: never)",
     )
+    worker.add_argument(
+        "--auto-ack",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="ack what the handler leaves unsettled when it returns (it is NAKed when it raises)",
+    )
+    worker.add_argument(
+        "--batch",
+        type=_int_at_least(1),
+        default=argparse.SUPPRESS,
+        metavar="N",
+        help="call the handler with a list of 1 to N messages (those already buffered, or "
+        "gathered for --batch-wait)",
+    )
+    worker.add_argument(
+        "--batch-wait",
+        type=_seconds_or_zero,
+        default=argparse.SUPPRESS,
+        metavar="SECONDS",
+        help="with --batch: wait this long after the first message for the batch to fill (default 0)",
+    )
+    worker.add_argument(
+        "--key",
+        type=_key_spec,
+        default=argparse.SUPPRESS,
+        metavar="header:NAME|subject",
+        help="handle the messages of one key (the value of header NAME, or the subject) one at a "
+        "time in stream order, different keys in parallel (per process)",
+    )
+    worker.add_argument(
+        "--handler-timeout",
+        type=_positive_seconds,
+        default=argparse.SUPPRESS,
+        metavar="SECONDS",
+        help="NAK (for redelivery) the messages of a handler call running longer than this",
+    )
+    # the fleet: health, metrics, poison messages, stuck handlers (docs/guides/workers.md)
+    worker.add_argument(
+        "--http",
+        type=_http_address,
+        metavar="[HOST:]PORT",
+        help="serve /livez, /readyz and /metrics (Prometheus; the metrics extra) on this address "
+        "(:9464: every interface; port 0: a free one, printed at start)",
+    )
+    worker.add_argument(
+        "--poison-after",
+        type=_poison_after,
+        default=3,
+        metavar="N|none",
+        help="terminate a message that was in a handler at N process deaths (it no longer counts "
+        "toward the crash loop); the messages in a dead process's handlers are NAKed at once "
+        "(default 3; none: never terminate)",
+    )
+    worker.add_argument(
+        "--dead-letter",
+        metavar="SUBJECT",
+        help="publish a poison message here before terminating it, with Natspull-Stream, "
+        "-Sequence, -Consumer, -Subject and -Reason headers",
+    )
+    worker.add_argument(
+        "--hard-timeout",
+        type=_positive_seconds,
+        metavar="SECONDS",
+        help="replace a process whose handler runs longer (a new process, then SIGKILL to the "
+        "stuck one) and NAK its message at once (default: never)",
+    )
+
+    worker.add_argument(
+        "--create-consumer",
+        metavar="FILE.json",
+        help="the consumer's configuration as JSON (as `nats consumer info --json` prints its "
+        "config): created when missing, updated when a field differs, before any process starts; "
+        "a field that cannot change (deliver_policy, ack_policy, ...) differing exits 2 naming it",
+    )
 
     server = command(
         "server",
@@ -343,6 +438,32 @@ def _since(text: str) -> int | datetime.datetime:
     )
 
 
+def _check_publish(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """``publish``'s --msg-id and --expect-last-seq hold for one message, not --count copies."""
+    if args.count > 1:
+        for option, value in (("--msg-id", args.msg_id), ("--expect-last-seq", args.expect_last_seq)):
+            if value is not None:
+                parser.error(f"{option} applies to one message: not with --count {args.count}")
+
+
+def _header(text: str) -> tuple[str, str]:
+    """``K:V`` (spaces around either part are dropped); the name is checked when published."""
+    name, colon, value = text.partition(":")
+    if not colon or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME:VALUE, got {text!r}")
+    return name.strip(), value.strip()
+
+
+def _ttl(text: str) -> float | str:
+    """Seconds >= 1 or "never" (natspull's check, as an argument error)."""
+    try:
+        value: float | str = text if text == "never" else float(text)
+        check_ttl(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected seconds >= 1 or "never", got {text!r}') from None
+    return value
+
+
 def _int_at_least(minimum: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
@@ -354,6 +475,13 @@ def _int_at_least(minimum: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def _key_spec(text: str) -> str:
+    kind, _, name = text.partition(":")
+    if text == "subject" or (kind == "header" and name.strip()):
+        return text
+    raise argparse.ArgumentTypeError(f"expected header:NAME or subject, got {text!r}")
 
 
 def _positive_seconds(text: str) -> float:
@@ -388,6 +516,20 @@ def _retry(text: str) -> natspull.Backoff | None:
         raise argparse.ArgumentTypeError(
             f"expected INITIAL:MAXIMUM seconds or none, got {text!r}: {exc}"
         ) from None
+
+
+def _http_address(text: str) -> str:
+    try:
+        parse_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _poison_after(text: str) -> int | None:
+    if text.strip().lower() == "none":
+        return None
+    return _int_at_least(1)(text)
 
 
 def _port(text: str) -> int:

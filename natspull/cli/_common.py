@@ -62,6 +62,12 @@ class CliError(Exception):
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    # Once: the cleanup this starts (drain, delete, stop the server) must not be interrupted by
+    # the next SIGTERM/SIGHUP - a closing terminal sends SIGHUP to the session leader and again
+    # to its foreground group, and the second one escaped the cleanup as a KeyboardInterrupt.
+    for sig in stop_signals():
+        if sig != signal.SIGINT:
+            signal.signal(sig, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
@@ -81,6 +87,8 @@ def stop_signals() -> tuple[signal.Signals, ...]:
 def stop_signals_as_interrupt() -> Iterator[None]:
     """SIGTERM and SIGHUP raise KeyboardInterrupt, so they end a command like Ctrl-C.
 
+    The first one only: the later ones are ignored from then on, up to the process's exit, so
+    that they cannot interrupt the cleanup (or turn exit code 130 into a death by signal).
     Main thread only; elsewhere it does nothing.
     """
     if threading.current_thread() is not threading.main_thread():
@@ -91,7 +99,8 @@ def stop_signals_as_interrupt() -> Iterator[None]:
         yield
     finally:
         for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            if signal.getsignal(sig) is not signal.SIG_IGN:  # interrupted: still ignored up to the exit
+                signal.signal(sig, handler)
 
 
 def silence_stdout() -> None:

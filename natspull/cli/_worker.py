@@ -19,7 +19,17 @@ from ._common import EXIT_USAGE, CliError, connect_options
 __all__ = ["cmd_worker"]
 
 #: consume() options the command has flags for (each reaches consume() only when given).
-_CONSUME_FLAGS = ("max_messages", "max_lease", "retry", "term_after")
+_CONSUME_FLAGS = (
+    "max_messages",
+    "max_lease",
+    "retry",
+    "term_after",
+    "auto_ack",
+    "batch",
+    "batch_wait",
+    "key",
+    "handler_timeout",
+)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -40,6 +50,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
             status=args.status,
             status_interval=args.status_interval,
             consume_options={key: getattr(args, key) for key in _CONSUME_FLAGS if hasattr(args, key)},
+            http=args.http,
+            poison_after=args.poison_after,
+            dead_letter=args.dead_letter,
+            hard_timeout=args.hard_timeout,
+            create_consumer=args.create_consumer,
         )
     except (ValueError, TypeError) as exc:
         raise CliError(str(exc), EXIT_USAGE) from None

@@ -30,6 +30,7 @@ from .._observe._stats import ClientStats
 from .._ordered import DEFAULT_INACTIVE_THRESHOLD
 from .._ordered import OrderedConsumer as _SyncOrderedConsumer
 from .._ports import ConsumerPort, FetchResult, FetchSteps, OrderedConsumerPort
+from .._publish import BatchAck, Item
 from .._types import DeliverPolicy, PubAck, ReplayPolicy, StreamConfig, StreamInfo
 from .._validate import check_number
 from ..errors import ConsumerDeletedError, ConsumerNotFoundError, TimeoutError
@@ -146,8 +147,12 @@ class Consumer:
         min_pending: int | None = None,
         min_ack_pending: int | None = None,
         priority: int | None = None,
+        max_lease: float | None = 3600.0,
     ) -> Messages:
-        """An async iterator over the messages; options as :meth:`natspull.Consumer.messages`.
+        """An async iterator over the messages; options as :meth:`natspull.Consumer.messages`,
+        leases too: every message is kept leased (``+WPI``) from its arrival while it waits -
+        buffered or in the trio-side deque - for at most ``max_lease`` seconds (None: no bound;
+        0: off), and for ``ack_wait`` after a task received it.
 
         ``on_event`` runs on a thread ``natspull-events-N``, not in trio: to reach trio from it,
         use ``trio.from_thread.run_sync(..., trio_token=...)`` or a memory channel's
@@ -175,6 +180,7 @@ class Consumer:
             min_pending=min_pending,
             min_ack_pending=min_ack_pending,
             priority=priority,
+            max_lease=max_lease,
         )
         return Messages(self._port, settings, f"{self.stream}/{self.name}")
 
@@ -468,10 +474,15 @@ class JetStream:
         headers: dict[str, str] | None = None,
         *,
         msg_id: str | None = None,
-        timeout: float | None = None,
+        ttl: float | str | None = None,
         expected_stream: str | None = None,
+        expected_last_sequence: int | None = None,
+        expected_last_subject_sequence: int | None = None,
+        expected_last_msg_id: str | None = None,
+        timeout: float | None = None,
     ) -> PubAck:
-        """Publish to a stream and wait until it is stored; see :meth:`natspull.JetStream.publish`."""
+        """Publish to a stream and wait until it is stored; options and errors as
+        :meth:`natspull.JetStream.publish` (msg_id, ttl, the expectations)."""
         return await in_thread(
             functools.partial(
                 self._sync.publish,
@@ -479,21 +490,26 @@ class JetStream:
                 data,
                 headers,
                 msg_id=msg_id,
-                timeout=timeout,
+                ttl=ttl,
                 expected_stream=expected_stream,
+                expected_last_sequence=expected_last_sequence,
+                expected_last_subject_sequence=expected_last_subject_sequence,
+                expected_last_msg_id=expected_last_msg_id,
+                timeout=timeout,
             )
         )
 
     async def publish_many(
         self,
-        messages: Iterable[tuple[str, bytes]],
+        messages: Iterable[Item],
         *,
         window: int = 256,
         timeout: float | None = None,
         expected_stream: str | None = None,
     ) -> list[PubAck]:
-        """Publish many ``(subject, data)`` pairs, pipelined; see :meth:`natspull.JetStream.publish_many`.
+        """Publish many messages, pipelined; see :meth:`natspull.JetStream.publish_many`.
 
+        Items are ``(subject, data)``, ``(subject, data, headers)`` or :class:`natspull.Publish`.
         The iterable is consumed on the worker thread.
         """
         return await in_thread(
@@ -505,6 +521,10 @@ class JetStream:
                 expected_stream=expected_stream,
             )
         )
+
+    async def publish_batch(self, messages: Iterable[Item], *, timeout: float | None = None) -> BatchAck:
+        """Publish an atomic batch (all stored or none); see :meth:`natspull.JetStream.publish_batch`."""
+        return await in_thread(functools.partial(self._sync.publish_batch, messages, timeout=timeout))
 
 
 # ------------------------------------------------------------------------------------ client

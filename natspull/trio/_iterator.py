@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -26,7 +27,8 @@ from .._msg import Msg as _SyncMsg
 from .._observe import _otel, _stats
 from .._ports import ConsumerPort, OrderedConsumerPort
 from .._transport import _fork
-from ..errors import Error, IteratorClosedError
+from .._validate import check_int, check_timeout
+from ..errors import Error, IteratorClosedError, TimeoutError
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -264,6 +266,8 @@ class Messages:
         # Trio thread only: the queue is CLOSED without a terminal error (checked once).
         self._clean_close = False
         self._returned = 0  # trio thread only: taken from the queue, then given back (for stats)
+        # Trio thread only: what next_batch() met after its first message, raised by the next call.
+        self._deferred: Error | None = None
         # Written by stop()/drain() from any thread; read on the trio thread.
         self._stopped = False
         self._drain_requested = False
@@ -390,6 +394,49 @@ class Messages:
         await trio.lowlevel.cancel_shielded_checkpoint()
         return Msg(msg)
 
+    @trio.lowlevel.enable_ki_protection
+    async def next_batch(self, max_messages: int, timeout: float | None = None) -> list[Msg]:
+        """1 to *max_messages* messages: the next one (waited for as :meth:`next`, at most
+        *timeout* seconds if given: natspull.TimeoutError), then those already in the trio-side
+        deque or buffered, without waiting for more. An end or a notice met after the first
+        message is raised by the next call. Raises as :meth:`next`; ValueError/TypeError for a
+        *max_messages* that is not an int >= 1. Trio tasks of the run that entered the iterator.
+        """
+        max_messages = check_int("max_messages", max_messages, maximum=1_000_000)
+        timeout = check_timeout("timeout", timeout)
+        await trio.lowlevel.checkpoint_if_cancelled()
+        waker = self._waker
+        if waker is None:
+            raise RuntimeError("use 'async with consumer.messages() as msgs:' before receiving")
+        telemetry = _otel.current()
+        task = None if telemetry is None else trio.lowlevel.current_task()
+        if telemetry is not None:
+            telemetry.next_started(task)
+        waker.sleepers += 1
+        try:
+            with trio.fail_after(math.inf if timeout is None else timeout):
+                while (first := self._take()) is None:
+                    await waker.park()
+        except trio.TooSlowError:
+            raise TimeoutError(f"no message within {timeout:g} s") from None
+        finally:
+            waker.sleepers -= 1
+        batch = [first]
+        while len(batch) < max_messages:
+            try:
+                msg = self._take()
+            except Error as exc:  # the end or a notice: for the next call
+                self._deferred = exc
+                break
+            if msg is None:
+                break
+            batch.append(msg)
+        if telemetry is not None:
+            for msg in batch:
+                telemetry.handed_out(msg, task)
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return [Msg(msg) for msg in batch]
+
     def _take(self) -> _SyncMsg | None:
         """Trio thread, no await: hand exactly one message over, or take nothing (None).
 
@@ -397,6 +444,9 @@ class Messages:
         """
         queue = self._queue
         assert queue is not None
+        if self._deferred is not None:
+            deferred, self._deferred = self._deferred, None
+            raise deferred
         local = self._local
         if self._stopped:
             queue.get_many_nowait(0)  # raises the terminal error, if the iterator broke first

@@ -70,8 +70,9 @@ def test_without_in_progress_messages_are_redelivered(client: natspull.Client) -
         msg.ack()
 
     t0 = time.monotonic()
-    # Pulls stay outstanding while the handlers run, so the server has somewhere to redeliver to.
-    ctx = consumer.consume(handler, workers=WORKERS, max_messages=4 * WORKERS)
+    # Pulls stay outstanding while the handlers run, so the server has somewhere to redeliver to;
+    # natspull keeps no lease (max_lease=0: no +WPI for buffered messages or handlers).
+    ctx = consumer.consume(handler, workers=WORKERS, max_messages=4 * WORKERS, max_lease=0)  # leases off
     try:
         ledger.settle(client, client.jetstream(), "SL", "c", 15)
     finally:

@@ -260,7 +260,7 @@ def test_a_rolling_upgrade_is_judged_by_the_node_connected_to() -> None:
 
     (natspull cannot see the versions of a consumer's replicas: on a newer node, a reset of an R3
     consumer with a 2.11 replica goes through, and nats-server 2.11.11 panics applying it - seen
-    with 2.15.1 - so new features wait until every node is upgraded; README "Supported servers".)
+    with 2.15.1 - so new features wait until every node is upgraded; docs/guides/servers.md.)
     """
     newest = find_server_binary()
     if ServerVersion.parse(server_version(newest)) < sf.CONSUMER_RESET.version:
@@ -277,3 +277,28 @@ def test_a_rolling_upgrade_is_judged_by_the_node_connected_to() -> None:
             js.add_consumer("R", durable_name="c")
             gated(ServerVersion(2, 11, 11), sf.CONSUMER_RESET, lambda: js.reset_consumer("R", "c", 1))
             assert js.pause_consumer("R", "c", 60).paused  # what 2.11 has works
+
+
+def test_publish_options_and_atomic_batches(js: natspull.JetStream, version: ServerVersion) -> None:
+    name = f"PUB{next(_ids)}"
+    config: dict[str, Any] = {}
+    if version >= sf.MSG_TTL.version:
+        config["allow_msg_ttl"] = True
+    if version >= sf.ATOMIC_BATCH.version:
+        config["allow_atomic"] = True
+    js.add_stream(name=name, subjects=[f"{name}.>"], **config)
+    stored = 0
+    for publish in (
+        lambda: js.publish(f"{name}.a", b"x", ttl=60),
+        lambda: js.publish_async(f"{name}.a", b"x", ttl="never").result(5),
+        lambda: js.publish_many([natspull.Publish(f"{name}.a", b"x", ttl=60)]),
+    ):
+        if gated(version, sf.MSG_TTL, publish) is not None:
+            stored += 1
+    batch = gated(
+        version, sf.ATOMIC_BATCH, lambda: js.publish_batch([(f"{name}.b", b"1"), (f"{name}.b", b"2")])
+    )
+    if batch is not None:
+        assert (batch.seq, batch.count) == (stored + 2, 2)
+        stored += 2
+    assert js.stream_info(name).state.messages == stored  # nothing stored where refused

@@ -296,7 +296,7 @@ def test_sigterm_drains_a_consume_context(nats_server: NatsServer) -> None:
                 proc.send_signal(signal.SIGTERM)
                 lines += _read_rest(proc, stderr).split()
                 assert proc.wait(timeout=10) == 0
-                assert time.monotonic() - t0 < 2.0
+                assert time.monotonic() - t0 < 5.0  # prompt: a drain that hung would take the 10 s wait
             assert_printed_were_acked(consumer, [int(x) for x in lines], max_messages)
 
 

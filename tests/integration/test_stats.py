@@ -34,7 +34,21 @@ MESSAGES_FIELDS = [
     "redelivered",
     "state",
 ]
-CONSUME_FIELDS = [*MESSAGES_FIELDS, "handled", "failed", "terminated", "lease_extensions", "workers_alive"]
+CONSUME_FIELDS = [
+    *MESSAGES_FIELDS,
+    "handled",
+    "failed",
+    "terminated",
+    "lease_extensions",
+    "workers_alive",
+    "auto_acked",
+    "unsettled",
+    "timed_out",
+    "stuck",
+    "late_settles",
+    "held",
+    "sent_back",
+]
 CLIENT_FIELDS = [
     "state",
     "reconnects",

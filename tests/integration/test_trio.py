@@ -860,3 +860,76 @@ async def test_on_event_of_a_trio_iterator(client: natspull.trio.Client) -> None
             await trio.sleep(0.005)
     assert [kind for kind, _ in events] == ["connected", "consumer_deleted"]
     assert all(name.startswith("natspull-events-") for _, name in events), events
+
+
+@pytest.mark.trio
+@pytest.mark.timeout(30)
+async def test_publish_options_items_and_atomic_batches(client: natspull.trio.Client) -> None:
+    js = client.jetstream()
+    await js.add_stream(name="TPUB", subjects=["tpub.>"], allow_msg_ttl=True, allow_atomic=True)
+    ack = await js.publish("tpub.a", b"1", msg_id="a", ttl=60, expected_last_subject_sequence=0)
+    assert ack.seq == 1
+    with pytest.raises(natspull.JetStreamAPIError) as info:
+        await js.publish("tpub.a", b"2", expected_last_sequence=5)
+    assert info.value.err_code == 10071
+    acks = await js.publish_many(
+        [("tpub.b", b"x"), ("tpub.c", b"y", {"k": "v"}), natspull.Publish("tpub.a", msg_id="a")]
+    )
+    assert [a.seq for a in acks] == [2, 3, 1] and acks[2].duplicate
+    batch = await js.publish_batch([("tpub.d", b"1"), ("tpub.d", b"2")])
+    assert (batch.stream, batch.seq, batch.count) == ("TPUB", 5, 2)
+    with pytest.raises(ValueError, match="ttl"):
+        await js.publish("tpub.a", b"", ttl=0.5)
+    assert (await js.stream_info("TPUB")).state.messages == 5
+
+
+@pytest.mark.trio
+@pytest.mark.timeout(30)
+async def test_next_batch_takes_what_is_there_without_waiting(client: natspull.trio.Client) -> None:
+    """next_batch(n): waits for the first message, then takes what is buffered, up to n."""
+    js, stream = await new_stream(client, 25)
+    consumer = await new_consumer(js, stream)
+    async with consumer.messages(max_messages=50) as msgs:
+        with pytest.raises(ValueError, match="max_messages"):
+            await msgs.next_batch(0)
+        with trio.fail_after(10):
+            while msgs.stats().buffered < 25:  # every message has arrived
+                await trio.sleep(0.005)
+        sizes = []
+        for _ in range(3):
+            batch = await msgs.next_batch(10)
+            sizes.append(len(batch))
+            for msg in batch:
+                msg.ack()
+        assert sizes == [10, 10, 5]
+        with pytest.raises(natspull.TimeoutError):
+            await msgs.next_batch(10, timeout=0.3)
+        await js.publish(f"{stream}.m", b"late")
+        batch = await msgs.next_batch(10, timeout=10)
+        assert [m.data for m in batch] == [b"late"]
+        batch[0].ack()
+    info = await settle(client, consumer)
+    assert (info.num_ack_pending, info.num_redelivered) == (0, 0)
+
+
+@pytest.mark.trio
+@pytest.mark.timeout(60)
+async def test_trio_messages_are_leased_from_arrival(client: natspull.trio.Client) -> None:
+    """A task at 50 ms per message over 100 buffered messages (5 s) with ack_wait=2 s: the
+    messages waiting in the queue or the trio-side deque are never redelivered."""
+    js, stream = await new_stream(client, 100)
+    consumer = await new_consumer(js, stream, ack_wait=2)
+    delivered = []
+    async with consumer.messages(max_messages=100) as msgs:
+        async for msg in msgs:
+            await trio.sleep(0.05)  # the task's work, not a synchronisation
+            delivered.append(msg.metadata.num_delivered)
+            if len(delivered) == 100:
+                assert (await consumer.info()).num_redelivered == 0
+            msg.ack()
+            if len(delivered) == 100:
+                break
+        assert msgs.stats().redelivered == 0
+    assert delivered == [1] * 100
+    info = await settle(client, consumer)
+    assert info.num_ack_pending == 0

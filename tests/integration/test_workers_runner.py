@@ -383,7 +383,9 @@ def test_a_crash_loop_ends_the_run(
 ) -> None:
     fill(js, stream, 10)
     consumer = durable(js, stream, ack_wait=1.0)  # each new child gets the crashing messages again
-    worker = start_worker(nats_server.url, "worker_targets:crash", stream, consumer)
+    # Every message crashes its process: no message is poison, the handler is (--poison-after none
+    # keeps the deaths counting toward the crash loop; tests/integration/test_fleet.py has the rest).
+    worker = start_worker(nats_server.url, "worker_targets:crash", stream, consumer, "--poison-after", "none")
     assert worker.wait() == EXIT_CRASH_LOOP, worker.stderr()
     out = worker.stdout()
     assert [f"restarting in {d} s" in out for d in ("0.5", "1", "2", "4")] == [True] * 4
@@ -408,6 +410,10 @@ def test_a_crash_loop_ends_the_run(
         ({"grace": 0}, ValueError, "grace must be a number of seconds > 0, got 0"),
         ({"status": "fancy"}, ValueError, "status must be one of auto, live, lines, off, got 'fancy'"),
         ({"consume_options": {"workers": 2}}, ValueError, "consume_options: 'workers' is not allowed"),
+        ({"http": "host"}, ValueError, "http must look like '[HOST:]PORT'"),
+        ({"poison_after": 0}, ValueError, "poison_after"),
+        ({"hard_timeout": 0}, ValueError, "hard_timeout must be a number of seconds > 0 or None, got 0"),
+        ({"dead_letter": ""}, TypeError, "dead_letter must be a subject string or None"),
     ],
 )
 def test_run_workers_checks_its_arguments_at_once(
@@ -586,3 +592,104 @@ def test_max_lease_flag(
     wait_until(lambda: drained(js, stream), 30, "the message acked")
     worker.proc.send_signal(signal.SIGTERM)
     assert worker.wait() == EXIT_OK, worker.stderr()
+
+
+# ---------------------------------------------------------------- consume() flags
+
+
+@pytest.mark.timeout(90)
+def test_auto_ack_flag(
+    nats_server: NatsServer, js: natspull.JetStream, stream: str, start_worker: Callable[..., Worker]
+) -> None:
+    """--auto-ack: a handler that never acks leaves nothing ack-pending."""
+    n = 50
+    fill(js, stream, n)
+    consumer = durable(js, stream, ack_wait=30.0)
+    worker = start_worker(nats_server.url, "worker_targets:noack", stream, consumer, "--auto-ack")
+    wait_until(lambda: drained(js, stream), 60, lambda: progress(worker, js, stream, n))
+    seen = collections.Counter(int(f[2]) for f in worker.ledger.lines() if f[0] == "seen")
+    assert sorted(seen) == list(range(1, n + 1)) and set(seen.values()) == {1}
+    worker.proc.send_signal(signal.SIGTERM)
+    assert worker.wait() == EXIT_OK, worker.stderr()
+
+
+@pytest.mark.timeout(90)
+def test_batch_flag(
+    nats_server: NatsServer, js: natspull.JetStream, stream: str, start_worker: Callable[..., Worker]
+) -> None:
+    """--batch 10 (--batch-wait 0.2): the handler gets lists of 1 to 10 messages."""
+    n = 200
+    fill(js, stream, n)
+    consumer = durable(js, stream)
+    worker = start_worker(
+        nats_server.url, "worker_targets:batch", stream, consumer, "--batch", "10", "--batch-wait", "0.2"
+    )
+    wait_until(lambda: drained(js, stream), 60, lambda: progress(worker, js, stream, n))
+    sizes = [int(f[2]) for f in worker.ledger.lines() if f[0] == "batch"]
+    assert sum(sizes) == n and all(1 <= size <= 10 for size in sizes), sizes
+    assert max(sizes) > 1  # the messages were there: batches, not single calls
+    assert sorted(worker.ledger.acked()) == list(range(1, n + 1))
+    worker.proc.send_signal(signal.SIGTERM)
+    assert worker.wait() == EXIT_OK, worker.stderr()
+    (row,) = final_rows(worker.stdout(), 1)
+    assert (row["handled"], row["failed"]) == (n, 0)
+
+
+@pytest.mark.timeout(90)
+def test_key_flag_keeps_per_subject_order(
+    nats_server: NatsServer, js: natspull.JetStream, stream: str, start_worker: Callable[..., Worker]
+) -> None:
+    """--key subject with 2 threads: each subject's messages are handled in stream order."""
+    n = 300
+    js.publish_many((f"{stream}.k{i % 5}", b"%d" % i) for i in range(n))
+    consumer = durable(js, stream)
+    worker = start_worker(
+        nats_server.url, "worker_targets:keyed", stream, consumer, "--key", "subject", "--threads", "2"
+    )
+    wait_until(lambda: drained(js, stream), 60, lambda: progress(worker, js, stream, n))
+    by_subject: dict[str, list[int]] = collections.defaultdict(list)
+    for f in worker.ledger.lines():
+        if f[0] == "keyed":
+            by_subject[f[2]].append(int(f[3]))
+    assert sorted(by_subject) == [f"{stream}.k{i}" for i in range(5)]
+    for seqs in by_subject.values():
+        assert seqs == sorted(seqs) and len(seqs) == n // 5
+    worker.proc.send_signal(signal.SIGTERM)
+    assert worker.wait() == EXIT_OK, worker.stderr()
+
+
+@pytest.mark.timeout(90)
+def test_key_flag_header_and_bad_specs(
+    nats_server: NatsServer, js: natspull.JetStream, stream: str, start_worker: Callable[..., Worker]
+) -> None:
+    """--key header:NAME keys by the header; a malformed spec is a usage error."""
+    for i in range(20):
+        js.publish(f"{stream}.m", b"%d" % i, headers={"Account": f"a{i % 2}"})
+    consumer = durable(js, stream)
+    bad = start_worker(nats_server.url, "worker_targets:keyed", stream, consumer, "--key", "header:")
+    assert bad.wait() == EXIT_USAGE
+    worker = start_worker(
+        nats_server.url, "worker_targets:keyed", stream, consumer, "--key", "header:Account", "--threads", "2"
+    )
+    wait_until(lambda: drained(js, stream), 60, lambda: progress(worker, js, stream, 20))
+    seqs = [int(f[3]) for f in worker.ledger.lines() if f[0] == "keyed"]
+    assert sorted(seqs) == list(range(1, 21))
+    worker.proc.send_signal(signal.SIGTERM)
+    assert worker.wait() == EXIT_OK, worker.stderr()
+
+
+@pytest.mark.timeout(90)
+def test_handler_timeout_flag(
+    nats_server: NatsServer, js: natspull.JetStream, stream: str, start_worker: Callable[..., Worker]
+) -> None:
+    """--handler-timeout 1: a stuck handler's message is NAKed and handled again by another thread."""
+    js.publish(f"{stream}.m", b"stuck")
+    fill(js, stream, 5)
+    consumer = durable(js, stream, ack_wait=30.0)
+    worker = start_worker(
+        nats_server.url, "worker_targets:stuck", stream, consumer, "--handler-timeout", "1",
+        "--threads", "2", "--retry", "none",
+    )  # fmt: skip
+    wait_until(lambda: drained(js, stream), 30, lambda: progress(worker, js, stream, 6))
+    assert sorted(worker.ledger.acked()) == list(range(1, 7))
+    assert [f[2] for f in worker.ledger.lines() if f[0] == "stuck"] == ["1"]

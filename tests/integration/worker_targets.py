@@ -10,14 +10,23 @@ O_APPEND write (atomic for lines this short, whichever process writes):
     fail <pid> <stream seq> <num_delivered> <time.monotonic()>   ``fail`` raised
     init <pid>                    an init function ran (``init_record``, ``init_fails``)
 
+    poison <pid> <stream seq>     ``poison`` is about to kill its process
+    stuck <pid> <stream seq>      ``stuck`` is about to block for good
+    seen <pid> <stream seq>       ``noack`` saw a message (and left it unsettled)
+    batch <pid> <size>            ``batch`` got a list of that many messages
+    keyed <pid> <subject> <seq>   ``keyed`` handled a message (then acked it)
+
 ``slow`` blocks until the file $NATSPULL_TEST_RELEASE exists (at most 60 s), the "slow operation"
-a signal arrives during.
+a signal arrives during. With $NATSPULL_TEST_HOLD set, a worker process (not the supervisor)
+waits at import until that file exists (at most 60 s): a process held in its start-up.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import random
+import signal
 import time
 
 import natspull
@@ -37,6 +46,12 @@ def _write(line: str) -> None:
 
 if LEDGER:
     _write(f"load {os.getpid()} {multiprocessing.current_process().name}")
+
+HOLD = os.environ.get("NATSPULL_TEST_HOLD", "")
+if HOLD and multiprocessing.current_process().name != "MainProcess":
+    _held_until = time.monotonic() + 60.0
+    while not os.path.exists(HOLD) and time.monotonic() < _held_until:
+        time.sleep(0.01)
 
 
 def record(msg: natspull.Msg) -> None:
@@ -72,6 +87,24 @@ def crash(msg: natspull.Msg) -> None:
     os._exit(70)
 
 
+def poison(msg: natspull.Msg) -> None:
+    """A message whose data is ``poison`` kills the process (SIGKILL, every delivery); the
+    others go to :func:`record`."""
+    if msg.data == b"poison":
+        _write(f"poison {os.getpid()} {msg.metadata.sequence.stream}")
+        os.kill(os.getpid(), signal.SIGKILL)
+    record(msg)
+
+
+def stuck(msg: natspull.Msg) -> None:
+    """A message whose data is ``stuck`` blocks its handler for good (well, 120 s) at its first
+    delivery; the others, and its redelivery, go to :func:`record`."""
+    if msg.data == b"stuck" and msg.metadata.num_delivered == 1:
+        _write(f"stuck {os.getpid()} {msg.metadata.sequence.stream}")
+        time.sleep(120.0)
+    record(msg)
+
+
 def spin(msg: natspull.Msg) -> None:
     """About SPIN seconds of pure-Python CPU work, then ack (the benchmark's handler)."""
     end = time.perf_counter() + SPIN
@@ -100,3 +133,23 @@ def publish_result(msg: natspull.Msg) -> None:
     """Publish ``result.<seq>`` on the process's own client (natspull.worker_client()), ack."""
     natspull.worker_client().publish(f"result.{msg.metadata.sequence.stream}", msg.data)
     record(msg)
+
+
+def noack(msg: natspull.Msg) -> None:
+    """Write ``seen <pid> <seq>`` and return without settling (``--auto-ack`` acks it)."""
+    _write(f"seen {os.getpid()} {msg.metadata.sequence.stream}")
+
+
+def batch(msgs: list[natspull.Msg]) -> None:
+    """``--batch``: write ``batch <pid> <size>``, then :func:`record` each message."""
+    _write(f"batch {os.getpid()} {len(msgs)}")
+    for msg in msgs:
+        record(msg)
+
+
+def keyed(msg: natspull.Msg) -> None:
+    """``--key``: 0-2 ms of simulated I/O (shuffles the threads), write ``keyed <pid> <subject>
+    <seq>``, ack."""
+    time.sleep(random.random() * 0.002)
+    _write(f"keyed {os.getpid()} {msg.subject} {msg.metadata.sequence.stream}")
+    msg.ack()

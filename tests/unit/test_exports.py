@@ -19,6 +19,7 @@ import natspull.testing
 EXPECTED_ALL = [
     "AckPolicy",
     "Backoff",
+    "BatchAck",
     "Client",
     "ClientStats",
     "ConnectError",
@@ -38,6 +39,7 @@ EXPECTED_ALL = [
     "IteratorClosedError",
     "JetStream",
     "JetStreamAPIError",
+    "LazyClient",
     "Messages",
     "MessagesStats",
     "Metadata",
@@ -54,6 +56,7 @@ EXPECTED_ALL = [
     "PriorityGroupState",
     "PriorityPolicy",
     "PubAck",
+    "Publish",
     "ReplayPolicy",
     "RetentionPolicy",
     "StorageType",

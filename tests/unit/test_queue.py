@@ -282,3 +282,51 @@ def test_stop_after_a_finished_drain_discards_what_is_left() -> None:
     assert [m.reply for m in rec.discarded] == ["r1", "r2"]
     with pytest.raises(natspull.IteratorClosedError):
         q.get(0)
+
+
+def test_get_batch_takes_what_is_buffered_up_to_count() -> None:
+    q = Recorder().queue()
+    q.put_many(msgs(5))
+    assert [m.reply for m in q.get_batch(3, 0)] == ["r0", "r1", "r2"]
+    assert [m.reply for m in q.get_batch(3, 0)] == ["r3", "r4"]  # no waiting for a third
+    with pytest.raises(natspull.TimeoutError):
+        q.get_batch(3, 0.01)
+    assert q.stats()["delivered"] == 5
+
+
+def test_get_batch_blocks_for_the_first_and_gathers_until_the_deadline() -> None:
+    q = Recorder().queue()
+    out: list[object] = []
+
+    def run() -> None:
+        out.append(q.get_batch(4, 5, gather=5))
+
+    t = threading.Thread(target=run)
+    t.start()
+    deadline = time.monotonic() + 5
+    while q.stats()["waiters"] == 0:  # really blocked for the first message
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    for i in range(4):  # each wakes the gathering thread; the fourth completes the batch
+        q.put_many(msgs(1, i))
+    t.join(5)
+    assert not t.is_alive()
+    assert [m.reply for m in out[0]] == ["r0", "r1", "r2", "r3"]  # type: ignore[attr-defined]
+
+
+def test_get_batch_gathering_ends_at_the_end_and_leaves_it_for_the_next_call() -> None:
+    q = Recorder().queue()
+    q.put_many(msgs(2))
+    q.drain()
+    q.finish()
+    assert len(q.get_batch(5, 1, gather=5)) == 2  # no waiting: closed
+    with pytest.raises(natspull.IteratorClosedError):
+        q.get_batch(5, 1)
+
+
+def test_get_batch_honours_stop_after() -> None:
+    rec = Recorder()
+    q = rec.queue(Flow(max_msgs=10, max_bytes=0, threshold_msgs=5, threshold_bytes=0, limit=3))
+    q.put_many(msgs(5))
+    assert len(q.get_batch(10, 0, lease=True, gather=1)) == 3
+    assert q.state is State.CLOSED and len(rec.discarded) == 2

@@ -1,4 +1,5 @@
-"""The supported server range is stated once and kept in step: README "Supported servers", the
+"""The supported server range is stated once and kept in step: docs/guides/servers.md (the README
+links it and states the oldest release), the
 feature table in natspull._server_features, the nox session that tests the oldest release, the
 compatibility test file and the package's extras. No server."""
 
@@ -19,6 +20,10 @@ ROOT = Path(__file__).parents[2]
 
 
 def _section() -> str:
+    return (ROOT / "docs" / "guides" / "servers.md").read_text()
+
+
+def _readme_section() -> str:
     readme = (ROOT / "README.md").read_text()
     return readme.split("## Supported servers\n", 1)[1].split("\n## ", 1)[0]
 
@@ -32,6 +37,8 @@ def _oldest_tested() -> str:
 def test_the_readme_states_the_oldest_release() -> None:
     major, minor, _ = sf.OLDEST
     assert f"**nats-server {major}.{minor}.0 and newer**" in _section()
+    assert f"**nats-server {major}.{minor}.0 and newer**" in _readme_section()
+    assert "docs/guides/servers.md" in _readme_section()
 
 
 def test_the_oldest_release_is_what_ci_tests() -> None:
@@ -54,7 +61,7 @@ def test_the_readme_table_has_every_feature_at_its_version() -> None:
         cells = [cell.strip() for cell in line.strip("|").split("|")]
         if len(cells) == 2 and re.fullmatch(r"[\d.]+", cells[1]):
             rows[cells[0]] = cells[1]
-    # The README's words for each feature: a field, header or call named in the table's row.
+    # The page's words for each feature: a field, header or call named in the table's row.
     words = {
         sf.PRIORITY_GROUPS: "priority groups",
         sf.POLICY_PINNED_CLIENT: "`pinned_client`",
