@@ -135,7 +135,27 @@ class Msg:
         ConnectionClosedError after the client closed, ForkedError in a child
         process after os.fork() (the message is the parent's). Any thread.
         """
-        self._send(_ACK, terminal=True)
+        # _send(_ACK, terminal=True) with _check() inlined: one call less each, on every message.
+        sink = self._sink
+        if sink is None or not self.reply:
+            self._send(_ACK, terminal=True)  # raises
+            return
+        with _ack_lock:
+            acked = self._acked
+            if not acked:
+                self._acked = True
+                self._settled = _ACK
+        if acked:  # (also a message taken back: then _send reports the late ack)
+            self._send(_ACK, terminal=True)  # raises MsgAlreadyAckedError (or ForkedError)
+            return
+        try:
+            sink.publish_nowait(self.reply, _ACK)
+        except BaseException:
+            self._acked = False
+            self._settled = b""
+            raise
+        if self._otel is not None:
+            self._otel.settled(_ACK)
 
     def nak(self, delay: float | None = None) -> None:
         """Ask for redelivery, now or after *delay* seconds. Returns at once.

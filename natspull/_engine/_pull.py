@@ -462,12 +462,15 @@ class PullEngine:
                 self._set_pin(pin)
                 self.emit("pinned", pin_id=pin)
         burst = self._burst
+        first = not burst
         burst.append(Msg(subject, data, reply, headers, self.ack_sink, size))
         # Messages come through the connection's parser (nats-py's reader calls it per read),
         # fast path or not: hand the read's burst over when it is parsed (else: next iteration).
-        if len(burst) == 1 and not self._link.after_read(self._flush_burst):
+        if first and not self._link.after_read(self._flush_burst):
             self.loop_thread.loop.call_soon(self._flush_burst)
-        self.mode.on_delivered(size)
+        mode = self.mode
+        if mode.__class__ is not Continuous:  # (Continuous counts nothing: no call per message)
+            mode.on_delivered(size)
 
     def _flush_burst(self) -> None:
         """Hand the messages that arrived in this loop iteration to the queue in one go, through

@@ -61,7 +61,7 @@ import itertools
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from .._msg import Msg
@@ -112,7 +112,7 @@ class MsgQueue:
         on_state: Callable[[State], None] = lambda state: None,
         on_ready: Callable[[], None] = _noop,
         on_take: Callable[[Msg], None] | None = None,
-        count_redelivered: Callable[[list[Msg]], int] | None = None,
+        count_redelivered: Callable[[Iterable[Msg]], int] | None = None,
         source: tuple[str, str] = ("", ""),
     ) -> None:
         self.flow = flow
@@ -128,18 +128,20 @@ class MsgQueue:
         # It must only store it: no lock, no blocking. An adapter that takes ahead of its own
         # readers (natspull.trio) takes it over and reports each message as it hands it out.
         self.on_take = on_take
-        # How many of a take's messages are redeliveries (the engine knows how to tell; None:
-        # not counted). Called with the lock held, once per take.
+        # How many of some messages are redeliveries (the engine knows how to tell; None: not
+        # counted). Called with the lock held, once per burst buffered (and on a discard and
+        # in stats(), for what is still buffered).
         self._count_redelivered = count_redelivered
         # Set (before the engine starts) when a LeaseKeeper leases the messages from their
         # arrival: each take stamps the messages it hands out (Msg._out, one monotonic per take),
         # release() those an adapter hands out, or a consume() worker lets go.
         self.stamp = False
-        # _cond's lock guards every field below. It is a leaf in the lock order:
+        # _lock (_cond's lock) guards every field below. It is a leaf in the lock order:
         # nothing that takes another natspull lock is called while holding it.
         # Re-entrant only so that a signal handler can *detect* that it
         # interrupted its own thread (see module docstring), never to nest.
-        self._cond = threading.Condition(threading.RLock())
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)  # get()'s hot path takes the lock alone
         self._items: deque[Msg] = deque()
         self._state = State.OPEN
         self._error: BaseException | None = None  # terminal; set only together with CLOSED
@@ -152,7 +154,10 @@ class MsgQueue:
         self._leased_bytes = 0
         self._low_armed = True  # on_low fires at most once per reserve()
         self._delivered = 0  # handed out by get(), ever
-        self._redelivered = 0  # of those, the ones with num_delivered > 1
+        # Redeliveries (num_delivered > 1) among the messages buffered so far, less those
+        # discarded: stats() subtracts the ones still buffered, so that it reports those handed
+        # out. Counted per burst in put_many(), not per take: no call per message in get().
+        self._redelivered = 0
         self._waiters = 0
         self._created_in = _fork.pid
         # Set only in a child process after os.fork(), together with CLOSED (see _after_fork_in_child).
@@ -166,10 +171,12 @@ class MsgQueue:
         fork); the buffer is dropped unseen: those deliveries are the parent's,
         which hands them out and acks them.
         """
-        self._cond = threading.Condition(threading.RLock())
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
         self.forked = _fork.forked_error("this messages()/consume() iterator", self._created_in)
         self._error = self.forked
         self._state = State.CLOSED
+        self._redelivered -= self._redeliveries(self._items)
         self._items.clear()
         self._notice = None
         self._buffered_bytes = self._pending_msgs = self._pending_bytes = 0
@@ -192,10 +199,10 @@ class MsgQueue:
         return self._error
 
     def stats(self) -> dict[str, int]:
-        with self._cond:
+        with self._lock:
             return {
                 "delivered": self._delivered,
-                "redelivered": self._redelivered,
+                "redelivered": self._redelivered - self._redeliveries(self._items),
                 "buffered": len(self._items),
                 "pending_msgs": self._pending_msgs,
                 "pending_bytes": self._pending_bytes,
@@ -213,8 +220,42 @@ class MsgQueue:
         (NoHeartbeatError). With ``lease=True`` the message keeps counting as
         pending until :meth:`release`. Any thread.
         """
+        # The hot path: a message is buffered. One acquisition of the lock and no call but
+        # the hooks; what it does is _take_locked(1, lease) spelled out for one message
+        # (a buffered message implies that stop_after's limit is not reached: see
+        # _take_locked, which closes the queue when it is).
+        msg: Msg | None = None
+        with self._lock:
+            items = self._items
+            if items and self._notice is None:
+                msg = items.popleft()
+                size = msg.size
+                if self.on_take is not None:
+                    self.on_take(msg)
+                if self.stamp and not lease:
+                    msg._out = time.monotonic()
+                self._buffered_bytes -= size
+                delivered = self._delivered = self._delivered + 1
+                if lease:
+                    self._leased_msgs += 1
+                    self._leased_bytes += size
+                    low = False
+                else:
+                    low = self._release_locked(size)
+                limit = self.flow.limit
+                discard = self._close_locked(None) if limit is not None and delivered >= limit else None
+        if msg is None:
+            return self._get_waiting(timeout, lease)
+        if discard is not None:
+            self._announce(State.CLOSED, discard)
+        if low:
+            self._on_low()
+        return msg
+
+    def _get_waiting(self, timeout: float | None, lease: bool) -> Msg:
+        """:meth:`get` when nothing was buffered: wait, or raise the notice or the end."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
+        with self._lock:
             self._wait_ready_locked(deadline, timeout)
             taken, low, discard = self._take_locked(1, lease)
         self._after_take(low, discard)
@@ -279,7 +320,7 @@ class MsgQueue:
         raises like :meth:`get` (notice, terminal error, IteratorClosedError)
         otherwise. Never waits but for the lock. Any thread.
         """
-        with self._cond:
+        with self._lock:
             if not self._ready_locked():
                 return []
             taken, low, discard = self._take_locked(limit, lease)
@@ -311,9 +352,6 @@ class MsgQueue:
             on_take = self.on_take
             if on_take is not None:
                 on_take(taken[-1])
-            count_redelivered = self._count_redelivered
-            if count_redelivered is not None:
-                self._redelivered += count_redelivered(taken)
         low = False
         if self.stamp and not lease:
             now = time.monotonic()
@@ -345,7 +383,7 @@ class MsgQueue:
         done with it (its lease from arrival ends). Any thread."""
         if self.stamp:
             msg._out = -1.0 if let_go else time.monotonic()
-        with self._cond:
+        with self._lock:
             self._leased_msgs -= 1
             self._leased_bytes -= msg.size
             low = self._release_locked(msg.size)
@@ -354,12 +392,12 @@ class MsgQueue:
 
     def wait_closed(self, timeout: float | None) -> bool:
         """Block until the state is CLOSED or *timeout* passes; True if closed. Any thread."""
-        with self._cond:
+        with self._lock:
             return self._cond.wait_for(lambda: self._state is State.CLOSED, timeout)
 
     def take_all(self) -> list[Msg]:
         """Hand out everything buffered at once (``fetch()``). Raises the terminal error, if any."""
-        with self._cond:
+        with self._lock:
             if self._error is not None and not self._items:
                 raise self._error
             taken, low, discard = self._take_locked(len(self._items), lease=False)
@@ -373,10 +411,11 @@ class MsgQueue:
 
         A CLOSED queue refuses them: they go to ``on_discard`` (NAK) instead.
         """
-        with self._cond:
+        with self._lock:
             accepted = self._state is not State.CLOSED
             if accepted:
                 self._items.extend(msgs)
+                self._redelivered += self._redeliveries(msgs)
                 self._buffered_bytes += sum(msg.size for msg in msgs)
                 if self.flow.max_bytes and self._pending_bytes <= self._buffered_bytes + self._leased_bytes:
                     # Every requested byte has arrived. The server ends a request whose bytes
@@ -398,7 +437,7 @@ class MsgQueue:
         (DRAINING/CLOSED). Re-arms ``on_low``. Loop thread.
         """
         flow = self.flow
-        with self._cond:
+        with self._lock:
             self._low_armed = True
             if self._state is not State.OPEN or not self._below_threshold_locked():
                 return 0, 0
@@ -417,7 +456,7 @@ class MsgQueue:
     def book(self, msgs: int) -> bool:
         """Count *msgs* more as requested, beyond the threshold rule (a pull that must reach
         the server now). False, booking nothing, unless OPEN. Loop thread."""
-        with self._cond:
+        with self._lock:
             if self._state is not State.OPEN:
                 return False
             self._pending_msgs += msgs
@@ -425,7 +464,7 @@ class MsgQueue:
 
     def adjust_pending(self, msgs: int, nbytes: int) -> None:
         """Subtract what the server says a pull left unfilled (408/409). Loop thread."""
-        with self._cond:
+        with self._lock:
             self._pending_msgs = max(self._pending_msgs - msgs, 0)
             self._pending_bytes = max(self._pending_bytes - nbytes, 0)
 
@@ -434,13 +473,13 @@ class MsgQueue:
 
         Buffered and leased messages stay valid and keep counting. Loop thread.
         """
-        with self._cond:
+        with self._lock:
             self._pending_msgs = len(self._items) + self._leased_msgs
             self._pending_bytes = self._buffered_bytes + self._leased_bytes
 
     def holds_messages(self) -> bool:
         """True while messages are buffered or leased to handlers."""
-        with self._cond:
+        with self._lock:
             return bool(self._items) or self._leased_msgs > 0
 
     def has_outstanding(self) -> bool:
@@ -450,14 +489,14 @@ class MsgQueue:
         (the server ends it when they are used up), while its message count may
         be left over from a request that ended so.
         """
-        with self._cond:
+        with self._lock:
             if self.flow.max_bytes:
                 return self._pending_bytes > self._buffered_bytes + self._leased_bytes
             return self._pending_msgs > len(self._items) + self._leased_msgs
 
     def notice(self, exc: BaseException) -> None:
         """Have the next get() raise *exc* once (non-terminal). Any thread."""
-        with self._cond:
+        with self._lock:
             if self._state is State.CLOSED:
                 return
             self._notice = exc
@@ -508,7 +547,7 @@ class MsgQueue:
                 target=self._transition, args=(change,), name=f"natspull-signal-{next(_helper_ids)}"
             ).start()
             return
-        with self._cond:
+        with self._lock:
             discard = change()
             state = self._state
         if discard is not None:
@@ -540,14 +579,21 @@ class MsgQueue:
             discard = list(self._items)
             self._items.clear()
             self._buffered_bytes = 0
+            self._redelivered -= self._redeliveries(discard)
             return discard
         self._error = exc
         discard = list(self._items)
+        self._redelivered -= self._redeliveries(discard)
         self._items.clear()
         self._buffered_bytes = 0
         self._notice = None
         self._set_state_locked(State.CLOSED)
         return discard
+
+    def _redeliveries(self, msgs: Iterable[Msg]) -> int:
+        """Lock held. How many of *msgs* are redeliveries (0 when the queue does not count)."""
+        count = self._count_redelivered
+        return 0 if count is None or not msgs else count(msgs)
 
     def _set_state_locked(self, state: State) -> None:
         """Lock held."""
@@ -563,9 +609,13 @@ class MsgQueue:
 
     def _release_locked(self, size: int) -> bool:
         """Lock held. Returns True when on_low must be called (after releasing the lock)."""
-        self._pending_msgs = max(self._pending_msgs - 1, 0)
-        self._pending_bytes = max(self._pending_bytes - size, 0)
-        if self._low_armed and self._state is State.OPEN and self._below_threshold_locked():
-            self._low_armed = False
-            return True
+        pending = self._pending_msgs - 1
+        self._pending_msgs = pending = pending if pending > 0 else 0
+        nbytes = self._pending_bytes - size
+        self._pending_bytes = nbytes = nbytes if nbytes > 0 else 0
+        if self._low_armed and self._state is State.OPEN:
+            flow = self.flow  # _below_threshold_locked(), inlined: once per message
+            if nbytes < flow.threshold_bytes if flow.max_bytes else pending < flow.threshold_msgs:
+                self._low_armed = False
+                return True
         return False

@@ -93,7 +93,9 @@ class LoopThread:
 
     def check_not_in_loop(self, what: str) -> None:
         """Raise RuntimeError if a blocking call named *what* is made on the loop thread."""
-        if self.in_loop_thread():
+        # The id first (one C call; every message of an iterator passes here), the thread
+        # object only when it matches: an id may be reused once the loop thread has ended.
+        if threading.get_ident() == self._thread.ident and self.in_loop_thread():
             raise RuntimeError(
                 f"{what} blocks and cannot be called from the natspull event-loop thread "
                 f"({self._thread.name}); call it from another thread"

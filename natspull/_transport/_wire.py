@@ -114,6 +114,7 @@ def _write_joined(transport: TcpTransport, payload: list[bytes]) -> None:
     writer.write(b"".join(payload))
 
 
+_CRLF = b"\r\n"
 _NO_FLUSH_TIMEOUT = 3600  # nats-py's own flush timeout: never reached, see Connection.ping
 _AUTH_FAILURES = ("authorization violation", "authentication", "user authentication expired")
 
@@ -474,7 +475,11 @@ class Wire:
         if writer is None:
             return False
         room = WRITE_HIGH_WATER - writer.transport.get_write_buffer_size()
-        commands = []
+        # One list of pieces, joined once: per entry its PUB line (as nats-py's pub_cmd formats
+        # it), its payload and CRLF, without a call or a concatenation per entry.
+        parts: list[bytes] = []
+        append = parts.append
+        sent = 0
         sent_bytes = 0  # payload bytes, as nats-py's publish counts them
         done = True
         while entries:
@@ -482,17 +487,22 @@ class Wire:
                 done = False
                 break
             entry = entries.popleft()
-            if entry[3] is not None:  # headers: nats-py formats it (rare)
+            subject, payload, reply, headers = entry
+            if headers is not None:  # headers: nats-py formats it (rare)
                 entries.appendleft(entry)  # the loop thread is the only consumer
                 done = False
                 break
-            command = pub_cmd(entry[0], entry[2], entry[1])
-            room -= len(command)
-            commands.append(command)
-            sent_bytes += len(entry[1])
-        if commands:
-            writer.write(b"".join(commands))
-            _count_out(nc, len(commands), sent_bytes)
+            size = len(payload)
+            line = f"PUB {subject} {reply} {size}\r\n".encode()
+            append(line)
+            append(payload)
+            append(_CRLF)
+            room -= len(line) + size + 2
+            sent += 1
+            sent_bytes += size
+        if parts:
+            writer.write(b"".join(parts))
+            _count_out(nc, sent, sent_bytes)
         return done
 
     async def write(self, entries: deque[Entry]) -> None:

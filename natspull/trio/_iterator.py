@@ -349,10 +349,17 @@ class Messages:
 
     @trio.lowlevel.enable_ki_protection
     async def __anext__(self) -> Msg:
+        # next() without its own coroutine when a message is ready and telemetry is off (the
+        # common case of ``async for``): the same checkpoints, one coroutine less per message.
+        await trio.lowlevel.checkpoint_if_cancelled()
         try:
-            return await self.next()
+            msg = None if self._waker is None or _otel.current() is not None else self._take()
+            if msg is None:
+                return await self.next()  # (waits; its checkpoint_if_cancelled() is a no-op now)
         except IteratorClosedError:
             raise StopAsyncIteration from None
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return Msg(msg)
 
     # ------------------------------------------------------------------ receiving
 
