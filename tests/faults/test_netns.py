@@ -26,10 +26,11 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import wait_until
 
 import natspull
 from natspull.testing import find_server_binary
@@ -45,17 +46,6 @@ HERE = str(Path(__file__).parent)
 
 def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30, check=check)
-
-
-def poll(predicate: Callable[[], object], timeout: float, what: str | Callable[[], str]) -> None:
-    """Poll *predicate* every 0.1 s until true; fail after *timeout* seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(
-                f"timed out after {timeout} s waiting for {what() if callable(what) else what}"
-            )
-        time.sleep(0.1)
 
 
 class Net:
@@ -249,7 +239,7 @@ def test_five_hosts_worker_killed_link_cut_server_killed(net: Net, tmp_path: Pat
     try:
         for server in SERVERS:
             hosts.start_server(server)
-        poll(
+        wait_until(
             lambda: all(hosts.healthy(s) for s in SERVERS),
             60,
             lambda: f"a healthy cluster\n{hosts.log_tail()}",
@@ -266,7 +256,7 @@ def test_five_hosts_worker_killed_link_cut_server_killed(net: Net, tmp_path: Pat
                 return False
             return True
 
-        poll(create, 30, "the R3 stream created")
+        wait_until(create, 30, "the R3 stream created")
         phase("cluster")
         js.publish_many((f"netns.{i % 10}", b"%08d" % i) for i in range(TOTAL))
         js.add_consumer(
@@ -282,39 +272,41 @@ def test_five_hosts_worker_killed_link_cut_server_killed(net: Net, tmp_path: Pat
             hosts.start_worker(worker)
         progress = lambda: f"{handled(hosts)} of {TOTAL} handled\n{hosts.log_tail()}"  # noqa: E731
         # 1. w1's runner SIGKILLed mid-run (its processes stop on their own), then restarted
-        poll(lambda: handled(hosts) >= 3000, 90, progress)
+        wait_until(lambda: handled(hosts) >= 3000, 90, progress)
         phase("w1 killed")
         hosts.kill("w1")
-        poll(
+        wait_until(
             lambda: not [p for p in ip("netns", "pids", net.ns("w1")).stdout.split()],
             30,
             "w1's processes gone",
         )
         hosts.start_worker("w1")
         # 2. w2's link cut for 10 s, then restored; w1 carries on meanwhile
-        poll(lambda: handled(hosts) >= 6000, 90, progress)
+        wait_until(lambda: handled(hosts) >= 6000, 90, progress)
         phase("w2 cut")
         net.link("w2", "down")
         before, cut_until = handled(hosts), time.monotonic() + 10
-        poll(lambda: time.monotonic() >= cut_until, 15, "the end of the cut")
+        wait_until(lambda: time.monotonic() >= cut_until, 15, "the end of the cut")
         net.link("w2", "up")
         assert handled(hosts) > before, "w1 handled nothing while w2 was cut off"
         # 3. a server host killed and restarted (same store: it catches up from the others)
-        poll(lambda: handled(hosts) >= 12000, 90, progress)
+        wait_until(lambda: handled(hosts) >= 12000, 90, progress)
         phase("s3 killed")
         hosts.kill("s3")
         hosts.start_server("s3")
-        poll(lambda: hosts.healthy("s3"), 60, lambda: f"s3 healthy again\n{hosts.log_tail()}")
+        wait_until(lambda: hosts.healthy("s3"), 60, lambda: f"s3 healthy again\n{hosts.log_tail()}")
         # every message handled, and every ack on the server
         phase("s3 healthy")
-        poll(lambda: handled(hosts) == TOTAL, 120, progress)
+        wait_until(lambda: handled(hosts) == TOTAL, 120, progress)
         phase("all handled")
 
         def settled() -> bool:
             info = js.consumer_info(STREAM, CONSUMER)
             return info.num_pending == 0 and info.num_ack_pending == 0
 
-        poll(settled, 60, lambda: f"no message pending or unacked: {js.consumer_info(STREAM, CONSUMER)}")
+        wait_until(
+            settled, 60, lambda: f"no message pending or unacked: {js.consumer_info(STREAM, CONSUMER)}"
+        )
         phase("all acked")
         info = js.consumer_info(STREAM, CONSUMER)
         assert info.ack_floor.stream_seq == TOTAL

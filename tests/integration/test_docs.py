@@ -265,7 +265,7 @@ class Browser:
             if answer.get("id") == call_id:
                 if "error" in answer:
                     raise RuntimeError(f"{method}: {answer['error']}")
-                result: dict[str, Any] = answer.get("result", {})
+                result: dict[str, Any] = answer["result"]  # every answer without "error" has one
                 return result
             self.events.append(answer)
 
