@@ -21,8 +21,8 @@ code (``natspull --help`` lists them); a traceback means a bug.
 
 Signals belong to the main thread. SIGHUP (the terminal closed) is treated
 like SIGTERM, unless it was ignored when the program started (``nohup``).
-While messages flow, SIGINT/SIGTERM/SIGHUP go to ``natspull.shutdown_on_signals``
-(first: drain, second: stop). Outside that window SIGTERM and SIGHUP raise
+While messages flow (the demo publishing, or consuming), SIGINT/SIGTERM/SIGHUP go to
+``natspull.shutdown_on_signals`` (first: drain, second: stop). Outside that window SIGTERM and SIGHUP raise
 KeyboardInterrupt, like SIGINT, so all three end the same way: the embedded
 nats-server is stopped and its temporary store dir removed. A nats-server the
 CLI starts also dies when the CLI is killed (see ``natspull.testing``).

@@ -34,6 +34,20 @@ def _rate(count: int, size: int, seconds: float) -> str:
     )
 
 
+class _StopFlag:
+    """A :func:`natspull.shutdown_on_signals` target that only records the signal (no lock:
+    the handler runs on the main thread, which reads the flag between chunks)."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+
+    def drain(self) -> None:
+        self.stopped = True
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
 class _Demo:
     """One run of ``natspull demo`` against a connected client."""
 
@@ -77,14 +91,14 @@ class _Demo:
             started = time.monotonic()
             try:
                 try:
-                    self._publish(js, subject)
-                    if self._workers:
-                        self._consume_workers(consumer, self._workers)
-                    else:
-                        self._consume_loop(consumer)
+                    if self._publish(js, subject):
+                        if self._workers:
+                            self._consume_workers(consumer, self._workers)
+                        else:
+                            self._consume_loop(consumer)
                 finally:
                     self._progress.close()
-            except KeyboardInterrupt:  # outside the drain window (publishing, starting up)
+            except KeyboardInterrupt:  # a third signal while publishing; Ctrl-C elsewhere
                 pass
             elapsed = time.monotonic() - started
         finally:
@@ -93,19 +107,28 @@ class _Demo:
         self._report(elapsed, interrupted)
         return EXIT_INTERRUPTED if interrupted else EXIT_OK
 
-    def _publish(self, js: natspull.JetStream, subject: str) -> None:
+    def _publish(self, js: natspull.JetStream, subject: str) -> bool:
+        """Publish the messages in chunks; False when a stop signal ended it early.
+
+        A signal here only sets a flag that the loop reads between chunks: a KeyboardInterrupt
+        raised wherever the main thread happens to be could land in a lazy import (CPython
+        then exits by SIGINT, whatever code main() returns) or inside the publish machinery.
+        """
         payload = (b"natspull " * (self._size // 9 + 1))[: self._size]
         self._progress.begin("publish", self._n)
         started = time.monotonic()
+        stop = _StopFlag()
         try:
-            while self.published < self._n:
-                chunk = min(_PUBLISH_CHUNK, self._n - self.published)
-                js.publish_many([(subject, payload)] * chunk)
-                self.published += chunk
-                self._progress.update(self.published)
+            with natspull.shutdown_on_signals(stop, signals=stop_signals()):
+                while self.published < self._n and not stop.stopped:
+                    chunk = min(_PUBLISH_CHUNK, self._n - self.published)
+                    js.publish_many([(subject, payload)] * chunk)
+                    self.published += chunk
+                    self._progress.update(self.published)
         finally:
             self._publish_seconds = time.monotonic() - started
             self._progress.end(self.published)
+        return not stop.stopped
 
     def _handle(self, msg: natspull.Msg) -> int:
         """Ack one message and count it; returns the new consumed count. Any thread."""

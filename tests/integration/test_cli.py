@@ -267,6 +267,39 @@ def test_demo_sigint_drains_and_reports(popen: list[subprocess.Popen[bytes]]) ->
     assert proc.stderr is not None and b"Traceback" not in proc.stderr.read()
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
+def test_demo_signal_while_publishing_stops_between_chunks(
+    popen: list[subprocess.Popen[bytes]], signum: signal.Signals
+) -> None:
+    proc, lines = start(popen, "demo", "--messages", "2000000", "--size", "16")
+    lines.until(r"^publish\s+200,000/2,000,000", timeout=60)
+    proc.send_signal(signum)
+    assert proc.wait(20) == 130
+    lines.rest()
+    out = "".join(lines.seen)
+    assert re.search(r"^interrupted: handled 0 of 2,000,000 messages$", out, re.M), out
+    numbers = summary(out)
+    published = int(numbers["published"].replace(",", ""))
+    assert 200_000 <= published < 2_000_000 and published % 1000 == 0, out  # whole chunks
+    assert numbers["consumed"] == numbers["acked"] == "0", out
+    assert proc.stderr is not None and b"Traceback" not in proc.stderr.read()
+
+
+def test_python_m_natspull_exits_with_its_code_after_an_interrupt_inside_exec(tmp_path: Path) -> None:
+    """A KeyboardInterrupt caught by main() after it passed through exec() of a string (a
+    dataclass being created in a lazy import) must not turn `python -m natspull`'s exit into
+    a death by SIGINT: CPython keeps a flag for it, which __main__ clears."""
+    (tmp_path / "sitecustomize.py").write_text(
+        "import natspull.cli._args as args\n"
+        "def interrupted_in_exec(namespace):\n"
+        "    exec('raise KeyboardInterrupt')\n"
+        "args.cmd_demo = interrupted_in_exec\n"
+    )
+    result = run("demo", "--messages", "10", PYTHONPATH=str(tmp_path))
+    assert result.code == 130, result
+    assert result.err == "natspull: interrupted\n", result
+
+
 def run_on_terminal(*args: str, **extra_env: str) -> tuple[int, str]:
     """Run the CLI with stdout and stderr on a pseudo-terminal; return (exit code, output)."""
     import pty
