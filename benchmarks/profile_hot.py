@@ -274,6 +274,7 @@ def main(argv: list[str] | None = None) -> None:
         prog="python -m benchmarks.profile_hot", description=(__doc__ or "").split("\n")[0]
     )
     parser.add_argument("--n", type=int, default=20_000, help="messages per workload (default 20,000)")
+    parser.add_argument("--size", type=int, default=PAYLOAD, help=f"payload bytes (default {PAYLOAD})")
     parser.add_argument("--workloads", default="ack,noack", help=f"comma-separated, of {','.join(WORKLOADS)}")
     parser.add_argument("--tool", choices=("callgrind", "calls", "none"), default="callgrind")
     parser.add_argument("--annotate", action="store_true", help="keep callgrind's files, annotate them")
@@ -298,7 +299,7 @@ def main(argv: list[str] | None = None) -> None:
         js = admin.jetstream(timeout=60.0)
         stream = "PROFHOT"
         js.add_stream(name=stream, subjects=[f"{stream}.>"], storage=natspull.StorageType.FILE)
-        payload = b"x" * PAYLOAD
+        payload = b"x" * args.size
         for start in range(0, args.n, 10_000):
             js.publish_many([(f"{stream}.m", payload)] * min(10_000, args.n - start), timeout=60.0)
         results = []

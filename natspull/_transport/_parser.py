@@ -70,49 +70,47 @@ class FastParser(Parser):
 
     async def _parse(self, data: bytes) -> None:
         buf = self.buf
-        buf.extend(data)
+        pos = 0
+        if buf and self.state == AWAITING_CONTROL_LINE:
+            # The buffer holds the start of one frame (everything complete was parsed): complete
+            # it from the read, and take the rest of the read without copying it into the buffer.
+            head = _frame(buf)
+            missing = head[0] - len(buf) if head is not None else -1
+            if not 0 < missing < len(data):
+                buf.extend(data)
+                await self._parse_buffer(buf)
+                return
+            buf.extend(memoryview(data)[:missing])
+            await self._parse_buffer(buf)
+            if self.buf is not buf or buf:  # a reconnect's reset(); or (defensive) not whole
+                self.buf.extend(memoryview(data)[missing:])
+                await self._parse_buffer(self.buf)
+                return
+            pos = missing
+        if self.state == AWAITING_CONTROL_LINE:
+            # The read's fast frames are taken from the read itself; only the rest is copied.
+            pos = self._parse_fast(data, pos)
+        if pos < len(data):
+            buf.extend(memoryview(data)[pos:])
+            await self._parse_buffer(buf)
+
+    async def _parse_buffer(self, buf: bytearray) -> None:
+        """Parse the complete frames in *buf* (``self.buf``); an incomplete one stays."""
         while buf and self.state == AWAITING_CONTROL_LINE:
             # The fast frames at the head of the buffer in one pass; they are cut off the
-            # buffer together (one memmove per read, not one per message).
+            # buffer together (one memmove, not one per message).
             pos = self._parse_fast(buf)
             if pos:
                 del buf[:pos]
             if not buf:
                 return
-            end = buf.find(_CRLF)
-            if end < 0:
-                return  # a split control line: wait for more
-            msg_size: int | None
-            if buf.startswith(b"MSG "):
-                args = buf[4:end].split()  # subject sid [reply] size: not a pull inbox's
-                if not 3 <= len(args) <= 4:
-                    raise ProtocolError("nats: malformed MSG")
-                try:
-                    size = int(args[-1])
-                except ValueError:
-                    raise ProtocolError("nats: malformed MSG") from None
-                frame = end + 2 + size + 2
-                if len(buf) < frame:
-                    return  # the payload is still on its way
-                # The server's count for max_bytes: subject + reply + payload (bytes on the wire).
-                msg_size = len(args[0]) + (len(args[2]) if len(args) == 4 else 0) + size
-            elif buf.startswith(b"HMSG "):
-                args = buf[5:end].split()  # subject sid [reply] header-size total-size
-                try:
-                    total = int(args[-1])  # header block + payload
-                except (ValueError, IndexError):
-                    raise ProtocolError("nats: malformed HMSG") from None
-                frame = end + 2 + total + 2
-                if len(buf) < frame:
-                    return
-                msg_size = len(args[0]) + (len(args[2]) if len(args) == 5 else 0) + total
-            else:
-                frame = end + 2
-                msg_size = None
+            head = _frame(buf)
+            if head is None or len(buf) < head[0]:
+                return  # a split control line, or the payload is still on its way
             # Anything else: nats-py's parser takes exactly this one complete frame.
+            frame, self.frame_size = head
             rest = buf[frame:]
             del buf[frame:]
-            self.frame_size = msg_size
             try:
                 await super().parse()
             finally:
@@ -121,13 +119,17 @@ class FastParser(Parser):
                 return
             buf.extend(rest)
 
-    def _parse_fast(self, buf: bytearray) -> int:
-        """Hand the complete plain ``MSG`` frames of routed subscriptions at the head of *buf*
+    def _parse_fast(self, buf: bytes | bytearray, pos: int = 0) -> int:
+        """Hand the complete plain ``MSG`` frames of routed subscriptions from *pos* in *buf*
         to their engines; return where the first other (or incomplete) frame starts."""
+        with memoryview(buf) as view:  # payloads copied once (a bytearray slice is a copy too)
+            return self._parse_fast_frames(buf, view, pos)
+
+    def _parse_fast_frames(self, buf: bytes | bytearray, view: memoryview, pos: int) -> int:
         routes = self.routes
         stats = self.nc.stats
         length = len(buf)
-        pos = count = nbytes = 0
+        count = nbytes = 0
         while pos < length:
             end = buf.find(_CRLF, pos)
             if end < 0 or not buf.startswith(b"MSG ", pos):
@@ -155,7 +157,7 @@ class FastParser(Parser):
                 subject_text, reply_text = subject.decode(), reply.decode()
             except UnicodeDecodeError:
                 break  # (nats-py's turn)
-            payload = bytes(buf[start : start + size])
+            payload = bytes(view[start : start + size])
             pos = frame
             count += 1
             nbytes += size
@@ -168,3 +170,29 @@ class FastParser(Parser):
             stats["in_msgs"] += count
             stats["in_bytes"] += nbytes
         return pos
+
+
+def _frame(buf: bytearray) -> tuple[int, int | None] | None:
+    """The length of the frame at the head of *buf* (complete or not) and, for ``MSG`` and
+    ``HMSG``, its size as the server counts it for ``max_bytes`` (subject + reply + header
+    block + payload); None while its control line is incomplete. Raises ProtocolError."""
+    end = buf.find(_CRLF)
+    if end < 0:
+        return None
+    if buf.startswith(b"MSG "):
+        args = buf[4:end].split()  # subject sid [reply] size
+        if not 3 <= len(args) <= 4:
+            raise ProtocolError("nats: malformed MSG")
+        try:
+            size = int(args[-1])
+        except ValueError:
+            raise ProtocolError("nats: malformed MSG") from None
+        return end + 2 + size + 2, len(args[0]) + (len(args[2]) if len(args) == 4 else 0) + size
+    if buf.startswith(b"HMSG "):
+        args = buf[5:end].split()  # subject sid [reply] header-size total-size
+        try:
+            total = int(args[-1])  # header block + payload
+        except (ValueError, IndexError):
+            raise ProtocolError("nats: malformed HMSG") from None
+        return end + 2 + total + 2, len(args[0]) + (len(args[2]) if len(args) == 5 else 0) + total
+    return end + 2, None
