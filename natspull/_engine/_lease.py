@@ -45,9 +45,11 @@ log = logging.getLogger("natspull")
 #: is extended within half of ack_wait, well before the server's timer runs out.
 LEASE_FRACTION = 0.5
 
-#: Walk the arrivals to drop what is settled when this many messages are tracked (then at
-#: twice what is left): bounds the memory of a fast reader between two ticks.
+#: Walk the arrivals to drop what is settled when this many messages, or this many bytes, are
+#: tracked (then at twice what is left): bounds the memory of a fast reader between two ticks.
+#: The bytes matter with large messages: 4096 settled messages of 64 KiB are 256 MiB kept alive.
 _PRUNE_AT = 4096
+_PRUNE_BYTES = 1 << 20
 
 
 class LeaseKeeper:
@@ -87,7 +89,9 @@ class LeaseKeeper:
         # Loop thread only: (arrival time, messages) of every burst with a message still leased.
         self._arrivals: deque[tuple[float, list[Msg]]] = deque()
         self._tracked = 0  # messages in _arrivals
+        self._tracked_bytes = 0  # their sizes
         self._prune_at = _PRUNE_AT
+        self._prune_bytes_at = _PRUNE_BYTES
 
     def after_fork_in_child(self) -> None:
         """Child process after os.fork(): a worker may have held the lock. The timer is the
@@ -121,9 +125,11 @@ class LeaseKeeper:
             self._armed = True
         self._arrivals.append((now, msgs))
         self._tracked += len(msgs)
-        if self._tracked >= self._prune_at:
+        self._tracked_bytes += sum(msg.size for msg in msgs)
+        if self._tracked >= self._prune_at or self._tracked_bytes >= self._prune_bytes_at:
             self._walk(now, None)
             self._prune_at = max(_PRUNE_AT, 2 * self._tracked)
+            self._prune_bytes_at = max(_PRUNE_BYTES, 2 * self._tracked_bytes)
         if wake:
             self._arm()
 
@@ -159,7 +165,7 @@ class LeaseKeeper:
             self._handle.cancel()
             self._handle = None
         self._arrivals.clear()
-        self._tracked = 0
+        self._tracked = self._tracked_bytes = 0
 
     def _walk(self, now: float, handled: set[Msg] | None) -> list[Msg]:
         """Drop from the arrivals what needs no lease any more; return (with *handled*, the
@@ -181,7 +187,7 @@ class LeaseKeeper:
         min_age = self.interval * 0.5
         max_lease = math.inf if self.max_lease is None else self.max_lease
         kept: deque[tuple[float, list[Msg]]] = deque()
-        tracked = 0
+        tracked = tracked_bytes = 0
         for arrival, msgs in arrivals:
             age = now - arrival
             held_due = collect and age >= min_age
@@ -203,8 +209,10 @@ class LeaseKeeper:
             if live:
                 kept.append((arrival, live))
                 tracked += len(live)
+                tracked_bytes += sum(msg.size for msg in live)
         self._arrivals = kept
         self._tracked = tracked
+        self._tracked_bytes = tracked_bytes
         return due
 
     def _tick(self) -> None:
