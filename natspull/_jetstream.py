@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import datetime
 import functools
 import json
@@ -755,8 +756,14 @@ def _pub_ack(reply: Reply, subject: str) -> PubAck:
     headers = reply.headers or {}
     if not reply.data and headers.get("Status") == "503":
         raise JetStreamAPIError(f"no stream stores subject {subject!r} (no responders)", 503)
-    response = json.loads(reply.data)
+    response = json.loads(reply.data.decode())
     error = response.get("error")
     if error:
         raise api_error(error.get("description", "publish failed"), error.get("code"), error.get("err_code"))
+    if response.keys() <= _PLAIN_ACK:  # the usual answer: no per-call dataclasses.fields() walk
+        return PubAck(**response)
     return PubAck.from_response(response)
+
+
+#: PubAck fields the server sends under their own name (from_response renames batch/count).
+_PLAIN_ACK = frozenset(field.name for field in dataclasses.fields(PubAck)) - {"batch_id", "batch_size"}

@@ -120,6 +120,8 @@ class PublishOptions:
         for headers that are not a dict of str to str.
         """
         headers = check_headers(headers)
+        if self is NO_OPTIONS:  # the usual call: nothing to add
+            return headers
         extra = {
             name: (option, value)
             for option, name, value in (

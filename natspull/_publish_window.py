@@ -28,6 +28,8 @@ class PublishWindow:
         self._slot_free = threading.Condition(self._lock)  # _in_flight < size
         self._idle = threading.Condition(self._lock)  # _in_flight == 0
         self._in_flight = 0
+        self._slot_waiters = 0  # threads in acquire()'s wait: release() notifies only then
+        self._idle_waiters = 0  # threads in wait_idle()
 
     @property
     def in_flight(self) -> int:
@@ -44,33 +46,42 @@ class PublishWindow:
                 self._in_flight += 1
                 return
             deadline = time.monotonic() + timeout
-            while self._in_flight >= self.size:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(
-                        f"publish_async: {self.size} publishes (max_pending) still wait for their "
-                        f"PubAck after {timeout:g} s"
-                    )
-                self._slot_free.wait(remaining)
+            self._slot_waiters += 1
+            try:
+                while self._in_flight >= self.size:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise TimeoutError(
+                            f"publish_async: {self.size} publishes (max_pending) still wait for "
+                            f"their PubAck after {timeout:g} s"
+                        )
+                    self._slot_free.wait(remaining)
+            finally:
+                self._slot_waiters -= 1
             self._in_flight += 1
 
     def release(self) -> None:
         """Give a slot back (its publish is complete). Any thread; never blocks for long."""
         with self._lock:
             self._in_flight -= 1
-            self._slot_free.notify()
-            if self._in_flight == 0:
+            if self._slot_waiters:
+                self._slot_free.notify()
+            if self._in_flight == 0 and self._idle_waiters:
                 self._idle.notify_all()
 
     def wait_idle(self, timeout: float) -> None:
         """Block until no slot is taken, at most *timeout* seconds (natspull.TimeoutError)."""
         with self._lock:
             deadline = time.monotonic() + timeout
-            while self._in_flight:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(
-                        f"publish_async_complete: {self._in_flight} publishes still wait for their "
-                        f"PubAck after {timeout:g} s"
-                    )
-                self._idle.wait(remaining)
+            self._idle_waiters += 1
+            try:
+                while self._in_flight:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise TimeoutError(
+                            f"publish_async_complete: {self._in_flight} publishes still wait for "
+                            f"their PubAck after {timeout:g} s"
+                        )
+                    self._idle.wait(remaining)
+            finally:
+                self._idle_waiters -= 1

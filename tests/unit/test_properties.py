@@ -13,6 +13,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from strategies import names, subjects, tokens, whitespace
 
 import natspull
+from natspull import _validate
 from natspull._engine._ordered_mode import ACCEPT, GAP, Cursor
 from natspull._engine._queue import MsgQueue, State
 from natspull._engine._settings import pull_settings
@@ -39,6 +40,27 @@ def test_whole_token_wildcards_are_accepted_where_allowed(parts: list[str], full
     if "*" in parts or full:
         with pytest.raises(ValueError, match="filter"):
             check_subject("filter", subject)
+
+
+@FAST
+@given(subjects, whitespace)
+def test_a_checked_subject_is_remembered_without_changing_any_answer(subject: str, space: str) -> None:
+    for _ in range(2):  # the second time from the cache of checked subjects
+        assert check_subject("subject", subject) == subject
+        assert check_subject("subject", subject, wildcards=True) == subject
+        with pytest.raises(ValueError, match="wildcards"):
+            check_subject("subject", f"{subject}.*")
+        with pytest.raises(ValueError, match="whitespace"):
+            check_subject("subject", subject + space)
+    assert subject in _validate._CHECKED_SUBJECTS
+
+
+def test_the_cache_of_checked_subjects_is_bounded() -> None:
+    for i in range(3 * _validate._CHECKED_MAX):
+        check_subject("subject", f"bounded.{i}")
+    assert 0 < len(_validate._CHECKED_SUBJECTS) <= _validate._CHECKED_MAX
+    with pytest.raises(TypeError, match="str"):
+        check_subject("subject", b"bounded.1")
 
 
 @FAST
