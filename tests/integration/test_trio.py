@@ -806,14 +806,21 @@ async def test_stats_are_typed_and_count_exactly(client: natspull.trio.Client) -
     fields = [f.name for f in dataclasses.fields(natspull.MessagesStats)]
     assert [f.name for f in dataclasses.fields(natspull.trio.MessagesStats)] == [*fields, "wakeups"]
     assert "wakeups:" in (natspull.trio.MessagesStats.__doc__ or "")
-    js, stream = await new_stream(client, total)
+    js, stream = await new_stream(client)  # empty: the first read parks until a wake-up
     consumer = await js.add_consumer(stream, durable_name="stats")
     msgs = consumer.messages(max_messages=50)
     before = msgs.stats()
     assert isinstance(before, natspull.trio.MessagesStats)
     assert (before.state, before.delivered, before.wakeups) == ("not started", 0, 0)
+
+    async def publish_once_parked() -> None:
+        while msgs.stats().waiters == 0:
+            await trio.sleep(0.01)
+        await js.publish_many((f"{stream}.m", b"%08d" % i) for i in range(total))
+
     acked = 0
-    async with msgs:
+    async with msgs, trio.open_nursery() as nursery:
+        nursery.start_soon(publish_once_parked)
         async for msg in msgs:
             if msg.metadata.num_delivered == 1 and seq(msg) <= naked:
                 msg.nak()
