@@ -114,7 +114,7 @@ _CHECKED_MAX = 1024
 
 def check_subject(name: str, value: Any, *, wildcards: bool = False) -> str:
     """A NATS subject: dot-separated non-empty tokens without whitespace; wildcards only if allowed."""
-    if value.__class__ is str and value in _CHECKED_SUBJECTS:
+    if type(value) is str and value in _CHECKED_SUBJECTS:
         return value  # (valid without wildcards, so valid with them too)
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a str, got {type(value).__name__}")
@@ -136,7 +136,7 @@ def check_subject(name: str, value: Any, *, wildcards: bool = False) -> str:
             raise ValueError(f"{name} {value!r}: a wildcard must be a whole token")
         if wildcards and token == ">" and i != len(tokens) - 1:
             raise ValueError(f"{name} {value!r}: '>' must be the last token")
-    if value.__class__ is str and "*" not in value and ">" not in value:
+    if type(value) is str and "*" not in value and ">" not in value:
         if len(_CHECKED_SUBJECTS) >= _CHECKED_MAX:
             _CHECKED_SUBJECTS.clear()
         _CHECKED_SUBJECTS[value] = None
