@@ -37,6 +37,20 @@ def wait_until(
         time.sleep(0.005)
 
 
+def appended_lines(path: os.PathLike[str] | str) -> list[str]:
+    """The complete lines of a file that other processes append to ([] before it exists).
+
+    A read racing an append can see part of it: a last line without its newline is still being
+    written and is left for the next read.
+    """
+    try:
+        with open(path) as file:
+            text = file.read()
+    except FileNotFoundError:
+        return []
+    return text[: text.rfind("\n") + 1].splitlines()
+
+
 def connection(server: NatsServer, name: str) -> dict[str, Any] | None:
     """The ``/connz?subs=1`` entry of the client connection named *name*, None once it is gone.
 

@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import wait_until
+from conftest import appended_lines, wait_until
 
 import natspull
 from natspull.testing import find_server_binary
@@ -212,11 +212,7 @@ def entries(hosts: Hosts) -> list[tuple[int, int, int]]:
     """Every ledger line of both worker hosts: (stream seq, num_delivered, pid)."""
     found = []
     for host in WORKERS:
-        try:
-            text = hosts.ledger(host).read_text()
-        except FileNotFoundError:
-            continue
-        for line in text.splitlines():
+        for line in appended_lines(hosts.ledger(host)):
             seq, delivered, pid = line.split()
             found.append((int(seq), int(delivered), int(pid)))
     return found
@@ -332,8 +328,5 @@ def test_five_hosts_worker_killed_link_cut_server_killed(net: Net, tmp_path: Pat
 
 
 def entries_of(hosts: Hosts, host: str) -> list[tuple[int, int, int]]:
-    try:
-        text = hosts.ledger(host).read_text()
-    except FileNotFoundError:
-        return []
-    return [(int(s), int(d), int(p)) for s, d, p in (line.split() for line in text.splitlines())]
+    lines = appended_lines(hosts.ledger(host))
+    return [(int(s), int(d), int(p)) for s, d, p in (line.split() for line in lines)]

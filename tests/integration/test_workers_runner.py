@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import fill, wait_until
+from conftest import appended_lines, fill, wait_until
 
 import natspull
 from natspull._workers import EXIT_CRASH_LOOP, EXIT_ERROR, EXIT_FORCED, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE
@@ -58,11 +58,7 @@ class Ledger:
         self.path = path
 
     def lines(self) -> list[list[str]]:
-        try:
-            text = self.path.read_text()
-        except FileNotFoundError:
-            return []
-        return [line.split() for line in text.splitlines()]
+        return [line.split() for line in appended_lines(self.path)]
 
     def acked(self) -> collections.Counter[int]:
         return collections.Counter(int(f[2]) for f in self.lines() if f[0] == "ack")
