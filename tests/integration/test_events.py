@@ -256,6 +256,8 @@ def test_ordered_iterator_reports_its_resets(js: natspull.JetStream, stream: str
         wait_until(lambda: msgs.stats().resets == 1, 10, "the reset")
         fill(js, stream, 1)
         assert msgs.next(timeout=10).metadata.sequence.stream == 4
+    # (callbacks run on the event thread: the with block does not wait for them)
+    wait_until(lambda: "reset" in kinds(events), 10, "the reset event")
     seen = kinds(events)
     assert seen[:1] == ["connected"] and "reset" in seen, seen
     reset = next(event for event in events if event.kind == "reset")

@@ -184,7 +184,7 @@ def test_a_poison_message_is_terminated_and_the_fleet_runs_on(
     url = base_url(worker)
     others = set(range(1, n + 1)) - {bad}
     wait_until(
-        lambda: set(worker.ledger.acked()) == others, 90, lambda: f"the others acked: {worker.stdout()}"
+        lambda: worker.ledger.handled() == others, 90, lambda: f"the others handled: {worker.stdout()}"
     )
     wait_until(lambda: info(js, stream).ack_floor.stream_seq == n, 30, "the poison message terminated")
     current = info(js, stream)
@@ -212,8 +212,7 @@ def test_a_poison_message_is_terminated_and_the_fleet_runs_on(
     assert js.stream_info("DLQ").state.messages == 1
     worker.proc.send_signal(signal.SIGTERM)
     assert worker.wait() == EXIT_OK, worker.stderr()
-    acked = worker.ledger.acked()
-    assert set(acked) == others
+    assert worker.ledger.handled() == others and set(worker.ledger.acked()) <= others
     assert not any(alive(pid) for pid in worker.ledger.worker_pids())
 
 
@@ -240,7 +239,7 @@ def test_a_stuck_handler_is_replaced_and_its_message_redelivered(
     )
     ackers = {int(line[1]) for line in worker.ledger.lines() if line[0] == "ack" and int(line[2]) == bad}
     assert stuck_pid not in ackers
-    wait_until(lambda: len(worker.ledger.acked()) == n, 60, "every message acked")
+    wait_until(lambda: len(worker.ledger.handled()) == n, 60, "every message handled")
     out = worker.stdout()
     assert f"pid {stuck_pid}: a handler ran longer than 2 s (stream sequence {bad}): replacing" in out, out
     found = metrics(url)
@@ -248,7 +247,12 @@ def test_a_stuck_handler_is_replaced_and_its_message_redelivered(
     assert found["natspull_poison_messages_total"] == 0
     worker.proc.send_signal(signal.SIGTERM)
     assert worker.wait() == EXIT_OK, worker.stderr()
-    assert collections.Counter(worker.ledger.acked().values()) == collections.Counter({1: n})
+    assert worker.ledger.handled() == set(range(1, n + 1))
+    # Acked twice only if the killed process had acked it (an ack still in its outbox is lost
+    # with it, and the server redelivers): at least once, never more where nothing was killed.
+    twice = {seq for seq, count in worker.ledger.acked().items() if count > 1}
+    killed_acks = {int(f[2]) for f in worker.ledger.lines() if f[0] == "ack" and int(f[1]) == stuck_pid}
+    assert twice <= killed_acks, (twice, killed_acks)
 
 
 @pytest.mark.timeout(180)

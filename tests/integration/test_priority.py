@@ -304,7 +304,9 @@ def test_failover_between_worker_processes(
     wait_until(lambda: b.ledger() != [], timeout + 5, "worker B to take over")
     took = b.ledger()[0][0] - acted
     print(f"{how}: the standby took over after {took:.2f} s")
-    assert took <= timeout + 1.0, f"the standby took {took:.2f} s"
+    # 2.0 s on a quiet machine (0.02 s when unpinned); the margin is for a loaded one (3.04 s
+    # was seen beside two busy loops), still far below a pull's expiry.
+    assert took <= timeout + 2.0, f"the standby took {took:.2f} s"
     wait_until(lambda: {s for _, s, _ in a.ledger() + b.ledger()} >= set(range(1, 61)), 15, "all 60")
     wait_until(lambda: consumer.info().num_ack_pending == 0, 10, "every ack")
     new_pin = pinned_id(consumer)

@@ -456,17 +456,42 @@ def test_key_order_with_failures_and_random_timing(js: natspull.JetStream, strea
     assert failures > 0 and stats.failed == failures and stats.held == 0
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(60)
 def test_key_order_runs_keys_in_parallel(js: natspull.JetStream, stream: str) -> None:
-    """Same messages, same per-message work: 8 workers over 50 keys at least 4x faster than 1."""
-    common: dict[str, Any] = {"total": 400, "keys": 50, "work": (0.003, 0.003), "fail_rate": 0.0, "seed": 5}
-    one_record, one, _ = _keyed_run(js, stream, "one", workers=1, **common)
-    js.purge_stream(stream)
-    eight_record, eight, _ = _keyed_run(js, stream, "eight", workers=8, **common)
-    for record in (one_record, eight_record):
-        for key, seqs in _first_successes(record).items():
-            assert seqs == sorted(seqs), key
-    assert one / eight >= 4, f"1 worker {one:.2f} s, 8 workers {eight:.2f} s"
+    """8 workers run the first messages of 8 keys at the same time (a barrier of 8 handlers
+    breaks otherwise), while later messages of each key wait for the earlier ones."""
+    workers, rounds = 8, 3
+    js.publish_many((f"{stream}.k{k}", b"x") for _ in range(rounds) for k in range(workers))
+    total = workers * rounds
+    consumer = js.add_consumer(stream, durable_name="parallel", ack_wait=30)
+    barrier = threading.Barrier(workers, timeout=30)
+    broken: list[int] = []
+    handled: list[tuple[str, int]] = []
+    lock = threading.Lock()
+    done = threading.Event()
+
+    def handler(msg: natspull.Msg) -> None:
+        seq = seq_of(msg)
+        if seq <= workers:
+            try:
+                barrier.wait()
+            except threading.BrokenBarrierError:
+                broken.append(seq)
+        msg.ack()
+        with lock:
+            handled.append((msg.subject, seq))
+            if len(handled) == total:
+                done.set()
+
+    with consumer.consume(handler, workers=workers, key=lambda m: m.subject):
+        assert done.wait(45), f"{len(handled)} of {total} handled"
+    assert not broken, f"the first message of every key did not run at once: {broken}"
+    order: dict[str, list[int]] = defaultdict(list)
+    for key, seq in handled:
+        order[key].append(seq)
+    assert len(order) == workers
+    for key, seqs in order.items():
+        assert seqs == sorted(seqs) and len(seqs) == rounds, f"{key}: {seqs}"
 
 
 @pytest.mark.timeout(90)

@@ -351,8 +351,9 @@ async def test_async_for_5000_messages_with_acks(client: natspull.trio.Client) -
             stats = msgs.stats()
     assert seen == list(range(1, n + 1))
     assert stats.delivered == n
-    # One trio wake-up per burst at most, never one per message.
-    assert 0 < stats.wakeups < n / 10, stats
+    # One trio wake-up per burst at most, never one per message (none at all when the task
+    # never found the buffer empty; test_stats_are_typed_and_count_exactly forces some).
+    assert stats.wakeups < n / 10, stats
     info = await settle(client, consumer)
     assert (info.num_ack_pending, info.num_pending, info.num_redelivered) == (0, 0, 0)
 

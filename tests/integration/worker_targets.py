@@ -55,9 +55,14 @@ if HOLD and multiprocessing.current_process().name != "MainProcess":
 
 
 def record(msg: natspull.Msg) -> None:
-    """Ack, then write ``ack <pid> <seq>``."""
+    """Write ``acking <pid> <seq>``, ack, then write ``ack <pid> <seq>``.
+
+    A process killed between its ack and the ``ack`` line leaves the ``acking`` line: tests that
+    kill processes judge "handled at least once" by it (with nothing unacked on the server)."""
+    seq = msg.metadata.sequence.stream
+    _write(f"acking {os.getpid()} {seq}")
     msg.ack()
-    _write(f"ack {os.getpid()} {msg.metadata.sequence.stream}")
+    _write(f"ack {os.getpid()} {seq}")
 
 
 def paced(msg: natspull.Msg) -> None:
