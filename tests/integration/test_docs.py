@@ -381,9 +381,9 @@ def test_site_renders_navigates_and_searches_in_chromium(
     browser.wait_for("location.pathname.length > 1 && document.readyState === 'complete'")
 
 
-def test_ci_builds_the_site_and_installs_chromium() -> None:
-    # Without chromium the browser test skips (and says so): .ci/run installs it.
+def test_ci_installs_chromium() -> None:
+    # Without chromium the browser test skips (and says so): .ci/run installs it. (The strict
+    # build is test_mkdocs_build_strict, in the suite CI runs.)
     ci = (ROOT / ".ci" / "run").read_text()
     assert "apt-get install -y -q chromium" in ci
-    assert 'mkdocs build --strict --site-dir "$(mktemp -d)"' in ci
     assert shutil.which("bash")
