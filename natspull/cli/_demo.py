@@ -61,8 +61,8 @@ class _Demo:
         self._workers: int | None = args.workers
         self._where = where
         self._progress = make_progress()
-        # Guards the four counters below: workers' handlers update them while the
-        # main thread reads them. Leaf lock; held for a few additions only.
+        # Guards ``consumed`` while consume()'s workers add to it. Leaf lock; held for an
+        # addition only.
         self._lock = threading.Lock()
         self.published = 0
         self.consumed = 0
@@ -130,41 +130,37 @@ class _Demo:
             self._progress.end(self.published)
         return not stop.stopped
 
-    def _handle(self, msg: natspull.Msg) -> int:
-        """Ack one message and count it; returns the new consumed count. Any thread."""
-        redelivered = msg.metadata.num_delivered > 1
-        msg.ack()
-        with self._lock:
-            self.consumed += 1
-            self.acked += 1
-            self.redelivered += redelivered
-            return self.consumed
-
     def _consume_loop(self, consumer: natspull.Consumer) -> None:
+        # What a user's loop would do, nothing more: the redelivered and acked counts come
+        # from the iterator's stats at the end, not from parsing each message's metadata.
         self._progress.begin("consume", self._n)
         started = time.monotonic()
+        msgs = consumer.messages(stop_after=self._n)
         try:
-            with (
-                consumer.messages(stop_after=self._n) as msgs,
-                natspull.shutdown_on_signals(msgs, signals=stop_signals()),
-            ):
+            with msgs, natspull.shutdown_on_signals(msgs, signals=stop_signals()):
                 for msg in msgs:
-                    self._progress.update(self._handle(msg))
+                    msg.ack()
+                    self.consumed += 1
+                    self._progress.update(self.consumed)
         finally:
             self._consume_seconds = time.monotonic() - started
+            self._count(msgs.stats())
             self._progress.end(self.consumed)
 
     def _consume_workers(self, consumer: natspull.Consumer, workers: int) -> None:
         done = threading.Event()  # set by the handler that reaches N; the main thread drains
 
         def handler(msg: natspull.Msg) -> None:
-            if self._handle(msg) >= self._n:
-                done.set()
+            msg.ack()
+            with self._lock:
+                self.consumed += 1
+                if self.consumed >= self._n:
+                    done.set()
 
         self._progress.begin("consume", self._n)
         started = time.monotonic()
+        ctx = consumer.consume(handler, workers=workers)
         try:
-            ctx = consumer.consume(handler, workers=workers)
             with ctx, natspull.shutdown_on_signals(ctx, signals=stop_signals()):
                 while not ctx.wait(_POLL):
                     if done.is_set():
@@ -172,7 +168,11 @@ class _Demo:
                     self._progress.update(self.consumed)
         finally:
             self._consume_seconds = time.monotonic() - started
+            self._count(ctx.stats())
             self._progress.end(self.consumed)
+
+    def _count(self, stats: natspull.MessagesStats) -> None:
+        self.acked, self.redelivered = stats.acked, stats.redelivered
 
     def _delete_stream(self, js: natspull.JetStream, stream: str) -> None:
         try:
