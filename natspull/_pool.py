@@ -115,6 +115,11 @@ class ConsumeContext:
         self._stopping = False  # stop() was called: no new handler calls, held messages go back
         # guards errors and every counter below; leaf lock; replaced in a forked child
         self._errors_lock = threading.Lock()
+        # key=: a worker takes a message and registers it with KeyOrder under this lock, so
+        # messages arrive in the order they left the queue (a worker preempted between the two
+        # let a later message of the key run first). Held across the queue's wait, at most
+        # KEY_SWEEP; taken before the queue's lock, never the other way.
+        self._take_lock = threading.Lock()
         self.errors: list[BaseException] = []  # terminal conditions that ended the workers
         self._handled = 0
         self._failed = 0
@@ -167,6 +172,7 @@ class ConsumeContext:
         The workers did not survive the fork; the queue refuses every call (ForkedError).
         """
         self._errors_lock = threading.Lock()
+        self._take_lock = threading.Lock()
         if self._lease is not None:
             self._lease.after_fork_in_child()
         if self._watchdog is not None:
@@ -240,8 +246,19 @@ class ConsumeContext:
             if now >= self._next_sweep:
                 self._next_sweep = now + KEY_SWEEP
                 self._sweep(keys, now)
+            if not self._take_lock.acquire(timeout=KEY_SWEEP):
+                continue
             try:
                 msg = queue.get(KEY_SWEEP, lease=True)
+                try:
+                    name = key(msg)
+                    seq = msg.metadata.sequence.stream
+                    hash(name)
+                except Exception as exc:  # the key function failed: a failure of this message
+                    failed: Exception | None = exc
+                else:
+                    failed = None
+                    arrival = keys.arrive(name, seq, msg, time.monotonic())
             except TimeoutError:
                 continue
             except IteratorClosedError:
@@ -249,14 +266,11 @@ class ConsumeContext:
             except Error as exc:
                 self._record_error(exc)
                 return
-            try:
-                name = key(msg)
-                seq = msg.metadata.sequence.stream
-                hash(name)
-            except Exception as exc:  # the key function failed: a failure of this message
-                self._call([msg], failed=exc)
+            finally:
+                self._take_lock.release()
+            if failed is not None:
+                self._call([msg], failed=failed)
                 continue
-            arrival = keys.arrive(name, seq, msg, time.monotonic())
             if arrival.run:
                 self._run_key(keys, name, msg)
                 continue

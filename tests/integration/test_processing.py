@@ -494,6 +494,38 @@ def test_key_order_runs_keys_in_parallel(js: natspull.JetStream, stream: str) ->
         assert seqs == sorted(seqs) and len(seqs) == rounds, f"{key}: {seqs}"
 
 
+@pytest.mark.timeout(60)
+def test_key_order_holds_when_the_key_function_is_slow(js: natspull.JetStream, stream: str) -> None:
+    """The worker that took message 1 is slow in the key function (as a preempted thread is)
+    while another takes message 2 of the same key: 2 still runs after 1. The key function of
+    message 1 waits up to 0.5 s for message 2 to be taken, which happens at once when take and
+    arrival are not one step."""
+    rounds = 3
+    js.publish_many((f"{stream}.k", b"x") for _ in range(2 * rounds))
+    consumer = js.add_consumer(stream, durable_name="slowkey", ack_wait=30)
+    second_taken = {seq: threading.Event() for seq in range(2, 2 * rounds + 1, 2)}
+    handled: list[int] = []
+    done = threading.Event()
+
+    def key(msg: natspull.Msg) -> str:
+        seq = seq_of(msg)
+        if seq % 2:  # the first of a pair: slow until its pair was taken (or 0.5 s)
+            second_taken[seq + 1].wait(0.5)
+        else:
+            second_taken[seq].set()
+        return msg.subject
+
+    def handler(msg: natspull.Msg) -> None:
+        handled.append(seq_of(msg))
+        msg.ack()
+        if len(handled) == 2 * rounds:
+            done.set()
+
+    with consumer.consume(handler, workers=4, key=key, max_messages=2):
+        assert done.wait(45), handled
+    assert handled == list(range(1, 2 * rounds + 1))
+
+
 @pytest.mark.timeout(90)
 def test_key_hold_is_bounded_by_max_messages(js: natspull.JetStream, stream: str) -> None:
     """One key whose first message fails: at most max_messages later ones are held; the rest

@@ -53,9 +53,14 @@ async def new_consumer(
 
 
 async def settle(client: natspull.trio.Client, consumer: natspull.trio.Consumer) -> natspull.ConsumerInfo:
-    """Flush the acks sent so far and return the consumer's info."""
+    """Flush the acks sent so far and return the consumer's info once no ack is pending, or
+    after 5 s (far below ack_wait, 30 s: a message dropped unacked stays pending). The server
+    applies acks on the consumer's own goroutine, after the flush's PONG."""
     await client.flush()
-    return await consumer.info()
+    with trio.move_on_after(5):
+        while (info := await consumer.info()).num_ack_pending:
+            await trio.sleep(0.02)
+    return info
 
 
 def seq(msg: natspull.trio.Msg) -> int:
