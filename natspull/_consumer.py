@@ -375,8 +375,9 @@ class Consumer:
 
         Order per key: with ``key=callable`` (e.g. ``lambda m: m.subject``) messages with the
         same ``key(msg)`` are handled one at a time in stream order, different keys in
-        parallel; ``key`` is called on the worker threads one at a time (keep it cheap). A failed message is retried before the next one of its key: it is NAKed
-        with the retry backoff and the key waits for its redelivery, holding its later
+        parallel; ``key`` is called on the worker threads one at a time (keep it cheap). A
+        failed message is retried before the next one of its key: it is NAKed with the retry
+        backoff and the key waits for its redelivery, holding its later
         messages (leased, ``ConsumeStats.held``); held messages leave the pull window, and at
         most ``max_messages`` (or ``max_bytes``) are held over all keys: past that a message
         whose key waits is NAKed back (``sent_back``) to come after the one its key waits for;
