@@ -1,8 +1,8 @@
 """Loopback plumbing shared by the test servers: ports, and the probes that say a server is ready.
 
 Picks free TCP ports on ``127.0.0.1``, tells a port clash (another process took a picked port
-between pick and bind) from any other start-up failure, and probes a client port (TCP) and a
-monitoring endpoint (HTTP, JSON). Starts no process and keeps no state; any thread.
+between pick and bind) from any other start-up failure, and reads a monitoring endpoint (HTTP,
+JSON). Starts no process and keeps no state; any thread.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-__all__ = ["HOST", "POLL_INTERVAL", "PORT_ATTEMPTS", "accepts_tcp", "free_ports", "http_json", "port_taken"]
+__all__ = ["HOST", "POLL_INTERVAL", "PORT_ATTEMPTS", "free_ports", "http_json", "port_taken"]
 
 HOST = "127.0.0.1"
 POLL_INTERVAL = 0.01
@@ -36,14 +36,6 @@ def free_ports(count: int) -> list[int]:
 def port_taken(log: str) -> bool:
     """Whether a start-up log shows a listener failing on a port that is already in use."""
     return "address already in use" in log.lower() or "only one usage of each socket" in log.lower()
-
-
-def accepts_tcp(port: int) -> bool:
-    try:
-        with socket.create_connection((HOST, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def http_json(url: str) -> tuple[int, dict[str, Any]]:

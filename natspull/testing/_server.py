@@ -25,7 +25,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from ._child import mark_owner, no_release, remove_stale_dirs, spawn
-from ._net import HOST, POLL_INTERVAL, PORT_ATTEMPTS, accepts_tcp, free_ports, http_json, port_taken
+from ._net import HOST, POLL_INTERVAL, PORT_ATTEMPTS, free_ports, http_json, port_taken
 from ._versions import ENV_VERSION, server_binary
 
 __all__ = ["NatsServer", "find_server_binary"]
@@ -34,6 +34,8 @@ _ENV_BINARY = "NATSPULL_SERVER_BIN"
 _CONFIG_NAME = "natspull-server.conf"
 _LOG_NAME = "natspull-server.log"
 _TEMP_PREFIX = "natspull-"
+# Logged once the client and monitoring listeners are bound (every version since 2.10 says it).
+_READY_LINE = "Server is ready"
 
 # Return type of methods returning self, for subclasses (typing.Self needs Python 3.11).
 _ServerT = TypeVar("_ServerT", bound="NatsServer")
@@ -198,8 +200,8 @@ class NatsServer:
     def start(self: _ServerT) -> _ServerT:
         """Start the server and block until it is healthy; return ``self``.
 
-        Blocks until ``/healthz`` answers 200 and the client port accepts a TCP connection, for
-        at most ``startup_timeout`` seconds per attempt. Calling it while running has no effect.
+        Blocks until the process has bound its ports and ``/healthz`` answers 200, for at most
+        ``startup_timeout`` seconds per attempt. Calling it while running has no effect.
 
         Raises:
             FileNotFoundError: no ``nats-server`` binary (see :func:`find_server_binary`).
@@ -361,7 +363,11 @@ class NatsServer:
                 mark_owner(self._owned.temp_dir, self._owned.proc.pid)
 
     def _wait_ready(self, deadline: float) -> None:
-        """Poll until ``/healthz`` is 200 and the client port accepts TCP, or raise.
+        """Poll until this process logs that it is ready and ``/healthz`` is 200, or raise.
+
+        The log line comes first: it says this process bound its client and monitoring ports.
+        Until then a picked port may belong to another process (it was free when picked, and
+        was released for nats-server to bind), which could answer the probes in its place.
 
         Raises:
             RuntimeError: the process exited.
@@ -370,21 +376,24 @@ class NatsServer:
         proc = self._owned.proc
         assert proc is not None
         url = f"{self.monitor_url}/healthz"
-        last = "no answer from the monitoring port"
+        last = "no 'Server is ready' in its log"
+        listening = False
         while True:
             if proc.poll() is not None:
                 raise RuntimeError(
                     f"nats-server {self.server_name} exited with status {proc.returncode} during "
                     f"start-up; last lines of {self.log_path}:\n{self._log_tail()}"
                 )
-            try:
-                status, body = http_json(url)
-            except OSError:
-                pass
-            else:
-                if status == 200 and accepts_tcp(self._port):
-                    return
-                last = f"/healthz answered {status} {body}"
+            listening = listening or _READY_LINE in self._log_text()
+            if listening:
+                try:
+                    status, body = http_json(url)
+                except OSError:
+                    last = "no answer from the monitoring port"
+                else:
+                    if status == 200:
+                        return
+                    last = f"/healthz answered {status} {body}"
             if time.monotonic() >= deadline:
                 raise TimeoutError(
                     f"nats-server {self.server_name} did not become ready in time "
@@ -406,12 +415,15 @@ class NatsServer:
                 proc.wait(timeout)
         self._owned.kill()
 
-    def _log_tail(self, lines: int = 20) -> str:
-        """The last ``lines`` lines the current (or last) process wrote to the log."""
+    def _log_text(self) -> str:
+        """What the current (or last) process wrote to the log."""
         try:
             with open(self.log_path, "rb") as f:
                 f.seek(self._log_offset)
-                text = f.read().decode(errors="replace")
+                return f.read().decode(errors="replace")
         except OSError as err:
             return f"<log unreadable: {err}>"
-        return "\n".join(text.splitlines()[-lines:])
+
+    def _log_tail(self, lines: int = 20) -> str:
+        """The last ``lines`` lines the current (or last) process wrote to the log."""
+        return "\n".join(self._log_text().splitlines()[-lines:])

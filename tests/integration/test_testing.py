@@ -203,6 +203,32 @@ def test_picked_port_taken_is_retried(monkeypatch: pytest.MonkeyPatch) -> None:
         assert len(calls) == 2
 
 
+@pytest.mark.parametrize("ours", ["port", "monitor_port"])
+@pytest.mark.parametrize("theirs", ["port", "monitor_port"])
+def test_picked_port_held_by_another_server_is_retried(
+    monkeypatch: pytest.MonkeyPatch, ours: str, theirs: str
+) -> None:
+    """Another test's server took a port we picked: its answers must not count as ours."""
+    with NatsServer(jetstream=False) as other:
+        taken = getattr(other, theirs)
+        real_free_ports = _server.free_ports
+        calls: list[int] = []
+
+        def first_pick_is_taken(count: int) -> list[int]:
+            calls.append(count)
+            client, monitor = real_free_ports(count)
+            if len(calls) > 1:
+                return [client, monitor]
+            return [taken, monitor] if ours == "port" else [client, taken]
+
+        monkeypatch.setattr(_server, "free_ports", first_pick_is_taken)
+        with NatsServer() as server:
+            assert len(calls) == 2
+            assert taken not in (server.port, server.monitor_port)
+            assert server.varz()["server_name"] == server.server_name
+            assert server.jsz()["config"]["store_dir"].startswith(server.store_dir)
+
+
 def test_fixed_port_taken_fails_clearly() -> None:
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
