@@ -54,6 +54,7 @@ class FastParser(Parser):
         #: While nats-py's parser handles a MSG/HMSG frame (and calls the subscription's
         #: queue), the bytes of its subject + reply + header block + payload; else None.
         self.frame_size: int | None = None
+        self._cut = False  # see _parse_fast
 
     async def parse(self, data: bytes = b"") -> None:
         self.parsing = True
@@ -74,22 +75,20 @@ class FastParser(Parser):
         if buf and self.state == AWAITING_CONTROL_LINE:
             # The buffer holds the start of one frame (everything complete was parsed): complete
             # it from the read, and take the rest of the read without copying it into the buffer.
-            head = _frame(buf)
-            missing = head[0] - len(buf) if head is not None else -1
-            if not 0 < missing < len(data):
-                buf.extend(data)
-                await self._parse_buffer(buf)
-                return
-            buf.extend(memoryview(data)[:missing])
+            pos = _complete(buf, data)
+            if pos < 0:
+                return  # still incomplete: the whole read is in the buffer
             await self._parse_buffer(buf)
             if self.buf is not buf or buf:  # a reconnect's reset(); or (defensive) not whole
-                self.buf.extend(memoryview(data)[missing:])
+                self.buf.extend(memoryview(data)[pos:])
                 await self._parse_buffer(self.buf)
                 return
-            pos = missing
         if self.state == AWAITING_CONTROL_LINE:
             # The read's fast frames are taken from the read itself; only the rest is copied.
             pos = self._parse_fast(data, pos)
+            if self._cut:  # the rest is the start of one frame: nothing more to parse yet
+                buf.extend(memoryview(data)[pos:])
+                return
         if pos < len(data):
             buf.extend(memoryview(data)[pos:])
             await self._parse_buffer(buf)
@@ -102,7 +101,7 @@ class FastParser(Parser):
             pos = self._parse_fast(buf)
             if pos:
                 del buf[:pos]
-            if not buf:
+            if not buf or self._cut:
                 return
             head = _frame(buf)
             if head is None or len(buf) < head[0]:
@@ -121,18 +120,26 @@ class FastParser(Parser):
 
     def _parse_fast(self, buf: bytes | bytearray, pos: int = 0) -> int:
         """Hand the complete plain ``MSG`` frames of routed subscriptions from *pos* in *buf*
-        to their engines; return where the first other (or incomplete) frame starts."""
+        to their engines; return where the first other (or incomplete) frame starts.
+
+        Sets ``_cut`` when it stopped at an incomplete frame (a split control line, or a routed
+        frame whose payload is still on its way): nothing after *pos* can be parsed yet."""
+        if type(buf) is bytes:  # a slice of bytes is a copy, and bytes() of it is that copy
+            return self._parse_fast_frames(buf, buf, pos)
         with memoryview(buf) as view:  # payloads copied once (a bytearray slice is a copy too)
             return self._parse_fast_frames(buf, view, pos)
 
-    def _parse_fast_frames(self, buf: bytes | bytearray, view: memoryview, pos: int) -> int:
+    def _parse_fast_frames(self, buf: bytes | bytearray, view: memoryview | bytes, pos: int) -> int:
         routes = self.routes
-        stats = self.nc.stats
         length = len(buf)
         count = nbytes = 0
+        cut = False
         while pos < length:
             end = buf.find(_CRLF, pos)
-            if end < 0 or not buf.startswith(b"MSG ", pos):
+            if end < 0:
+                cut = True  # a split control line
+                break
+            if not buf.startswith(b"MSG ", pos):
                 break
             args = buf[pos + 4 : end].split()  # subject sid [reply] size
             if len(args) == 4:
@@ -152,7 +159,8 @@ class FastParser(Parser):
             start = end + 2
             frame = start + size + 2
             if length < frame:
-                break  # the payload is still on its way
+                cut = True  # the payload is still on its way
+                break
             try:
                 subject_text, reply_text = subject.decode(), reply.decode()
             except UnicodeDecodeError:
@@ -166,10 +174,37 @@ class FastParser(Parser):
                 deliver(subject_text, reply_text, payload, len(subject) + len(reply) + size)
             except Exception:  # a bug there must not kill the connection's reader
                 log.exception("natspull: failed to handle a message on a pull inbox")
+        self._cut = cut
         if count:
+            stats = self.nc.stats
             stats["in_msgs"] += count
             stats["in_bytes"] += nbytes
         return pos
+
+
+def _complete(buf: bytearray, data: bytes) -> int:
+    """Extend *buf*, which holds the start of one frame, with the start of *data* up to that
+    frame's end; return where in *data* the frame ended, or -1 when all of *data* went into
+    *buf* and the frame is still incomplete. Raises ProtocolError."""
+    pos = 0
+    head = _frame(buf)
+    if head is None:  # the control line is split: complete it first
+        pos = data.find(b"\n") + 1
+        buf.extend(memoryview(data)[:pos] if pos else data)
+        head = _frame(buf)
+        if head is None:
+            if pos:  # (not a CRLF: left to nats-py, with the rest of the read)
+                buf.extend(memoryview(data)[pos:])
+                return len(data)
+            return -1
+    missing = head[0] - len(buf)
+    if missing > len(data) - pos:
+        buf.extend(memoryview(data)[pos:])
+        return -1
+    if missing > 0:
+        buf.extend(memoryview(data)[pos : pos + missing])
+        pos += missing
+    return pos
 
 
 def _frame(buf: bytearray) -> tuple[int, int | None] | None:

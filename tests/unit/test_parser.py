@@ -118,6 +118,15 @@ def test_malformed_frames_raise_protocol_error(wire: bytes) -> None:
         _feed(parser, wire, [])
 
 
+@pytest.mark.parametrize("cut", [3, 9, 12])
+def test_malformed_control_line_split_across_reads_raises(cut: int) -> None:
+    """A control line ended by a bare LF, its start in the buffer when the rest arrives."""
+    parser = FastParser(Recorder())  # type: ignore[arg-type]
+    parser.routes[ROUTED] = lambda *args: None
+    with pytest.raises(ProtocolError):
+        _feed(parser, f"MSG s {ROUTED} 3\nabc\r\n".encode(), [cut])
+
+
 def test_a_failing_engine_does_not_stop_the_reader() -> None:
     rec = Recorder()
     parser = FastParser(rec)  # type: ignore[arg-type]
