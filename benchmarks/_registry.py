@@ -41,6 +41,7 @@ CASE_MODULES = (
     "otel_case",
     "workers",
     "js_case",
+    "demo_case",
 )
 
 MSGS_PER_S = "msgs/s"
