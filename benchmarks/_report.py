@@ -52,6 +52,13 @@ class Results:
         row = self.rows.get((key, label))
         return row.median if row is not None and row.values else None
 
+    def share_of_ideal(self, key: str, label: str) -> float | None:
+        """The row's median over the ideal its samples named (None: not run, or no ideal)."""
+        row = self.rows.get((key, label))
+        if row is None or not row.values or not row.ideal:
+            return None
+        return row.median / row.ideal
+
     def ratio(self, key: str, label: str, base_key: str, base_label: str) -> float | None:
         value, base = self.median(key, label), self.median(base_key, base_label)
         if value is None or not base:

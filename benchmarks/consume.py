@@ -27,6 +27,7 @@ MEMORY_SLEEP = 0.002
 RSS_INTERVAL = 0.01
 
 CONSUME = "consume"
+SCALING = "consume_scaling"
 MEMORY = "memory"
 PEAK_GROWTH = "RSS growth, peak"
 
@@ -86,7 +87,7 @@ def consume_8(env: Env) -> list[Sample]:
     return [Sample("workers=8", consume_rate(env, n, 8), MSGS_PER_S, n=n, ideal=8 / SLEEP)]
 
 
-@case("3b", "consume_scaling", "natspull: consume() scaling with workers; handler sleeps 1 ms")
+@case("3b", SCALING, "natspull: consume() scaling with workers; handler sleeps 1 ms")
 def consume_scaling(env: Env) -> list[Sample]:
     samples = []
     for w in SCALING_WORKERS:
@@ -182,13 +183,13 @@ def _memory(env: Env, *, max_bytes: int | None, max_messages: int | None) -> lis
 
 target(
     "case 3 >= 85% of the ideal 8,000 msgs/s",
-    lambda r: None if (v := r.median(CONSUME, "workers=8")) is None else v / (8 / SLEEP),
+    lambda r: r.share_of_ideal(CONSUME, "workers=8"),
     0.85,
     "of ideal",
 )
 target(
     "case 3b workers=32 >= 90% of the ideal 32,000 msgs/s",
-    lambda r: None if (v := r.median("consume_scaling", "workers=32")) is None else v / (32 / SLEEP),
+    lambda r: r.share_of_ideal(SCALING, "workers=32"),
     0.9,
     "of ideal",
 )
