@@ -14,7 +14,9 @@ Workloads (``--workloads``, default ``ack,noack``):
 * ``ack``: ``for msg in consumer.messages(stop_after=n): msg.ack()`` (case 1);
 * ``noack``: the same loop on an ``AckPolicy.NONE`` consumer (case 2);
 * ``consume``: ``consume(handler, workers=8)``, the handler acks at once (case 3 without its sleep);
-* ``trio``: ``async for msg in msgs: msg.ack()`` in one trio task (case 11).
+* ``trio``: ``async for msg in msgs: msg.ack()`` in one trio task (case 11);
+* ``publish_async``: 8 threads each call ``js.publish_async()`` n/8 times, then wait for their
+  futures (case 8b; the consumer is not read).
 
 ``--tool calls`` counts Python function calls per message instead (``sys.setprofile`` on every
 thread; deterministic, but the profiler makes the run itself slow), with the functions called
@@ -48,7 +50,8 @@ from typing import Any
 
 import natspull
 
-WORKLOADS = ("ack", "noack", "consume", "trio")
+WORKLOADS = ("ack", "noack", "consume", "trio", "publish_async")
+PUBLISHERS = 8  # threads of the publish_async workload
 PAYLOAD = 128
 TIMEOUT = 600.0  # the child's bound on one run (callgrind is ~50x slower)
 
@@ -141,6 +144,8 @@ def _child(args: argparse.Namespace) -> None:
             ctx.wait(TIMEOUT)
         elif args.workload == "trio":
             count = _trio_run(args.url, args.stream, args.consumer, n)
+        elif args.workload == "publish_async":
+            count = _publish_async_run(client, f"{args.stream}.pub", n, args.size)
         client.flush(timeout=TIMEOUT)
         elapsed = time.perf_counter() - start
         if calls is not None:
@@ -157,6 +162,26 @@ def _child(args: argparse.Namespace) -> None:
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(0)
+
+
+def _publish_async_run(client: natspull.Client, subject: str, n: int, size: int) -> int:
+    js = client.jetstream(timeout=TIMEOUT)
+    payload = b"x" * size
+    counts: list[int] = []
+
+    def publisher(k: int) -> None:
+        futures = [js.publish_async(subject, payload) for _ in range(k)]
+        counts.append(sum(1 for future in futures if future.result(TIMEOUT).seq))
+
+    shares = [n // PUBLISHERS + (i < n % PUBLISHERS) for i in range(PUBLISHERS)]
+    threads = [
+        threading.Thread(target=publisher, args=(k,), name=f"publisher-{i}") for i, k in enumerate(shares)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(counts)
 
 
 def _trio_run(url: str, stream: str, name: str, n: int) -> int:

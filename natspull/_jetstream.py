@@ -551,8 +551,9 @@ class JetStream:
         The options are :meth:`publish`'s. Publishes from any number of threads are pipelined
         (one reply subscription per connection, no round trip per call). At most
         ``max_pending`` (see ``Client.jetstream()``) of this context wait for their PubAck:
-        beyond, the call blocks until one is answered, at most *timeout* (default: the
-        context's), then raises natspull.TimeoutError. The future fails with the server's
+        once they do, calls block until a quarter of them is answered (so that blocked threads
+        go on in runs, not one wake-up per PubAck), at most *timeout* (default: the
+        context's), then raise natspull.TimeoutError. The future fails with the server's
         JetStreamAPIError, natspull.TimeoutError (no PubAck within *timeout*), or
         ConnectionClosedError (closed with the publish in flight: ``Client.close()`` first waits
         for the acks on their way, within its timeout); it cannot be cancelled. Callbacks added

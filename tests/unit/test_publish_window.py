@@ -67,3 +67,32 @@ def test_wait_idle_returns_once_every_slot_is_back() -> None:
         helper.join(5)
     assert not helper.is_alive()
     window.wait_idle(0)  # idle: returns at once
+
+
+@pytest.mark.timeout(10)
+def test_a_full_window_reopens_once_a_quarter_is_back_to_every_waiter() -> None:
+    window = PublishWindow(8)
+    assert window.reopen_at == 6
+    for _ in range(8):
+        window.acquire(1)
+    took = threading.Semaphore(0)
+
+    def take() -> None:
+        window.acquire(10)
+        took.release()
+
+    helpers = [threading.Thread(target=take) for _ in range(2)]
+    for helper in helpers:
+        helper.start()
+    try:
+        window.release()  # 7 taken: still closed, though a slot is free
+        assert not took.acquire(timeout=0.1)
+        window.release()  # 6 taken: open again, both waiters take a slot
+        assert took.acquire(timeout=5) and took.acquire(timeout=5)
+    finally:
+        for helper in helpers:
+            helper.join(5)
+    assert not any(helper.is_alive() for helper in helpers)
+    assert window.in_flight == 8
+    with pytest.raises(natspull.TimeoutError, match="8 publishes"):
+        window.acquire(0.05)  # full again
