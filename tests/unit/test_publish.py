@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 import natspull
+from natspull._jetstream import _USUAL_ACK, _pub_ack
 from natspull._publish import (
     MAX_BATCH_MESSAGES,
     batch_headers,
@@ -13,6 +16,7 @@ from natspull._publish import (
     publish_item,
     publish_options,
 )
+from natspull._transport._wire import Reply
 
 
 @pytest.mark.timeout(10)
@@ -123,3 +127,31 @@ def test_records_are_frozen() -> None:
     record = natspull.Publish("s")
     assert (record.data, record.headers, record.ttl) == (b"", None, None)
     assert hash(record) == hash(natspull.Publish("s"))
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"stream":"S","seq":1}',
+        b'{"stream":"ORDERS","seq":18446744073709551615}',
+        b'{"stream":"S","seq":7,"duplicate": true}',
+        b'{"stream":"S","seq":7,"duplicate":true}',
+        b'{"stream":"S","domain":"hub","seq":3}',
+        b'{"stream":"S", "domain":"hub", "seq":3, "duplicate": true}',
+        b'{"stream":"S","domain":"","seq":3}',
+        b'{"stream":"S\\"q","seq":2}',  # an escape: through json
+        b'{"stream":"S","seq":2,"duplicate":false}',  # not the usual form: through json
+        b'{"seq":2,"stream":"S"}',
+        b'{"stream":"S","seq":5,"batch":"b1","count":5}',
+    ],
+)
+def test_pub_acks_read_without_json_equal_the_json_reading(data: bytes) -> None:
+    """The usual PubAck is read by a regular expression; every answer must read as nats-py's
+    PubAck.from_response reads the JSON (the fallback for everything else)."""
+    expected = natspull.PubAck.from_response(json.loads(data))
+    if b'"batch"' in data:  # natspull's names for the batch fields (nats-py keeps "batch"/"count")
+        expected = natspull.PubAck(stream="S", seq=5, batch_id="b1", batch_size=5)
+    assert _pub_ack(Reply("_INBOX.x.1", "", data, None), "s") == expected
+    plain = data.startswith(b'{"stream"') and not any(x in data for x in (b"\\", b"false", b"batch"))
+    assert (_USUAL_ACK.match(data) is not None) == plain
