@@ -698,13 +698,13 @@ def _complete(
 ) -> None:
     """Loop thread (or the closing thread): a publish_async's answer completes its future."""
     try:
-        if error is not None:
+        if reply is None:  # (then error is set)
             if isinstance(error, errors.TimeoutError):
                 error = errors.TimeoutError(f"publish_async to {subject!r}: {error}")
             future.set_exception(error)
         else:
             try:
-                ack = _pub_ack(cast(Reply, reply), subject)
+                ack = _pub_ack(reply, subject)
             except Exception as exc:
                 future.set_exception(exc)
             else:
