@@ -1,9 +1,11 @@
 """The Python version matrix: ``nox`` runs every session, ``nox -l`` lists them.
 
-* ``tests-3.9``: mypy (strict, setup.cfg) for Python 3.9 and the whole suite on the oldest Python;
-* ``tests-3.13``: the same on the newest (CI runs the README's test command on 3.13 instead);
-* ``core-3.10``, ``core-3.12``: the unit tests, the README examples and the core test files;
-* ``portable-3.11``: the core and fault suites on nats-py's public API only (NATSPULL_PORTABLE=1);
+* ``portable-3.9``: mypy (strict, setup.cfg) for Python 3.9 and the whole suite on the oldest
+  Python, on nats-py's public API only (NATSPULL_PORTABLE=1: the portable mode);
+* ``tests-3.13``: mypy and the whole suite on the newest, on the fast path (CI runs the README's
+  test command on 3.13 instead);
+* ``core-3.9``, ``core-3.10``, ``core-3.12``: the unit tests, the README examples and the core
+  test files, on the fast path;
 * ``oldest-server``: the compatibility file and the core files against the oldest supported
   nats-server (``OLDEST_SERVER``, downloaded once by ``natspull.testing.server_binary``).
 
@@ -54,12 +56,6 @@ OLDEST_SERVER_TESTS = [
     "tests/integration/test_consume.py",
     "--deselect",
     "tests/integration/test_messages.py::test_sigterm_drain_at_random_moments",
-]
-PORTABLE_TESTS = [
-    "tests/integration/test_client.py",
-    "tests/integration/test_messages.py",
-    "tests/integration/test_consume.py",
-    "tests/faults",
 ]
 
 
@@ -113,12 +109,13 @@ def _install(session: nox.Session) -> None:
     session.run("python", "--version")
 
 
-@_session("tests-3.9", "3.9")
-def tests_39(session: nox.Session) -> None:
-    """mypy for Python 3.9 (the last mypy that targets it) and the whole suite on Python 3.9."""
+@_session("portable-3.9", "3.9")
+def portable_39(session: nox.Session) -> None:
+    """mypy for Python 3.9 (the last mypy that targets it) and the whole suite on Python 3.9 in
+    the portable mode: nats-py's public API only (natspull/_transport/_wire.py)."""
     _install(session)
     session.run("mypy", "--python-version", "3.9")
-    session.run("python", "-m", "pytest", *session.posargs)
+    session.run("python", "-m", "pytest", *session.posargs, env={"NATSPULL_PORTABLE": "1"})
 
 
 @_session("tests-3.13", "3.13")
@@ -127,6 +124,13 @@ def tests_313(session: nox.Session) -> None:
     _install(session)
     session.run("mypy", "--python-version", "3.13")
     session.run("python", "-m", "pytest", *session.posargs)
+
+
+@_session("core-3.9", "3.9")
+def core_39(session: nox.Session) -> None:
+    """The unit tests, README examples and core test files on Python 3.9 (the fast path)."""
+    _install(session)
+    session.run("python", "-m", "pytest", *CORE_TESTS, *session.posargs)
 
 
 @_session("core-3.10", "3.10")
@@ -141,13 +145,6 @@ def core_312(session: nox.Session) -> None:
     """The unit tests, README examples and core test files on Python 3.12."""
     _install(session)
     session.run("python", "-m", "pytest", *CORE_TESTS, *session.posargs)
-
-
-@_session("portable-3.11", "3.11")
-def portable_311(session: nox.Session) -> None:
-    """The core and fault suites on nats-py's public API only (natspull/_transport/_wire.py)."""
-    _install(session)
-    session.run("python", "-m", "pytest", *PORTABLE_TESTS, *session.posargs, env={"NATSPULL_PORTABLE": "1"})
 
 
 @_session("oldest-server", "3.11")

@@ -164,7 +164,10 @@ class Client:
 
     @property
     def server_info(self) -> dict[str, Any]:
-        """The INFO the server sent on the latest (re)connect: server_id, version, max_payload, ..."""
+        """The INFO the server sent on the latest (re)connect: server_id, version, max_payload, ...
+
+        In the portable mode (``NATSPULL_PORTABLE=1``) only what nats-py's public API tells:
+        version, max_payload, client_id. Any thread."""
         return self._conn.server_info
 
     @property

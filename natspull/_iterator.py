@@ -156,7 +156,8 @@ class Messages:
         """End now: every waiter wakes and sees the end; no new pull is sent.
 
         Messages buffered but not handed out, and those still in flight, are
-        NAKed so the server redelivers them at once. Never blocks: safe from
+        NAKed so the server redelivers them at once (to another reader: the NAKs leave once
+        this iterator's inbox is unsubscribed, a round trip later). Never blocks: safe from
         any thread, a signal handler, a client callback or the loop body.
         This method is idempotent, and cuts a running drain short.
         """

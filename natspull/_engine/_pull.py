@@ -249,6 +249,9 @@ class PullEngine:
         self.events = events
         self.inbox = ""
         self._sub: Inbox | None = None
+        # Messages handed back (NAKed) while the inbox is subscribed wait here until it is
+        # unsubscribed (see _give_back); None: NAK at once. Loop thread only.
+        self._held: list[Msg] | None = None
         self._burst: list[Msg] = []
         self._heartbeat: HeartbeatMonitor | None = None
         self._stopping = False
@@ -266,6 +269,7 @@ class PullEngine:
         link = self._link
         self.inbox = link.new_inbox()
         self._sub = await link.subscribe_inbox(self.inbox, self._on_msg, self._deliver)
+        self._held = []
         link.register(self)
         if self.settings.heartbeat:
             self._heartbeat = HeartbeatMonitor(
@@ -362,6 +366,7 @@ class PullEngine:
                     await sub.unsubscribe()
         self._flush_burst()
         self.queue.finish()
+        self._release_held()
         link.unregister(self)
         self._done()
         await self.mode.on_stopped()
@@ -621,6 +626,7 @@ class PullEngine:
                 log.debug("natspull: inbox %s: unsubscribe failed: %s", self.inbox, exc)
         self.queue.drain()
         self.queue.finish()
+        self._release_held()
         self._link.unregister(self)
         self._done()
 
@@ -640,9 +646,30 @@ class PullEngine:
         if self.acks is None:
             return
         if self.loop_thread.in_loop_thread():
-            nak_unacked(msgs)
+            self._give_back(msgs)
         else:
-            self.loop_thread.call_soon(nak_unacked, msgs)
+            self.loop_thread.call_soon(self._give_back, msgs)
+
+    def _give_back(self, msgs: list[Msg]) -> None:
+        """Loop thread: NAK *msgs* now, or - while the inbox is subscribed - once it is not.
+
+        The server redelivers a NAKed message to the oldest pull request waiting, which can be
+        this inbox's own; one that reaches it while the inbox is being unsubscribed may be
+        dropped by nats-py (its ``Subscription.drain()``, the portable mode's unsubscribe,
+        writes its PING ahead of its UNSUB, so the PONG can come back before the server has
+        seen the UNSUB), and then only ack_wait brings it back. Once the UNSUB is settled the
+        server skips this inbox's requests: the NAKed message goes to another one at once.
+        """
+        if self._held is not None:
+            self._held.extend(msgs)
+        else:
+            nak_unacked(msgs)
+
+    def _release_held(self) -> None:
+        """Loop thread: the inbox is unsubscribed (or the connection closing): NAK what waited."""
+        held, self._held = self._held, None
+        if held:
+            nak_unacked(held)
 
     # ------------------------------------------------------ heartbeat, reconnect
 
@@ -674,13 +701,16 @@ class PullEngine:
         self.emit("disconnected")
 
     def abort(self, exc: BaseException) -> None:
-        """The connection ends this engine (closing, or a permissions violation): fail its queue."""
+        """The connection ends this engine (closing, or a permissions violation): fail its queue,
+        NAKing what it buffered now (the connection may not outlive this loop iteration)."""
+        self._release_held()
         self.queue.fail(exc)
 
     def on_closed(self) -> None:
         """The connection is closed for good."""
         self._cancel_heartbeat()
         self._sub = None
+        self._held = None  # (nothing can be NAKed now: the server redelivers after ack_wait)
         if self.lease is not None:
             self.lease.close()
         self.queue.fail(ConnectionClosedError("the connection is closed"))

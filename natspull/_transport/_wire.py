@@ -368,8 +368,10 @@ class Wire:
         if not self.portable:
             return dict(self.nc._server_info or {})
         info: dict[str, Any] = {"max_payload": self.nc.max_payload}
-        with contextlib.suppress(Exception):  # not connected yet
-            info["version"] = str(self.nc.connected_server_version)
+        with contextlib.suppress(Exception):  # not connected yet ("0.0.0-unknown"), or unreadable
+            version = self.nc.connected_server_version  # (its str() is "<nats server v2.15.1>")
+            if version.major:
+                info["version"] = f"{version.major}.{version.minor}.{version.patch}"
         if self.nc.client_id is not None:
             info["client_id"] = self.nc.client_id
         return info

@@ -20,6 +20,7 @@ import pytest
 from conftest import connection, fill, natspull_threads, pull_inboxes, wait_until
 
 import natspull
+from natspull._transport import _wire
 from natspull.testing import NatsServer
 
 
@@ -111,6 +112,51 @@ def test_stop_returns_buffered_messages_for_prompt_redelivery(js: natspull.JetSt
             m.ack()
     assert time.monotonic() - t0 < 1.0
     assert sorted(seqs) == list(range(2, 51))
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("portable", [False, True], ids=["fast", "portable"])
+def test_a_message_handed_back_at_stop_goes_to_the_next_reader_at_once(
+    nats_server: NatsServer, monkeypatch: pytest.MonkeyPatch, portable: bool
+) -> None:
+    """stop() hands buffered messages back (NAK) while the reader's own pull request still waits
+    on the server, which redelivers a NAKed message to the oldest request waiting. Each round, a
+    reader stops with one message buffered and a second reader starts at once: the second must
+    get that message, delivered twice (not bounced through the stopping inbox), long before
+    ack_wait could bring it back. Before the NAKs waited for the first reader's UNSUB to settle,
+    the message went back to that inbox's request first (delivered 3 times), and in the portable
+    mode about 2 % of rounds lost it there until ack_wait: nats-py's drain() writes its PING
+    ahead of its UNSUB, so the PONG can come back before the server has seen the UNSUB."""
+    if portable:
+        monkeypatch.setenv(_wire.PORTABLE_ENV, "1")
+    else:
+        monkeypatch.delenv(_wire.PORTABLE_ENV, raising=False)
+    rounds = 100
+    with natspull.connect(nats_server.url) as client:
+        assert client._conn.wire.portable is portable
+        js = client.jetstream()
+        stream = f"HANDBACK{int(portable)}"
+        js.add_stream(name=stream, subjects=[f"{stream}.>"], storage=natspull.StorageType.MEMORY)
+        consumer = js.add_consumer(stream, durable_name="handback", ack_wait=5)
+        try:
+            for round_ in range(rounds):
+                js.publish_many([(f"{stream}.m", b"taken"), (f"{stream}.m", b"handed back")])
+                with consumer.messages() as first:
+                    taken = first.next(timeout=5)
+                    wait_until(lambda: first.stats().buffered == 1, 5, "the second message buffered")
+                started = time.monotonic()
+                with consumer.messages() as second:
+                    try:
+                        again = second.next(timeout=4)  # (ack_wait is 5 s)
+                    except natspull.TimeoutError:
+                        pytest.fail(f"round {round_}: the handed-back message did not come back at once")
+                assert (again.data, again.metadata.num_delivered) == (b"handed back", 2)
+                assert again.metadata.sequence.stream == taken.metadata.sequence.stream + 1
+                assert time.monotonic() - started < 4
+                taken.ack_sync()
+                again.ack_sync()
+        finally:
+            js.delete_stream(stream)
 
 
 def test_eight_threads_share_one_iterator(
