@@ -58,13 +58,8 @@ class PublishWindow:
                     self._full = True
                 if deadline is None:
                     deadline = time.monotonic() + timeout
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(
-                        f"publish_async: {self.size} publishes (max_pending) still wait for "
-                        f"their PubAck after {timeout:g} s"
-                    )
-                self._slot_free.wait(remaining)
+                waiting = f"publish_async: {self.size} publishes (max_pending)"
+                _wait(self._slot_free, deadline, waiting, timeout)
 
     def release(self) -> None:
         """Give a slot back (its publish is complete). Any thread; never blocks for long."""
@@ -83,12 +78,16 @@ class PublishWindow:
             self._idle_waiters += 1
             try:
                 while self._in_flight:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise TimeoutError(
-                            f"publish_async_complete: {self._in_flight} publishes still wait for "
-                            f"their PubAck after {timeout:g} s"
-                        )
-                    self._idle.wait(remaining)
+                    waiting = f"publish_async_complete: {self._in_flight} publishes"
+                    _wait(self._idle, deadline, waiting, timeout)
             finally:
                 self._idle_waiters -= 1
+
+
+def _wait(condition: threading.Condition, deadline: float, waiting: str, timeout: float) -> None:
+    """Lock held: one wait on *condition*, or natspull.TimeoutError (*waiting* "still wait for
+    their PubAck") once the monotonic *deadline* has passed."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise TimeoutError(f"{waiting} still wait for their PubAck after {timeout:g} s")
+    condition.wait(remaining)
