@@ -756,7 +756,7 @@ def _config(kind: type[_C], config: _C | None, params: dict[str, Any]) -> _C:
 
 def _pub_ack(reply: Reply, subject: str) -> PubAck:
     usual = _USUAL_ACK.match(reply.data)
-    if usual is not None:  # (no json.loads, no dict: a third of the loop's time per PubAck)
+    if usual is not None:  # (no json.loads, no dict: ~10k instructions fewer per PubAck)
         stream, domain, seq, duplicate = usual.groups()
         return PubAck(
             stream=stream.decode(),
