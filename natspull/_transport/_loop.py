@@ -80,6 +80,7 @@ class LoopThread:
         # Resolved from inside the loop once it runs, or with the start-up error (see _run).
         self._ready: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._thread.start()
+        self._ident = self._thread.ident  # (set once start() returns; read per message below)
         try:
             self._ready.result(start_timeout)
         except concurrent.futures.TimeoutError:
@@ -95,7 +96,7 @@ class LoopThread:
         """Raise RuntimeError if a blocking call named *what* is made on the loop thread."""
         # The id first (one C call; every message of an iterator passes here), the thread
         # object only when it matches: an id may be reused once the loop thread has ended.
-        if threading.get_ident() == self._thread.ident and self.in_loop_thread():
+        if threading.get_ident() == self._ident and self.in_loop_thread():
             raise RuntimeError(
                 f"{what} blocks and cannot be called from the natspull event-loop thread "
                 f"({self._thread.name}); call it from another thread"
