@@ -299,19 +299,15 @@ class PullFlow(RuleBasedStateMachine):
     def pull_expires(self, data: st.DataObject) -> None:
         """A 408/409: the server reports what it left unfilled.
 
-        With max_bytes a request ends with both of its remainders, messages and bytes: bytes
-        still outstanding mean a request still open, with messages outstanding too. (Drawn
-        apart, a report could leave bytes and no messages outstanding, a state no server makes:
-        the queue then has no message budget to pull with.)"""
+        Without max_bytes, any part of what is outstanding. With max_bytes, all of it: this
+        model keeps one sum for all open requests, and a request ends with both of its
+        remainders, messages and bytes; a part of the sum drawn at random could leave a state
+        no server makes (bytes outstanding below the threshold with every message of the
+        budget still outstanding, so that nothing can be pulled)."""
         if self.bytes_mode:
-            nbytes = data.draw(st.integers(0, self.outstanding_bytes))
-            if nbytes == self.outstanding_bytes:  # every open request ended
-                msgs = self.outstanding_msgs
-            else:
-                msgs = data.draw(st.integers(0, self.outstanding_msgs - 1))
+            msgs, nbytes = self.outstanding_msgs, self.outstanding_bytes
         else:
-            msgs = data.draw(st.integers(0, self.outstanding_msgs))
-            nbytes = 0
+            msgs, nbytes = data.draw(st.integers(0, self.outstanding_msgs)), 0
         self.q.adjust_pending(msgs, nbytes)
         self.outstanding_msgs -= msgs
         self.outstanding_bytes -= nbytes
