@@ -20,7 +20,8 @@ Workloads (``--workloads``, default ``ack,noack``):
 
 ``--tool calls`` counts Python function calls per message instead (``sys.setprofile`` on every
 thread; deterministic, but the profiler makes the run itself slow), with the functions called
-most. ``--tool none`` only runs the workloads (a smoke test). ``--annotate`` keeps the
+most. ``--tool none`` only runs the workloads: wall-clock rate and the process's CPU time per
+message (every thread, user + system), which shows whether a workload is CPU-bound. ``--annotate`` keeps the
 callgrind files and prints ``callgrind_annotate``'s top functions for each.
 
 Usage::
@@ -114,7 +115,7 @@ def _child(args: argparse.Namespace) -> None:
             helper.natspull_zero()
         if calls is not None:
             calls.on = True
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), _cpu()
         if args.workload in ("ack", "noack"):
             with consumer.messages(stop_after=n) as msgs:
                 watchdog = threading.Timer(TIMEOUT, msgs.stop)
@@ -147,10 +148,10 @@ def _child(args: argparse.Namespace) -> None:
         elif args.workload == "publish_async":
             count = _publish_async_run(client, f"{args.stream}.pub", n, args.size)
         client.flush(timeout=TIMEOUT)
-        elapsed = time.perf_counter() - start
+        elapsed, cpu = time.perf_counter() - start, _cpu() - cpu
         if calls is not None:
             calls.on = False
-        result: dict[str, Any] = {"count": count, "elapsed": elapsed}
+        result: dict[str, Any] = {"count": count, "elapsed": elapsed, "cpu": cpu}
         if calls is not None:
             sys.setprofile(None)
             threading.setprofile(None)
@@ -182,6 +183,12 @@ def _publish_async_run(client: natspull.Client, subject: str, n: int, size: int)
     for thread in threads:
         thread.join()
     return sum(counts)
+
+
+def _cpu() -> float:
+    """CPU seconds of this process so far, every thread, user + system."""
+    times = os.times()
+    return times.user + times.system
 
 
 def _trio_run(url: str, stream: str, name: str, n: int) -> int:
@@ -290,8 +297,11 @@ def _report(args: argparse.Namespace, results: list[dict[str, Any]]) -> None:
                     print(f"  {c / n:7.2f}  {thread[:22]:22}  {func}")
     else:
         for r in results:
-            rate = n / r["elapsed"]
-            print(f"{r['workload']:10} {rate:,.0f} msgs/s (wall clock, not comparable across loads)")
+            rate, cpu_us = n / r["elapsed"], r["cpu"] / n * 1e6
+            print(
+                f"{r['workload']:10} {rate:,.0f} msgs/s, {cpu_us:.1f} us of process CPU per message "
+                f"(wall clock: not comparable across loads)"
+            )
 
 
 def main(argv: list[str] | None = None) -> None:
