@@ -4,8 +4,10 @@
   Python, on nats-py's public API only (NATSPULL_PORTABLE=1: the portable mode);
 * ``tests-3.13``: mypy and the whole suite on the newest, on the fast path (CI runs the README's
   test command on 3.13 instead);
-* ``core-3.9``, ``core-3.10``, ``core-3.12``: the unit tests, the README examples and the core
-  test files, on the fast path;
+* ``core-3.9``, ``core-3.10``: the unit tests, the README examples and the core test files, on
+  the fast path;
+* ``compiled-3.12``: the compiled build (setup.py, ``NATSPULL_COMPILE=1``: mypyc) on Python 3.12,
+  the same files and the fork file;
 * ``oldest-server``: the compatibility file and the core files against the oldest supported
   nats-server (``OLDEST_SERVER``, downloaded once by ``natspull.testing.server_binary``).
 
@@ -46,6 +48,9 @@ CORE_TESTS = [
     "--deselect",
     "tests/integration/test_messages.py::test_sigterm_drain_at_random_moments",
 ]
+# The compiled build's files: the core ones and the fork file (see compiled_312).
+COMPILED_TESTS = [*CORE_TESTS, "tests/integration/test_fork.py"]
+ROOT = pathlib.Path(__file__).resolve().parent
 # The oldest supported nats-server release (docs/guides/servers.md; checked by
 # tests/unit/test_supported_servers.py), and what runs against it.
 OLDEST_SERVER = "2.10.26"
@@ -140,11 +145,29 @@ def core_310(session: nox.Session) -> None:
     session.run("python", "-m", "pytest", *CORE_TESTS, *session.posargs)
 
 
-@_session("core-3.12", "3.12")
-def core_312(session: nox.Session) -> None:
-    """The unit tests, README examples and core test files on Python 3.12."""
+@_session("compiled-3.12", "3.12")
+def compiled_312(session: nox.Session) -> None:
+    """The compiled build (setup.py's COMPILED modules, by mypyc) on Python 3.12: the core test
+    files and the fork file (a compiled class takes no weak reference), with
+    NATSPULL_EXPECT_COMPILED=1 (tests/unit/test_build.py fails if the pure modules are imported).
+
+    The wheel is built into the session's tmp folder and installed over the editable install;
+    pytest runs from that folder, so that no interpreter a test starts (``python -m natspull``)
+    finds the tree's pure sources first on ``sys.path``.
+    """
     _install(session)
-    session.run("python", "-m", "pytest", *CORE_TESTS, *session.posargs)
+    session.install("pip", "mypy", "setuptools>=68", "wheel")
+    wheels = pathlib.Path(session.create_tmp())
+    for old in wheels.glob("natspull-*.whl"):
+        old.unlink()
+    build = ["python", "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "-q", "-w", str(wheels)]
+    session.run_install(*build, str(ROOT), env={"NATSPULL_COMPILE": "1"})
+    for wheel in wheels.glob("natspull-*.whl"):
+        session.install("--no-deps", "--reinstall", str(wheel))
+    session.chdir(wheels)
+    tests = [str(ROOT / t) if t.startswith("tests/") and "::" not in t else t for t in COMPILED_TESTS]
+    env = {"NATSPULL_EXPECT_COMPILED": "1"}
+    session.run("python", "-m", "pytest", "--rootdir", str(ROOT), *tests, *session.posargs, env=env)
 
 
 @_session("oldest-server", "3.11")

@@ -162,7 +162,7 @@ class MsgQueue:
         self._created_in = _fork.pid
         # Set only in a child process after os.fork(), together with CLOSED (see _after_fork_in_child).
         self.forked: ForkedError | None = None
-        _fork.track(self)
+        self._fork_handle = _fork.track(self)  # None, or kept while the queue lives (compiled)
 
     def _after_fork_in_child(self) -> None:
         """Child process after os.fork(), single-threaded: refuse everything from now on.

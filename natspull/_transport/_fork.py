@@ -7,7 +7,8 @@ buffered messages are the parent's deliveries, and a lock some other thread
 held at the fork (the loop thread buffering a burst, a worker acking) stays
 held forever. So every inherited object is marked at fork time, in the child:
 
-* :func:`track` puts an object in a registry (a ``WeakSet``); one
+* :func:`track` puts an object in a registry (a ``WeakSet``; a compiled class, which takes
+  no weak reference, through a handle it keeps); one
   ``os.register_at_fork(after_in_child=...)`` hook calls each tracked object's
   ``_after_fork_in_child()``. That replaces the object's locks with fresh ones
   (none can be inherited held, so even ``stats()`` cannot hang), drops what
@@ -53,9 +54,32 @@ class _Inheritable(Protocol):
 _tracked: weakref.WeakSet[_Inheritable] = weakref.WeakSet()
 
 
-def track(obj: _Inheritable) -> None:
-    """Have ``obj._after_fork_in_child()`` called in every child forked while *obj* lives. Any thread."""
-    _tracked.add(obj)
+def track(obj: _Inheritable) -> object:
+    """Have ``obj._after_fork_in_child()`` called in every child forked while *obj* lives. Any thread.
+
+    Returns None; or, for an object that takes no weak reference (a class of the compiled
+    build, see setup.py), a handle that *obj* must keep in an attribute: the registry holds
+    the handle weakly, the handle holds *obj*, and the cyclic collector frees the two together.
+    """
+    try:
+        _tracked.add(obj)
+    except TypeError:  # cannot create weak reference
+        handle = _Handle(obj)
+        _tracked.add(handle)
+        return handle
+    return None
+
+
+class _Handle:
+    """Stands in the registry for an object that takes no weak reference."""
+
+    __slots__ = ("__weakref__", "obj")
+
+    def __init__(self, obj: _Inheritable) -> None:
+        self.obj = obj
+
+    def _after_fork_in_child(self) -> None:
+        self.obj._after_fork_in_child()
 
 
 def forked_error(what: str, created_in: int) -> ForkedError:

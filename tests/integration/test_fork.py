@@ -12,6 +12,7 @@ its threads) and the test fails naming the hang.
 
 from __future__ import annotations
 
+import gc
 import itertools
 import os
 import pickle
@@ -25,6 +26,7 @@ import threading
 import time
 import traceback
 import warnings
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -33,6 +35,7 @@ import pytest
 from conftest import fill, wait_until
 
 import natspull
+from natspull._transport import _fork
 from natspull.testing import NatsServer
 
 T = TypeVar("T")
@@ -513,3 +516,30 @@ def test_an_inherited_iterator_collected_in_the_child_is_silent(nats_server: Nat
     assert result.returncode == 0, result.stderr
     assert "Exception ignored" not in result.stderr, result.stderr
     assert "ResourceWarning" not in result.stderr, result.stderr
+
+
+class _NoWeakReference:
+    """Like a class of the compiled build: it takes no weak reference."""
+
+    __slots__ = ("_fork_handle", "forked")
+
+    def __init__(self) -> None:
+        self.forked = False
+        self._fork_handle = _fork.track(self)
+
+    def _after_fork_in_child(self) -> None:
+        self.forked = True
+
+
+def test_an_object_without_weak_references_is_marked_in_the_child_and_freed_in_the_parent() -> None:
+    """The registry takes it through a handle: the child marks it, the parent frees the two."""
+    obj = _NoWeakReference()
+    with pytest.raises(TypeError):
+        weakref.ref(obj)
+    assert obj._fork_handle is not None, "track() returned no handle"
+    assert run_in_child(lambda o=obj: o.forked) is True  # (a default: obj is deleted below)
+    assert obj.forked is False
+    handle = weakref.ref(obj._fork_handle)
+    del obj
+    gc.collect()
+    assert handle() is None, "the handle outlived its object"

@@ -1,0 +1,44 @@
+"""The compiled build (setup.py): which modules it compiles, and that a session that expects it
+(``nox -s compiled-3.12`` sets NATSPULL_EXPECT_COMPILED=1) imports them compiled."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.machinery
+import os
+import pathlib
+
+import pytest
+
+SETUP_PY = pathlib.Path(__file__).resolve().parents[2] / "setup.py"
+
+
+def compiled_modules() -> list[str]:
+    """setup.py's COMPILED, as module names."""
+    tree = ast.parse(SETUP_PY.read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["COMPILED"]:
+            paths: list[str] = ast.literal_eval(node.value)
+            return [p.removesuffix(".py").replace("/", ".") for p in paths]
+    raise AssertionError("setup.py has no COMPILED = [...] list")
+
+
+def test_every_compiled_module_exists_and_is_private() -> None:
+    names = compiled_modules()
+    assert names, "COMPILED is empty"
+    for name in names:
+        module = importlib.import_module(name)
+        assert module.__name__ == name
+        assert any(part.startswith("_") for part in name.split(".")[1:]), f"{name} is public"
+
+
+@pytest.mark.skipif(
+    os.environ.get("NATSPULL_EXPECT_COMPILED") != "1",
+    reason="the pure build (NATSPULL_EXPECT_COMPILED=1 in nox -s compiled-3.12)",
+)
+def test_the_session_of_the_compiled_build_imports_every_compiled_module_compiled() -> None:
+    for name in compiled_modules():
+        path = importlib.import_module(name).__file__
+        assert path is not None
+        assert path.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)), f"{name} from {path}"
