@@ -1,5 +1,5 @@
-"""The compiled build (setup.py): which modules it compiles, and that a session that expects it
-(``nox -s compiled-3.12`` sets NATSPULL_EXPECT_COMPILED=1) imports them compiled."""
+"""The compiled build (setup.py): which modules it compiles, and that every session imports the
+build it expects (``nox -s compiled-3.12`` sets NATSPULL_EXPECT_COMPILED=1; elsewhere: pure)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ import importlib
 import importlib.machinery
 import os
 import pathlib
-
-import pytest
 
 SETUP_PY = pathlib.Path(__file__).resolve().parents[2] / "setup.py"
 
@@ -33,12 +31,15 @@ def test_every_compiled_module_exists_and_is_private() -> None:
         assert any(part.startswith("_") for part in name.split(".")[1:]), f"{name} is public"
 
 
-@pytest.mark.skipif(
-    os.environ.get("NATSPULL_EXPECT_COMPILED") != "1",
-    reason="the pure build (NATSPULL_EXPECT_COMPILED=1 in nox -s compiled-3.12)",
-)
-def test_the_session_of_the_compiled_build_imports_every_compiled_module_compiled() -> None:
+def test_the_build_imported_is_the_one_the_session_expects() -> None:
+    """Compiled where NATSPULL_EXPECT_COMPILED=1; elsewhere pure, so that a compiled module left
+    beside its source (``NATSPULL_COMPILE=1 pip install -e .``) never stands in for it unseen."""
+    compiled = os.environ.get("NATSPULL_EXPECT_COMPILED") == "1"
+    suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
     for name in compiled_modules():
         path = importlib.import_module(name).__file__
         assert path is not None
-        assert path.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)), f"{name} from {path}"
+        if compiled:
+            assert path.endswith(suffixes), f"{name} is not compiled: {path}"
+        else:
+            assert path.endswith(".py"), f"{name} is compiled ({path}): remove it for the pure build"
