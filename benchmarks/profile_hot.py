@@ -22,7 +22,9 @@ Workloads (``--workloads``, default ``ack,noack``):
 thread; deterministic, but the profiler makes the run itself slow), with the functions called
 most. ``--tool none`` only runs the workloads: wall-clock rate and the process's CPU time per
 message (every thread, user + system), which shows whether a workload is CPU-bound. ``--annotate`` keeps the
-callgrind files and prints ``callgrind_annotate``'s top functions for each.
+callgrind files and prints ``callgrind_annotate``'s top functions for each. ``--gc-off`` runs
+the workloads with the cyclic garbage collector disabled: an experiment that shows what the
+collector costs (``publish_async``'s futures), never something natspull does.
 
 Usage::
 
@@ -36,6 +38,7 @@ from __future__ import annotations
 import argparse
 import collections
 import ctypes
+import gc
 import json
 import os
 import re
@@ -102,6 +105,8 @@ class _Calls:
 
 
 def _child(args: argparse.Namespace) -> None:
+    if args.gc_off:
+        gc.disable()
     calls = _Calls() if args.tool == "calls" else None
     if calls is not None:
         calls.install()  # before connect(): the loop thread inherits it
@@ -235,6 +240,8 @@ def _run_one(
         "--workload", workload, "--url", url, "--stream", stream, "--consumer", name,
         "--n", str(args.n), "--tool", args.tool, "--out", str(out),
     ]  # fmt: skip
+    if args.gc_off:
+        child.append("--gc-off")
     if args.tool == "callgrind":
         child = [
             "valgrind", "--tool=callgrind", "--separate-threads=yes",
@@ -315,6 +322,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--annotate", action="store_true", help="keep callgrind's files, annotate them")
     parser.add_argument("--top", type=int, default=40, help="functions listed by --tool calls")
     parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    parser.add_argument(
+        "--gc-off",
+        action="store_true",
+        help="run the workloads with the cyclic garbage collector disabled (an experiment: "
+        "what the collector costs; never something natspull does)",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     for hidden in ("--workload", "--url", "--stream", "--consumer", "--out"):
         parser.add_argument(hidden, help=argparse.SUPPRESS)
