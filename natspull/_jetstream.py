@@ -435,6 +435,7 @@ class JetStream:
             return []
         self._admin.require(_features_of([h for _, _, h in entries]), "publish_many")  # Nats-TTL: 2.11
         return self._traced(
+            "publish_many",
             entries,
             lambda checked: self._link.run(self._publish_all(checked, window, timeout), None, "publish_many"),
         )
@@ -459,12 +460,16 @@ class JetStream:
 
     def _traced(
         self,
+        operation: str,
         entries: list[tuple[str, bytes, dict[str, str] | None]],
         run: Callable[[list[tuple[str, bytes, dict[str, str] | None]]], _T],
+        prepare: Callable[[int, dict[str, str] | None], dict[str, str] | None] | None = None,
+        reply_bytes: int = 0,
     ) -> _T:
-        """Check the entries against the connection's limits and run; in a batch span with telemetry."""
+        """Check the entries (their headers through *prepare* first) against the connection's
+        limits and run; with telemetry, in a batch span of *operation* (a create span per message)."""
         telemetry = _otel.current()
-        batch = None if telemetry is None else telemetry.batch()  # a create span per message
+        batch = None if telemetry is None else telemetry.batch(operation)
         checked = []
         for index, (subject, data, headers) in enumerate(entries):
             try:
@@ -472,12 +477,14 @@ class JetStream:
                     context = batch.create(subject, data)
                     if context:
                         headers = {**(headers or {}), **context}
-                checked.append(self._entry(index, subject, data, headers))
+                if prepare is not None:
+                    headers = prepare(index, headers)
+                checked.append(self._entry(index, subject, data, headers, reply_bytes))
             except (TypeError, ValueError) as exc:
                 raise type(exc)(f"messages[{index}]: {exc}") from None
         if batch is None:
             return run(checked)
-        return batch.send(lambda: run(checked))  # type: ignore[arg-type, return-value]
+        return batch.send(lambda: run(checked))
 
     def _entry(
         self, index: int, subject: str, data: bytes, headers: dict[str, str] | None, reply_bytes: int = 0
@@ -575,8 +582,27 @@ class JetStream:
             expected_last_msg_id=expected_last_msg_id,
         )
         timeout = self._timeout if timeout is None else check_number("timeout", timeout, exclusive=True)
+        headers = options.headers(headers)
+        telemetry = _otel.current()
+        if telemetry is None:
+            return self._publish_async(subject, data, headers, timeout)
+        sending, headers = telemetry.send_later("publish_async", subject, data, headers)
+        if sending is None:  # suppressed
+            return self._publish_async(subject, data, headers, timeout)
+        try:
+            future = self._publish_async(subject, data, headers, timeout)
+        except BaseException as exc:
+            sending.failed(exc)
+            raise
+        future.add_done_callback(sending.done)
+        return future
+
+    def _publish_async(
+        self, subject: str, data: bytes, headers: dict[str, str] | None, timeout: float
+    ) -> concurrent.futures.Future[PubAck]:
+        """publish_async once the options are headers: check, take a slot, publish."""
         link = self._link
-        _, data, headers = self._entry(0, subject, data, options.headers(headers), link.async_reply_bytes())
+        _, data, headers = self._entry(0, subject, data, headers, link.async_reply_bytes())
         self._admin.require(header_features(headers), "publish_async")  # Nats-TTL: 2.11
         window = self._window
         window.acquire(timeout)
@@ -639,17 +665,22 @@ class JetStream:
         # The server checks the API level header on batch messages (a cluster's older node).
         features = _features_of([batch_headers(h, batch_id, 1, False) for _, _, h in entries])
         level = self._admin.require(features, "publish_batch")
-        reply_bytes = self._link.request_reply_bytes()
-        numbered = []
-        for index, (subject, data, headers) in enumerate(entries):
-            try:
-                headers = batch_headers(headers, batch_id, index + 1, commit=index + 1 == count)
-                if level:
-                    headers.update(level)
-                numbered.append(self._entry(index, subject, data, headers, reply_bytes))
-            except (TypeError, ValueError) as exc:
-                raise type(exc)(f"messages[{index}]: {exc}") from None
-        ack = self._link.run(self._publish_batch(numbered, timeout), 2 * timeout + 1.0, "publish_batch")
+
+        def numbered(index: int, headers: dict[str, str] | None) -> dict[str, str]:
+            headers = batch_headers(headers, batch_id, index + 1, commit=index + 1 == count)
+            if level:
+                headers.update(level)
+            return headers
+
+        ack = self._traced(
+            "publish_batch",
+            entries,
+            lambda checked: self._link.run(
+                self._publish_batch(checked, timeout), 2 * timeout + 1.0, "publish_batch"
+            ),
+            numbered,
+            self._link.request_reply_bytes(),
+        )
         return BatchAck(
             stream=ack.stream,
             seq=ack.seq,

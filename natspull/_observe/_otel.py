@@ -15,9 +15,11 @@ What is recorded (names in docs/observability.md):
 - ``Client.publish`` / ``JetStream.publish``: a PRODUCER span ``send <subject>`` around the
   call; its context is injected into the message headers (W3C ``traceparent``/``tracestate``
   through the global propagator) unless the caller set a ``traceparent`` header.
-- ``JetStream.publish_many``: a PRODUCER span ``create <subject>`` per message (ended at once,
-  injected into that message), and a CLIENT span ``send [<subject>]`` around the whole batch,
-  linked to them.
+- ``JetStream.publish_async``: a PRODUCER span ``send <subject>`` from the call until its future
+  completes (the PubAck's sequence, or the error), its context injected as for ``publish``.
+- ``JetStream.publish_many`` and ``publish_batch``: a PRODUCER span ``create <subject>`` per
+  message (ended at once, injected into that message), and a CLIENT span ``send [<subject>]``
+  around the whole batch, linked to them.
 - ``consume()``: a CONSUMER span ``process <subject>`` around each handler call, child of the
   context in the message's headers (and linked to it); an exception is recorded on it with
   status ERROR.
@@ -191,6 +193,19 @@ def _is_api_default(provider: object) -> bool:
     return type(provider).__module__.startswith(("opentelemetry.trace", "opentelemetry.metrics"))
 
 
+def _send_attributes(operation: str, subject: str, data: object) -> dict[str, Any]:
+    attributes: dict[str, Any] = {
+        SYSTEM: "nats",
+        OPERATION_NAME: operation,
+        OPERATION_TYPE: "send",
+        DESTINATION: subject,
+    }
+    size = _body_size(data)
+    if size is not None:
+        attributes[BODY_SIZE] = size
+    return attributes
+
+
 def _body_size(data: object) -> int | None:
     return len(data) if isinstance(data, (bytes, bytearray, memoryview)) else None
 
@@ -293,10 +308,7 @@ class Telemetry:
         headers passed (a copy; *headers* not a dict: passed unchanged, for publish to reject)."""
         if self._suppressed():
             return publish(headers)
-        attributes = {SYSTEM: "nats", OPERATION_NAME: operation, OPERATION_TYPE: "send", DESTINATION: subject}
-        size = _body_size(data)
-        if size is not None:
-            attributes[BODY_SIZE] = size  # type: ignore[assignment]
+        attributes = _send_attributes(operation, subject, data)
         if self._tracer is None:
             result = publish(headers)
         else:
@@ -312,6 +324,29 @@ class Telemetry:
             self._sent.add(1, {SYSTEM: "nats", OPERATION_NAME: operation})
         return result
 
+    def send_later(
+        self, operation: str, subject: str, data: object, headers: dict[str, str] | None
+    ) -> tuple[Sending | None, dict[str, str] | None]:
+        """For a publish answered later (``publish_async``): a PRODUCER span ``send <subject>``
+        started now (a child of the current span, not made current) and the headers carrying
+        its context (as :meth:`send`); the :class:`Sending` ends it. (None, *headers*):
+        instrumentation suppressed."""
+        if self._suppressed():
+            return None, headers
+        span = None
+        if self._tracer is not None:
+            span = self._tracer.start_span(
+                f"send {subject}",
+                kind=self._trace.SpanKind.PRODUCER,
+                attributes=_send_attributes(operation, subject, data),
+            )
+            token = self._context.attach(self._trace.set_span_in_context(span))
+            try:
+                headers = self._inject(headers)
+            finally:
+                self._context.detach(token)
+        return Sending(self, operation, span), headers
+
     def _inject(self, headers: dict[str, str] | None) -> dict[str, str] | None:
         """A copy of *headers* with the current context; unchanged if it has a traceparent or is
         not a dict (the publish rejects it)."""
@@ -326,10 +361,10 @@ class Telemetry:
         self._propagate.inject(headers)
         return headers or None
 
-    def batch(self) -> Batch | None:
-        """A ``publish_many`` batch: :meth:`Batch.create` per message, then :meth:`Batch.send`
-        (None: instrumentation suppressed)."""
-        return None if self._suppressed() else Batch(self)
+    def batch(self, operation: str) -> Batch | None:
+        """A ``publish_many`` or ``publish_batch`` (*operation*) batch: :meth:`Batch.create` per
+        message, then :meth:`Batch.send` (None: instrumentation suppressed)."""
+        return None if self._suppressed() else Batch(self, operation)
 
     def _suppressed(self) -> bool:
         return self._suppress_key is not None and bool(self._context.get_value(self._suppress_key))
@@ -491,15 +526,18 @@ class _Handout:
 class Batch:
     """The spans of one ``publish_many``: a ``create`` span per message, one ``send`` span."""
 
-    def __init__(self, telemetry: Telemetry) -> None:
+    def __init__(self, telemetry: Telemetry, operation: str) -> None:
         self._telemetry = telemetry
+        self._operation = operation
         self._links: list[Any] = []
         self._subjects: set[str] = set()
+        self._count = 0
 
     def create(self, subject: str, data: object) -> dict[str, str] | None:
         """A PRODUCER span ``create <subject>``, ended at once: the headers carrying its context."""
         telemetry = self._telemetry
         self._subjects.add(subject)
+        self._count += 1
         tracer = telemetry._tracer
         if tracer is None:
             return None
@@ -520,25 +558,62 @@ class Batch:
         self._links.append(trace.Link(span.get_span_context()))
         return headers or None
 
-    def send(self, run: Callable[[], list[T]]) -> list[T]:
+    def send(self, run: Callable[[], T]) -> T:
         """``run()`` (the batch's publishes) in a CLIENT span ``send [<subject>]``, linked to the
-        create spans; counts the messages sent."""
+        create spans; counts the messages sent once it returned."""
         telemetry = self._telemetry
-        count = len(self._links) if telemetry._tracer is not None else None
-        attributes: dict[str, Any] = {SYSTEM: "nats", OPERATION_NAME: "publish_many", OPERATION_TYPE: "send"}
+        operation = self._operation
+        attributes: dict[str, Any] = {SYSTEM: "nats", OPERATION_NAME: operation, OPERATION_TYPE: "send"}
         name = "send"
         if len(self._subjects) == 1:
             (subject,) = self._subjects
             name = f"send {subject}"
             attributes[DESTINATION] = subject
         if telemetry._tracer is None:
-            results = run()
+            result = run()
         else:
-            attributes[BATCH_COUNT] = count
+            attributes[BATCH_COUNT] = self._count
             with telemetry._tracer.start_as_current_span(
                 name, kind=telemetry._trace.SpanKind.CLIENT, attributes=attributes, links=self._links
             ):
-                results = run()
+                result = run()
         if telemetry._meter is not None:
-            telemetry._sent.add(len(results), {SYSTEM: "nats", OPERATION_NAME: "publish_many"})
-        return results
+            telemetry._sent.add(self._count, {SYSTEM: "nats", OPERATION_NAME: operation})
+        return result
+
+
+class Sending:
+    """The PRODUCER span of one ``publish_async`` (None: metrics only), ended by :meth:`done`
+    (a done callback of its future: the loop thread, or the closing thread) or :meth:`failed`."""
+
+    __slots__ = ("_operation", "_span", "_telemetry")
+
+    def __init__(self, telemetry: Telemetry, operation: str, span: Any) -> None:
+        self._telemetry = telemetry
+        self._operation = operation
+        self._span = span
+
+    def done(self, future: Any) -> None:
+        """End with the future's outcome: the PubAck's stream and sequence (and count the
+        message sent), or its error."""
+        error = future.exception()
+        if error is not None:
+            self.failed(error)
+            return
+        ack = future.result()
+        span = self._span
+        if span is not None:
+            span.set_attribute(STREAM_SEQUENCE, ack.seq)
+            span.set_attribute(STREAM_NAME, ack.stream)
+            span.end()
+        telemetry = self._telemetry
+        if telemetry._meter is not None:
+            telemetry._sent.add(1, {SYSTEM: "nats", OPERATION_NAME: self._operation})
+
+    def failed(self, error: BaseException) -> None:
+        """End with *error* recorded, status ERROR (nothing counted as sent)."""
+        span = self._span
+        if span is not None:
+            span.record_exception(error)
+            span.set_status(self._telemetry._trace.Status(self._telemetry._trace.StatusCode.ERROR))
+            span.end()

@@ -303,6 +303,81 @@ def test_core_publish_span_and_header(
     }
 
 
+def test_publish_async_spans_end_with_their_pubacks_and_travel_in_the_headers(
+    otel: Otel, js: natspull.JetStream, stream: str
+) -> None:
+    tracer = trace.get_tracer("test")
+    with tracer.start_as_current_span("request") as request:
+        futures = [js.publish_async(f"{stream}.a", b"%d" % i) for i in range(3)]
+        # a wrong expectation: the server refuses it, its span ends with the error
+        refused = js.publish_async(f"{stream}.a", b"x", expected_last_sequence=99)
+    acks = [f.result(TIMEOUT) for f in futures]
+    with pytest.raises(natspull.JetStreamAPIError) as info:
+        refused.result(TIMEOUT)
+    sends = otel.wait_spans(f"send {stream}.a", 4)
+    by_seq = {dict(s.attributes or {}).get("messaging.nats.stream.sequence"): s for s in sends}
+    failed = by_seq.pop(None)
+    assert sorted(by_seq) == [ack.seq for ack in acks] == [1, 2, 3]
+    for ack in acks:
+        span = by_seq[ack.seq]
+        assert span.kind is SpanKind.PRODUCER
+        assert span.parent is not None and span.parent.span_id == request.get_span_context().span_id
+        assert span.status.status_code is StatusCode.UNSET
+        assert dict(span.attributes or {}) == {
+            "messaging.system": "nats",
+            "messaging.operation.name": "publish_async",
+            "messaging.operation.type": "send",
+            "messaging.destination.name": f"{stream}.a",
+            "messaging.message.body.size": 1,
+            "messaging.nats.stream.sequence": ack.seq,
+            "messaging.nats.stream.name": stream,
+        }
+    assert failed.status.status_code is StatusCode.ERROR
+    assert [event.name for event in failed.events] == ["exception"]
+    assert dict(failed.events[0].attributes or {})["exception.message"] == str(info.value)
+    # each stored message carries its own span's context
+    msgs = js.add_consumer(stream, durable_name="pa").fetch(3, max_wait=TIMEOUT)
+    expected = [{"traceparent": traceparent(by_seq[m.metadata.sequence.stream])} for m in msgs]
+    assert [m.headers for m in msgs] == expected
+    for msg in msgs:
+        msg.ack()
+    # counted as sent once acknowledged: the refused one is not
+    assert otel.metrics()["messaging.client.sent.messages"] == [
+        ({"messaging.system": "nats", "messaging.operation.name": "publish_async"}, 3)
+    ]
+
+
+def test_publish_batch_spans(otel: Otel, js: natspull.JetStream) -> None:
+    stream = "OB"
+    js.add_stream(name=stream, subjects=[f"{stream}.>"], allow_atomic=True)
+    try:
+        ack = js.publish_batch([(f"{stream}.m", b"1"), (f"{stream}.m", b"22", {"k": "v"})], timeout=TIMEOUT)
+        (send,) = otel.spans(f"send {stream}.m")
+        creates = otel.spans(f"create {stream}.m")
+        assert len(creates) == 2
+        assert send.kind is SpanKind.CLIENT
+        assert dict(send.attributes or {}) == {
+            "messaging.system": "nats",
+            "messaging.operation.name": "publish_batch",
+            "messaging.operation.type": "send",
+            "messaging.destination.name": f"{stream}.m",
+            "messaging.batch.message_count": 2,
+        }
+        assert [link.context.span_id for link in send.links] == [c.context.span_id for c in creates]
+        assert [dict(c.attributes or {})["messaging.message.body.size"] for c in creates] == [1, 2]
+        msgs = js.add_consumer(stream, durable_name="b").fetch(2, max_wait=TIMEOUT)
+        assert [m.metadata.sequence.stream for m in msgs] == [ack.seq - 1, ack.seq]
+        assert [(m.headers or {})["traceparent"] for m in msgs] == [traceparent(c) for c in creates]
+        assert (msgs[1].headers or {})["k"] == "v"
+        for msg in msgs:
+            msg.ack()
+        assert otel.metrics()["messaging.client.sent.messages"] == [
+            ({"messaging.system": "nats", "messaging.operation.name": "publish_batch"}, 2)
+        ]
+    finally:
+        js.delete_stream(stream)
+
+
 def test_publishes_of_an_exporter_are_not_traced(otel: Otel, js: natspull.JetStream, stream: str) -> None:
     from opentelemetry import context
 
