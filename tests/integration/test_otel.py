@@ -127,6 +127,24 @@ def traceparent(span: ReadableSpan) -> str:
     return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
 
 
+def batch_spans(otel: Otel, subject: str, operation: str, count: int) -> list[ReadableSpan]:
+    """The *count* create spans of a publish_many/publish_batch to *subject*, after checking its
+    one CLIENT send span (attributes, a link to each create span)."""
+    (send,) = otel.spans(f"send {subject}")
+    creates = otel.spans(f"create {subject}")
+    assert len(creates) == count
+    assert send.kind is SpanKind.CLIENT
+    assert dict(send.attributes or {}) == {
+        "messaging.system": "nats",
+        "messaging.operation.name": operation,
+        "messaging.operation.type": "send",
+        "messaging.destination.name": subject,
+        "messaging.batch.message_count": count,
+    }
+    assert [link.context.span_id for link in send.links] == [c.context.span_id for c in creates]
+    return creates
+
+
 def common(stream: str, consumer: str) -> dict[str, Any]:
     return {
         "messaging.system": "nats",
@@ -352,18 +370,7 @@ def test_publish_batch_spans(otel: Otel, js: natspull.JetStream) -> None:
     js.add_stream(name=stream, subjects=[f"{stream}.>"], allow_atomic=True)
     try:
         ack = js.publish_batch([(f"{stream}.m", b"1"), (f"{stream}.m", b"22", {"k": "v"})], timeout=TIMEOUT)
-        (send,) = otel.spans(f"send {stream}.m")
-        creates = otel.spans(f"create {stream}.m")
-        assert len(creates) == 2
-        assert send.kind is SpanKind.CLIENT
-        assert dict(send.attributes or {}) == {
-            "messaging.system": "nats",
-            "messaging.operation.name": "publish_batch",
-            "messaging.operation.type": "send",
-            "messaging.destination.name": f"{stream}.m",
-            "messaging.batch.message_count": 2,
-        }
-        assert [link.context.span_id for link in send.links] == [c.context.span_id for c in creates]
+        creates = batch_spans(otel, f"{stream}.m", "publish_batch", 2)
         assert [dict(c.attributes or {})["messaging.message.body.size"] for c in creates] == [1, 2]
         msgs = js.add_consumer(stream, durable_name="b").fetch(2, max_wait=TIMEOUT)
         assert [m.metadata.sequence.stream for m in msgs] == [ack.seq - 1, ack.seq]
@@ -399,18 +406,7 @@ def test_iterator_spans_end_at_the_ack_or_at_the_next_next(
     otel: Otel, js: natspull.JetStream, stream: str
 ) -> None:
     fill(js, stream, 3, size=4)
-    (batch_send,) = otel.spans(f"send {stream}.m")
-    creates = otel.spans(f"create {stream}.m")
-    assert len(creates) == 3
-    assert batch_send.kind is SpanKind.CLIENT
-    assert dict(batch_send.attributes or {}) == {
-        "messaging.system": "nats",
-        "messaging.operation.name": "publish_many",
-        "messaging.operation.type": "send",
-        "messaging.destination.name": f"{stream}.m",
-        "messaging.batch.message_count": 3,
-    }
-    assert [link.context.span_id for link in batch_send.links] == [c.context.span_id for c in creates]
+    creates = batch_spans(otel, f"{stream}.m", "publish_many", 3)
     assert all(c.kind is SpanKind.PRODUCER for c in creates)
     assert dict(creates[0].attributes or {}) == {
         "messaging.system": "nats",
