@@ -17,14 +17,18 @@ Workloads (``--workloads``, default ``ack,noack``):
 * ``trio``: ``async for msg in msgs: msg.ack()`` in one trio task (case 11);
 * ``publish_async``: 8 threads each call ``js.publish_async()`` n/8 times, then wait for their
   futures (case 8b; the consumer is not read).
+* ``core``: the core ceiling (case 10): nats-py's own core subscription receiving n messages
+  published while its loop was blocked; only the receiving is counted (no natspull code runs).
 
 ``--tool calls`` counts Python function calls per message instead (``sys.setprofile`` on every
 thread; deterministic, but the profiler makes the run itself slow), with the functions called
 most. ``--tool none`` only runs the workloads: wall-clock rate and the process's CPU time per
-message (every thread, user + system), which shows whether a workload is CPU-bound. ``--annotate`` keeps the
-callgrind files and prints ``callgrind_annotate``'s top functions for each. ``--gc-off`` runs
-the workloads with the cyclic garbage collector disabled: an experiment that shows what the
-collector costs (``publish_async``'s futures), never something natspull does.
+message (every thread, user + system), which shows whether a workload is CPU-bound, and
+nats-server's over the child's whole run (start-up included; for ``core``, the publishing
+too). ``--annotate`` keeps the callgrind files and prints ``callgrind_annotate``'s top
+functions for each. ``--gc-off`` runs the workloads with the cyclic garbage collector
+disabled: an experiment that shows what the collector costs (``publish_async``'s futures),
+never something natspull does.
 
 Usage::
 
@@ -54,7 +58,10 @@ from typing import Any
 
 import natspull
 
-WORKLOADS = ("ack", "noack", "consume", "trio", "publish_async")
+from ._env import run_async
+from .throughput import core_receive
+
+WORKLOADS = ("ack", "noack", "consume", "trio", "publish_async", "core")
 PUBLISHERS = 8  # threads of the publish_async workload
 PAYLOAD = 128
 TIMEOUT = 600.0  # the child's bound on one run (callgrind is ~50x slower)
@@ -152,6 +159,17 @@ def _child(args: argparse.Namespace) -> None:
             count = _trio_run(args.url, args.stream, args.consumer, n)
         elif args.workload == "publish_async":
             count = _publish_async_run(client, f"{args.stream}.pub", n, args.size)
+        elif args.workload == "core":
+            began: list[float] = []
+
+            def begin() -> None:  # the receive alone: the publishing before it is not counted
+                if helper is not None:
+                    helper.natspull_zero()
+                began[:] = [time.perf_counter(), _cpu()]
+
+            run_async(core_receive(args.url, n, args.size, TIMEOUT, on_start=begin), TIMEOUT)
+            count = n
+            start, cpu = began
         client.flush(timeout=TIMEOUT)
         elapsed, cpu = time.perf_counter() - start, _cpu() - cpu
         if calls is not None:
@@ -188,6 +206,15 @@ def _publish_async_run(client: natspull.Client, subject: str, n: int, size: int)
     for thread in threads:
         thread.join()
     return sum(counts)
+
+
+def _process_cpu(pid: int | None) -> float | None:
+    """CPU seconds of process *pid* so far (user + system; Linux /proc), or None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _cpu() -> float:
@@ -305,8 +332,10 @@ def _report(args: argparse.Namespace, results: list[dict[str, Any]]) -> None:
     else:
         for r in results:
             rate, cpu_us = n / r["elapsed"], r["cpu"] / n * 1e6
+            server = r.get("server_cpu")
+            beside = "" if server is None else f"; nats-server {server / n * 1e6:.1f} us (whole child run)"
             print(
-                f"{r['workload']:10} {rate:,.0f} msgs/s, {cpu_us:.1f} us of process CPU per message "
+                f"{r['workload']:10} {rate:,.0f} msgs/s, {cpu_us:.1f} us of process CPU per message{beside} "
                 f"(wall clock: not comparable across loads)"
             )
 
@@ -353,7 +382,12 @@ def main(argv: list[str] | None = None) -> None:
         results = []
         for workload in workloads:
             print(f"running {workload} ({args.tool}) ...", file=sys.stderr, flush=True)
-            results.append(_run_one(args, server.url, stream, js, workload))
+            before = _process_cpu(server.pid)
+            result = _run_one(args, server.url, stream, js, workload)
+            after = _process_cpu(server.pid)
+            if before is not None and after is not None:
+                result["server_cpu"] = after - before
+            results.append(result)
     _report(args, results)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))

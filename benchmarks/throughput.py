@@ -154,16 +154,19 @@ def thread_wrapper(env: Env) -> list[Sample]:
 @case("10", CEILING, "ceiling: nats-py core subscribe (no JetStream), callback per message")
 def core_ceiling(env: Env) -> list[Sample]:
     n = env.sizes.core
-    elapsed = run_async(_core_receive(env.url, n, PAYLOADS[SMALL], env.timeout), env.timeout * 2)
+    elapsed = run_async(core_receive(env.url, n, PAYLOADS[SMALL], env.timeout), env.timeout * 2)
     return [Sample(SMALL, n / elapsed, MSGS_PER_S, n=n, baseline=(NATS_PY, SMALL))]
 
 
-async def _core_receive(url: str, n: int, size: int, timeout: float) -> float:
+async def core_receive(
+    url: str, n: int, size: int, timeout: float, on_start: Callable[[], object] = lambda: None
+) -> float:
     """Receive *n* core messages that were all published while this loop was blocked.
 
     The publisher runs on its own thread and connection while this event loop is blocked on
     it, so the messages pile up in the socket and the server's buffer for this connection,
     and the timed part is pure receiving: nats-py's parser, subscription task and callback.
+    *on_start* is called as the clock starts (``profile_hot`` zeroes callgrind's counters).
     """
     subject = f"bench.core.{time.monotonic_ns()}"
     received = 0
@@ -181,6 +184,7 @@ async def _core_receive(url: str, n: int, size: int, timeout: float) -> float:
         await nc.flush(timeout=int(timeout))
         with LoopThread("bench-core-publisher") as publisher:
             publisher.call(_publish_core(url, subject, n, size, timeout), timeout)  # blocks this loop
+        on_start()
         start = time.perf_counter()
         try:
             await asyncio.wait_for(done.wait(), timeout)
