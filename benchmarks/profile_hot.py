@@ -17,6 +17,8 @@ Workloads (``--workloads``, default ``ack,noack``):
 * ``trio``: ``async for msg in msgs: msg.ack()`` in one trio task (case 11);
 * ``publish_async``: 8 threads each call ``js.publish_async()`` n/8 times, then wait for their
   futures (case 8b; the consumer is not read).
+* ``publish_many``: one ``js.publish_many()`` of n messages (case 8); ``nats_py_publish``: case
+  8's reference, nats-py's ``publish_async`` from one asyncio task (its connect counted too).
 * ``core``: the core ceiling (case 10): nats-py's own core subscription receiving n messages
   published while its loop was blocked; only the receiving is counted (no natspull code runs).
 
@@ -59,9 +61,10 @@ from typing import Any
 import natspull
 
 from ._env import run_async
+from .publish import nats_py_publish_async
 from .throughput import core_receive
 
-WORKLOADS = ("ack", "noack", "consume", "trio", "publish_async", "core")
+WORKLOADS = ("ack", "noack", "consume", "trio", "publish_async", "publish_many", "nats_py_publish", "core")
 PUBLISHERS = 8  # threads of the publish_async workload
 PAYLOAD = 128
 TIMEOUT = 600.0  # the child's bound on one run (callgrind is ~50x slower)
@@ -159,6 +162,12 @@ def _child(args: argparse.Namespace) -> None:
             count = _trio_run(args.url, args.stream, args.consumer, n)
         elif args.workload == "publish_async":
             count = _publish_async_run(client, f"{args.stream}.pub", n, args.size)
+        elif args.workload == "publish_many":
+            entries = [(f"{args.stream}.pub", b"x" * args.size)] * n
+            count = len(client.jetstream(timeout=TIMEOUT).publish_many(entries))
+        elif args.workload == "nats_py_publish":
+            run_async(nats_py_publish_async(args.url, f"{args.stream}.pub", n), TIMEOUT)
+            count = n
         elif args.workload == "core":
             began: list[float] = []
 

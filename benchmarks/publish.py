@@ -39,7 +39,7 @@ def publish(env: Env) -> list[Sample]:
             ours = time.perf_counter() - start
         expect(len(acks), n, "PubAcks")
     with env.temp_stream() as stream:
-        theirs = run_async(_publish_async(env.url, f"{stream}.m", n), env.timeout)
+        theirs = run_async(nats_py_publish_async(env.url, f"{stream}.m", n), env.timeout)
     return [
         Sample(NATSPULL_ROW, n / ours, MSGS_PER_S, n=n, baseline=(PUBLISH, NATS_PY_ROW)),
         Sample(NATS_PY_ROW, n / theirs, MSGS_PER_S, n=n),
@@ -81,7 +81,7 @@ def publish_async(env: Env) -> list[Sample]:
             raise BenchmarkError(f"{len(failures)} publisher threads failed: {failures[0]!r}")
         expect(env.js.stream_info(stream).state.messages, n + 1, "messages stored")
     with env.temp_stream() as stream:
-        theirs = run_async(_publish_async(env.url, f"{stream}.m", n), env.timeout)
+        theirs = run_async(nats_py_publish_async(env.url, f"{stream}.m", n), env.timeout)
     row = f"natspull publish_async, {THREADS} threads"
     theirs_row = "nats-py publish_async, 1 task"
     return [
@@ -90,7 +90,8 @@ def publish_async(env: Env) -> list[Sample]:
     ]
 
 
-async def _publish_async(url: str, subject: str, n: int) -> float:
+async def nats_py_publish_async(url: str, subject: str, n: int) -> float:
+    """nats-py's side of cases 8 and 8b: publish_async n times from one task, then wait for all."""
     nc = await nats.connect(url, name="benchmarks-publish-async")
     try:
         js = nc.jetstream()

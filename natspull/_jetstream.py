@@ -437,7 +437,8 @@ class JetStream:
         return self._traced(
             "publish_many",
             entries,
-            lambda checked: self._link.run(self._publish_all(checked, window, timeout), None, "publish_many"),
+            lambda checked: self._publish_pipelined(checked, window, timeout),
+            reply_bytes=self._link.async_reply_bytes(),
         )
 
     def _entries(
@@ -537,6 +538,52 @@ class JetStream:
         finally:
             await sub.unsubscribe()
         return [_pub_ack(cast(Reply, reply), entries[index][0]) for index, reply in enumerate(replies)]
+
+    def _publish_pipelined(
+        self, entries: list[tuple[str, bytes, dict[str, str] | None]], window: int, timeout: float
+    ) -> list[PubAck]:
+        """publish_many's pipeline, on the calling thread: each message goes to the outbox with
+        a reply subject of the connection's reply router (as publish_async's, without a future
+        each), at most *window* unanswered; then wait for the rest.
+
+        A slot waits at most *timeout*, as does each answer (the router's deadline); raises the
+        first error in the order of the messages once all are answered, or natspull.TimeoutError
+        naming the first unanswered message. Any thread but the loop's.
+        """
+        link = self._link
+        slots = PublishWindow(window)
+        answers: list[Reply | BaseException | None] = [None] * len(entries)
+
+        def answered(index: int, reply: Reply | None, error: BaseException | None) -> None:
+            answers[index] = reply if error is None else error  # (loop thread, or the closing one)
+            slots.release()
+
+        try:
+            for index, (subject, data, headers) in enumerate(entries):
+                slots.acquire(timeout)
+                try:
+                    reply = link.expect_reply(timeout, functools.partial(answered, index))
+                except BaseException:
+                    slots.release()
+                    raise
+                try:
+                    link.publish_nowait(subject, data, reply, headers)
+                except BaseException:
+                    if link.forget_reply(reply):  # else the close has answered it
+                        slots.release()
+                    raise
+            slots.wait_idle(timeout)
+        except errors.TimeoutError:
+            missing = next(i for i, answer in enumerate(answers) if answer is None)
+            raise errors.TimeoutError(f"publish of message {missing}: timed out") from None
+        acks = []
+        for index, answer in enumerate(answers):
+            if isinstance(answer, BaseException):
+                if isinstance(answer, errors.TimeoutError):
+                    raise errors.TimeoutError(f"publish of message {index}: timed out")
+                raise answer
+            acks.append(_pub_ack(cast(Reply, answer), entries[index][0]))
+        return acks
 
     # ------------------------------------------------------------ publish_async
 

@@ -1312,10 +1312,11 @@ def test_publish_many_refuses_a_too_long_line_before_publishing_anything(server:
         client_id = client.server_info["client_id"]
         js = client.jetstream(timeout=5)
         before = js.stream_info("BAD").state.messages
-        # fits for indexes 0-9 ("<inbox>.9"); message 10 has a reply one byte longer
-        subject = "bad." + "x" * (LINE - (prefix + 23 + 2) - 3 - 4)
+        # every reply is the connection's reply router's: "<inbox>.<20 characters>"; "PUB <subject>
+        # <reply>" fits the line exactly (as the check counts it), message 10's subject is one byte longer
+        subject = "bad." + "x" * (LINE - (prefix + 23 + 1 + 20) - 3 - 4)
         with pytest.raises(ValueError, match=r"messages\[10\]: .*4097 bytes"):
-            js.publish_many([(subject, b"1")] * 11)
+            js.publish_many([(subject, b"1")] * 10 + [(subject + "y", b"1")])
         assert js.stream_info("BAD").state.messages == before
         assert len(js.publish_many([(subject, b"1")] * 10)) == 10
         assert_same_connection(client, client_id)

@@ -35,12 +35,13 @@ TAKE_ONE_LINE = take_one.__code__.co_firstlineno + 2
 
 
 def pull_inboxes(server: NatsServer, client: natspull.Client) -> list[str]:
-    """The client's subscriptions on the server but nats-py's request inbox (``_INBOX.<id>.*``)."""
+    """The client's subscriptions on the server but its two wildcard inboxes (``_INBOX.<id>.*``):
+    nats-py's request inbox and natspull's reply router (publish_many, publish_async)."""
     cid = client.server_info["client_id"]
     (conn,) = [c for c in server.connz(subs=1)["connections"] if c["cid"] == cid]
     subs = conn["subscriptions_list"]
     request_inboxes = [s for s in subs if s.startswith("_INBOX.") and s.endswith(".*")]
-    assert len(request_inboxes) == 1, subs
+    assert len(request_inboxes) == 2, subs
     return sorted(set(subs) - set(request_inboxes))
 
 
