@@ -550,7 +550,6 @@ class JetStream:
         first error in the order of the messages once all are answered, or natspull.TimeoutError
         naming the first unanswered message. Any thread but the loop's.
         """
-        link = self._link
         slots = PublishWindow(window)
         answers: list[Reply | BaseException | None] = [None] * len(entries)
 
@@ -560,18 +559,7 @@ class JetStream:
 
         try:
             for index, (subject, data, headers) in enumerate(entries):
-                slots.acquire(timeout)
-                try:
-                    reply = link.expect_reply(timeout, functools.partial(answered, index))
-                except BaseException:
-                    slots.release()
-                    raise
-                try:
-                    link.publish_nowait(subject, data, reply, headers)
-                except BaseException:
-                    if link.forget_reply(reply):  # else the close has answered it
-                        slots.release()
-                    raise
+                self._send(slots, timeout, functools.partial(answered, index), subject, data, headers)
             slots.wait_idle(timeout)
         except errors.TimeoutError:
             missing = next(i for i, answer in enumerate(answers) if answer is None)
@@ -648,25 +636,42 @@ class JetStream:
         self, subject: str, data: bytes, headers: dict[str, str] | None, timeout: float
     ) -> concurrent.futures.Future[PubAck]:
         """publish_async once the options are headers: check, take a slot, publish."""
-        link = self._link
-        _, data, headers = self._entry(0, subject, data, headers, link.async_reply_bytes())
+        _, data, headers = self._entry(0, subject, data, headers, self._link.async_reply_bytes())
         self._admin.require(header_features(headers), "publish_async")  # Nats-TTL: 2.11
         window = self._window
-        window.acquire(timeout)
         future: concurrent.futures.Future[PubAck] = concurrent.futures.Future()
         future.set_running_or_notify_cancel()  # a sent publish cannot be taken back
+        self._send(
+            window, timeout, functools.partial(_complete, future, subject, window), subject, data, headers
+        )
+        return future
+
+    def _send(
+        self,
+        slots: PublishWindow,
+        timeout: float,
+        on_reply: Callable[[Reply | None, BaseException | None], None],
+        subject: str,
+        data: bytes,
+        headers: dict[str, str] | None,
+    ) -> None:
+        """Take a slot of *slots* (blocking at most *timeout* while it is full), have *on_reply*
+        answered through the connection's reply router (the answer, the router's TimeoutError
+        after *timeout*, or the close; it must release the slot) and queue the publish. A slot
+        taken for a publish that could not be queued goes back at once. Any thread but the loop's."""
+        link = self._link
+        slots.acquire(timeout)
         try:
-            reply = link.expect_reply(timeout, functools.partial(_complete, future, subject, window))
+            reply = link.expect_reply(timeout, on_reply)
         except BaseException:
-            window.release()
+            slots.release()
             raise
         try:
             link.publish_nowait(subject, data, reply, headers)
         except BaseException:
-            if link.forget_reply(reply):  # else the close failed the future and freed the slot
-                window.release()
+            if link.forget_reply(reply):  # else the close has answered it (and released the slot)
+                slots.release()
             raise
-        return future
 
     def publish_async_complete(self, timeout: float | None = None) -> None:
         """Block until every ``publish_async`` of this context is complete (acked or failed).
