@@ -619,10 +619,10 @@ class JetStream:
         timeout = self._timeout if timeout is None else check_number("timeout", timeout, exclusive=True)
         headers = options.headers(headers)
         telemetry = _otel.current()
-        if telemetry is None:
-            return self._publish_async(subject, data, headers, timeout)
-        sending, headers = telemetry.send_later("publish_async", subject, data, headers)
-        if sending is None:  # suppressed
+        sending = None
+        if telemetry is not None:
+            sending, headers = telemetry.send_later("publish_async", subject, data, headers)
+        if sending is None:  # no telemetry, or suppressed
             return self._publish_async(subject, data, headers, timeout)
         try:
             future = self._publish_async(subject, data, headers, timeout)
