@@ -330,14 +330,17 @@ def _report(args: argparse.Namespace, results: list[dict[str, Any]]) -> None:
     elif args.tool == "calls":
         for r in results:
             by_thread: collections.Counter[str] = collections.Counter()
-            for thread, _f, c in r["calls"]:
-                by_thread[re.sub(r"-\d+.*|\(.*", "", thread)] += c
+            by_role: collections.Counter[tuple[str, str]] = collections.Counter()  # threads of a role
+            for thread, func, c in r["calls"]:
+                role = re.sub(r"-\d+.*|\(.*", "", thread)
+                by_thread[role] += c
+                by_role[(role, func)] += c
             total = sum(by_thread.values())
             split = ", ".join(f"{t} {c / n:.1f}" for t, c in by_thread.most_common())
             print(f"\n{r['workload']}: {total / n:.1f} Python calls per message ({split})")
-            for thread, func, c in r["calls"][: args.top]:
+            for (role, func), c in by_role.most_common(args.top):
                 if c / n >= 0.01:
-                    print(f"  {c / n:7.2f}  {thread[:22]:22}  {func}")
+                    print(f"  {c / n:7.2f}  {role[:22]:22}  {func}")
     else:
         for r in results:
             rate, cpu_us = n / r["elapsed"], r["cpu"] / n * 1e6

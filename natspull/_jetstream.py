@@ -23,6 +23,7 @@ from ._consumer_types import (
     as_consumer_config,
     check_consumer_config,
 )
+from ._future import LeanFuture
 from ._observe import _otel
 from ._ordered import DEFAULT_INACTIVE_THRESHOLD, OrderedConsumer, check_max_reset_attempts, ordered_spec
 from ._publish import (
@@ -639,8 +640,7 @@ class JetStream:
         _, data, headers = self._entry(0, subject, data, headers, self._link.async_reply_bytes())
         self._admin.require(header_features(headers), "publish_async")  # Nats-TTL: 2.11
         window = self._window
-        future: concurrent.futures.Future[PubAck] = concurrent.futures.Future()
-        future.set_running_or_notify_cancel()  # a sent publish cannot be taken back
+        future: LeanFuture[PubAck] = LeanFuture()  # running: a sent publish cannot be taken back
         self._send(
             window, timeout, functools.partial(_complete, future, subject, window), subject, data, headers
         )
@@ -773,7 +773,7 @@ def _features_of(headers: Iterable[dict[str, str] | None]) -> list[Feature]:
 
 
 def _complete(
-    future: concurrent.futures.Future[PubAck],
+    future: LeanFuture[PubAck],
     subject: str,
     window: PublishWindow,
     reply: Reply | None,

@@ -3,6 +3,7 @@ publish_async, atomic batches, LazyClient (fork, gunicorn) and the CLI's publish
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import itertools
 import json
@@ -184,6 +185,26 @@ def test_publish_async_from_8_threads_gets_exact_sequences(js: natspull.JetStrea
         seqs.extend(thread_seqs)
     assert sorted(seqs) == list(range(1, 8 * per_thread + 1))
     assert state(js, stream) == (8 * per_thread, 8 * per_thread)
+
+
+@pytest.mark.timeout(30)
+def test_publish_async_futures_work_with_the_standard_library(js: natspull.JetStream, stream: str) -> None:
+    """wait(), as_completed(), callbacks and asyncio.wrap_future() take publish_async's futures."""
+    futures = [js.publish_async(f"{stream}.a", b"%d" % i) for i in range(200)]
+    assert all(isinstance(f, concurrent.futures.Future) and not f.cancel() for f in futures)
+    called = threading.Event()
+    futures[-1].add_done_callback(lambda f: called.set() if f.result().seq == 200 else None)
+    done, not_done = concurrent.futures.wait(futures, timeout=10)
+    assert (len(done), not_done) == (200, set())
+    completed = concurrent.futures.as_completed(futures, timeout=10)
+    assert sorted(f.result().seq for f in completed) == list(range(1, 201))
+    assert called.wait(5)
+
+    async def awaited() -> natspull.PubAck:
+        return await asyncio.wait_for(asyncio.wrap_future(js.publish_async(f"{stream}.a", b"last")), 10)
+
+    assert asyncio.run(awaited()).seq == 201
+    assert state(js, stream) == (201, 201)
 
 
 @pytest.mark.timeout(30)
