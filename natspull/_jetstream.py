@@ -637,8 +637,9 @@ class JetStream:
         self, subject: str, data: bytes, headers: dict[str, str] | None, timeout: float
     ) -> concurrent.futures.Future[PubAck]:
         """publish_async once the options are headers: check, take a slot, publish."""
-        _, data, headers = self._entry(0, subject, data, headers, self._link.async_reply_bytes())
-        self._admin.require(header_features(headers), "publish_async")  # Nats-TTL: 2.11
+        data, headers = self._link.check_message(subject, data, headers, self._link.async_reply_bytes())
+        if headers:
+            self._admin.require(header_features(headers), "publish_async")  # Nats-TTL: 2.11
         window = self._window
         future: LeanFuture[PubAck] = LeanFuture()  # running: a sent publish cannot be taken back
         self._send(

@@ -94,6 +94,7 @@ class Connection:
         self.wire = loop_thread.run(_new_wire(), _WIRE_TIMEOUT, "connect")
         self.outbox = Outbox(loop_thread, self.wire)
         self.replies = ReplyRouter(loop_thread, self.wire)  # publish_async's answers
+        self._async_reply_bytes = self.replies.reply_bytes(self.inbox_bytes())  # (per call: hot)
         # _connect bounds itself by connect_timeout; the margin only guards against a hang
         loop_thread.run(self._connect(options), options["connect_timeout"] + 5.0, "connect")
 
@@ -364,7 +365,7 @@ class Connection:
 
     def async_reply_bytes(self) -> int:
         """The length of a reply subject from :meth:`expect_reply`. Any thread."""
-        return self.replies.reply_bytes(self.inbox_bytes())
+        return self._async_reply_bytes
 
     def request_ack(self, subject: str, payload: bytes, timeout: float) -> None:
         """Ack sink for Msg.ack_sync: a request to the ack subject, waiting for the confirmation."""
