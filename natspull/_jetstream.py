@@ -3,7 +3,6 @@ publish_async) and atomic (publish_batch)."""
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import dataclasses
 import datetime
@@ -46,7 +45,7 @@ from ._server_features import (
     unknown_field,
 )
 from ._transport._link import Link
-from ._transport._translate import api_error, translate
+from ._transport._translate import api_error
 from ._transport._wire import Reply
 from ._types import DeliverPolicy, PubAck, ReplayPolicy, StreamConfig, StreamConsumerLimits, StreamInfo
 from ._types import stream_info as _stream_info
@@ -401,8 +400,8 @@ class JetStream:
         self._admin.require(header_features(headers), "publish")
 
         def publish(headers: dict[str, str] | None) -> PubAck:
-            entry = self._entry(0, subject, data, headers)
-            return self._link.run(self._publish_all([entry], 1, timeout), timeout + 1.0, "publish")[0]
+            entry = self._entry(0, subject, data, headers, self._link.async_reply_bytes())
+            return self._publish_pipelined([entry], 1, timeout)[0]
 
         telemetry = _otel.current()
         if telemetry is None:
@@ -495,50 +494,6 @@ class JetStream:
         reply_bytes = reply_bytes or self._link.inbox_bytes() + 1 + len(str(index))
         data, headers = self._link.check_message(subject, data, headers, reply_bytes)
         return subject, data, headers
-
-    async def _publish_all(
-        self, entries: list[tuple[str, bytes, dict[str, str] | None]], window: int, timeout: float
-    ) -> list[PubAck]:
-        """Loop thread: publish with a reply inbox each, at most *window* unacknowledged.
-
-        Waiting for a free slot, and for the last acks, each take at most *timeout*.
-        """
-        link = self._link
-        loop = asyncio.get_running_loop()
-        prefix = link.new_inbox()
-        replies: list[Reply | None] = [None] * len(entries)
-        outstanding = 0  # published, not yet acknowledged
-        slot_free = asyncio.Event()
-        all_acked = loop.create_future()
-
-        def on_reply(msg: Reply) -> None:
-            nonlocal outstanding
-            index = int(msg.subject.rpartition(".")[2])
-            if replies[index] is None:
-                replies[index] = msg
-                outstanding -= 1
-                slot_free.set()
-                if outstanding == 0 and index_published == len(entries) and not all_acked.done():
-                    all_acked.set_result(None)
-
-        index_published = 0
-        sub = await link.subscribe(f"{prefix}.*", on_reply)
-        try:
-            for index, (subject, data, headers) in enumerate(entries):
-                while outstanding >= window:
-                    slot_free.clear()
-                    await asyncio.wait_for(slot_free.wait(), timeout)
-                outstanding += 1
-                index_published = index + 1
-                await link.publish(subject, data, f"{prefix}.{index}", headers)
-            if outstanding:
-                await asyncio.wait_for(all_acked, timeout)
-        except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
-            missing = next(i for i, reply in enumerate(replies) if reply is None)
-            raise translate(TimeoutError(), f"publish of message {missing}") from None
-        finally:
-            await sub.unsubscribe()
-        return [_pub_ack(cast(Reply, reply), entries[index][0]) for index, reply in enumerate(replies)]
 
     def _publish_pipelined(
         self, entries: list[tuple[str, bytes, dict[str, str] | None]], window: int, timeout: float

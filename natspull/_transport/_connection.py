@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 from .._validate import MAX_CONTROL_LINE, check_bytes, check_headers, check_number, check_subject
 from ..errors import ConnectError, ConnectionClosedError, Error
 from . import _fork
-from ._link import Engine, Unsubscribe
+from ._link import Engine
 from ._loop import LoopThread
 from ._outbox import Outbox
 from ._parser import Deliver
@@ -456,9 +456,6 @@ class Connection:
         self, subject: str, payload: bytes, reply: str = "", headers: dict[str, str] | None = None
     ) -> None:
         await self.wire.publish(subject, payload, reply, headers)
-
-    async def subscribe(self, subject: str, on_msg: Callable[[Reply], None]) -> Unsubscribe:
-        return await self.wire.subscribe(subject, on_msg)
 
     async def subscribe_inbox(self, subject: str, on_msg: OnMsg, deliver: Deliver) -> Inbox:
         return await self.wire.subscribe_inbox(subject, on_msg, deliver)

@@ -16,7 +16,7 @@ from ._parser import Deliver
 from ._replies import OnReply
 from ._wire import Inbox, OnMsg, Reply
 
-__all__ = ["Engine", "Link", "Unsubscribe"]
+__all__ = ["Engine", "Link"]
 
 T = TypeVar("T")
 
@@ -54,10 +54,6 @@ class Engine(Protocol):
 
     def abort(self, exc: BaseException) -> None:
         """End the engine's queue with *exc* (what was buffered is NAKed)."""
-
-
-class Unsubscribe(Protocol):
-    async def unsubscribe(self) -> None: ...
 
 
 class Link(Protocol):
@@ -158,9 +154,6 @@ class Link(Protocol):
         self, subject: str, payload: bytes, reply: str = "", headers: dict[str, str] | None = None
     ) -> None:
         """Publish through nats-py now (in order with everything else it sends)."""
-
-    async def subscribe(self, subject: str, on_msg: Callable[[Reply], None]) -> Unsubscribe:
-        """A plain subscription; *on_msg* runs on the loop thread."""
 
     async def subscribe_inbox(self, subject: str, on_msg: OnMsg, deliver: Deliver) -> Inbox:
         """A pull inbox: plain messages to *deliver*, the rest (status, headers) to *on_msg*."""

@@ -406,14 +406,6 @@ class Wire:
     ) -> Reply:
         return _reply(await self.nc.request(subject, payload, timeout=timeout, headers=headers))
 
-    async def subscribe(self, subject: str, on_msg: Callable[[Reply], None]) -> Subscription:
-        """A plain subscription whose messages go to *on_msg* (on the loop thread)."""
-
-        async def callback(msg: NatsMsg) -> None:
-            on_msg(_reply(msg))
-
-        return await self.nc.subscribe(subject, cb=callback, pending_msgs_limit=0, pending_bytes_limit=0)
-
     # ------------------------------------------------------------ pull inboxes
 
     async def subscribe_inbox(self, subject: str, on_msg: OnMsg, deliver: Deliver) -> Inbox:

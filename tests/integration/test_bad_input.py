@@ -1294,8 +1294,9 @@ def test_js_publish_line_limit_is_exact(server: NatsServer, over: int) -> None:
         client_id = client.server_info["client_id"]
         js = client.jetstream(timeout=5)
         before = js.stream_info("BAD").state.messages
-        # "<subject> <inbox>.0 <size>", the inbox "<inbox_prefix>.<22>", the size 1 digit
-        subject = "bad." + "x" * (LINE - (prefix + 23 + 2) - 3 + over - 4)
+        # "<subject> <reply> <size>": the reply router's "<inbox>.<20 characters>" (the inbox
+        # "<inbox_prefix>.<22>"), the size 1 digit
+        subject = "bad." + "x" * (LINE - (prefix + 23 + 1 + 20) - 3 + over - 4)
         if over:
             with pytest.raises(ValueError, match="the protocol line would be 4097 bytes"):
                 js.publish(subject, b"1")
