@@ -1,9 +1,10 @@
 """The bound on pipelined publishes: at most *size* waiting for their PubAck.
 
 One per JetStream context for ``publish_async`` (``max_pending``; ``wait_idle`` is
-``publish_async_complete``), and one per ``publish_many`` call (its ``window``). User threads
-take a slot before they publish (blocking, with a deadline, while the window is full) and the
-loop thread gives it back when the answer, a timeout or the close has come.
+``publish_async_complete``), and one per ``publish_many`` call (its ``window``) or
+``publish`` call (one slot). User threads take a slot before they publish (blocking, with a
+deadline, while the window is full) and the loop thread gives it back when the answer, a
+timeout or the close has come.
 
 A full window reopens only once a quarter of it is answered (``reopen_at``), and then to every
 waiting thread at once: publishers that outrun the server take turns in runs of many publishes,

@@ -1,4 +1,5 @@
-"""Replies to many publishes on one subscription: the machinery under ``publish_async``.
+"""Replies to many publishes on one subscription: the machinery under ``JetStream.publish``,
+``publish_many`` and ``publish_async``.
 
 As nats.go's async publish does, a connection subscribes one wildcard inbox
 ``<inbox>.*`` (on first use) and gives every publish waiting for an answer its own reply
