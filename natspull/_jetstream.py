@@ -498,9 +498,9 @@ class JetStream:
     def _publish_pipelined(
         self, entries: list[tuple[str, bytes, dict[str, str] | None]], window: int, timeout: float
     ) -> list[PubAck]:
-        """publish_many's (and publish's) pipeline, on the calling thread: each message goes to the outbox with
-        a reply subject of the connection's reply router (as publish_async's, without a future
-        each), at most *window* unanswered; then wait for the rest.
+        """publish_many's (and publish's) pipeline, on the calling thread: each message goes to
+        the outbox with a reply subject of the connection's reply router (as publish_async's,
+        without a future each), at most *window* unanswered; then wait for the rest.
 
         A slot waits at most *timeout*, as does each answer (the router's deadline); raises the
         first error in the order of the messages once all are answered, or natspull.TimeoutError
