@@ -11,7 +11,8 @@ Layout::
                     wrapper, 10 core-subscription ceiling
     consume.py      3 consume(workers=8), 3b worker scaling, 9 memory with a slow consumer
     latency.py      6 publish -> receive latency, 7 drain()/stop() wake-up latency
-    publish.py      8 publish_many against nats-py publish_async
+    publish.py      8 publish_many against nats-py publish_async, 8b publish_async from 8
+                    threads, 8s one publish() at a time
     workers.py      12 natspull worker: a CPU-bound handler in 1 and 2 processes
     js_case.py      1js, 2js, 8js: nats.js (node) beside cases 1, 2 and 8; installs nats.js
                     with npm into .js/ on first use, runs js/bench.mjs per row

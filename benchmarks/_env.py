@@ -60,6 +60,7 @@ class Sizes:
     latency: int  # publish -> receive samples per library (case 6)
     wakeup: int  # samples per drain()/stop() (case 7)
     publish: int  # 128 B messages published per library (case 8)
+    sequential: int  # 128 B messages published one at a time per library (case 8s)
     memory: int  # 64 KiB messages through the slow consumer (case 9)
     core: int  # 128 B core messages received (case 10)
     workers: int  # messages through the CPU-bound handler per process count (case 13)
@@ -75,6 +76,7 @@ FULL = Sizes(
     latency=500,
     wakeup=200,
     publish=100_000,
+    sequential=5_000,
     memory=1_000,
     core=100_000,
     workers=20_000,
@@ -89,6 +91,7 @@ QUICK = Sizes(
     latency=50,
     wakeup=20,
     publish=10_000,
+    sequential=500,
     memory=100,
     core=10_000,
     workers=2_000,

@@ -1,6 +1,7 @@
 """Bulk publish with acks: natspull ``publish_many`` against nats-py ``publish_async`` (case 8);
 natspull ``publish_async`` from 8 threads against nats-py ``publish_async`` from one asyncio
-task (case 8b).
+task (case 8b); one ``publish()`` at a time, each waiting for its PubAck, against nats-py's
+``await js.publish()`` (case 8s).
 
 Each library publishes the same number of 128 B messages into a fresh stream (deleted after)
 with its default in-flight window, and the time ends when every PubAck is in.
@@ -24,6 +25,7 @@ PUBLISH = "publish"
 NATS_PY_ROW = "nats-py publish_async"
 NATSPULL_ROW = "natspull publish_many"
 PUBLISH_ASYNC = "publish_async"
+PUBLISH_ONE = "publish_sequential"
 THREADS = 8
 
 
@@ -88,6 +90,43 @@ def publish_async(env: Env) -> list[Sample]:
         Sample(row, n / ours, MSGS_PER_S, n=n, baseline=(PUBLISH_ASYNC, theirs_row)),
         Sample(theirs_row, n / theirs, MSGS_PER_S, n=n),
     ]
+
+
+@case("8s", PUBLISH_ONE, "JetStream publish() one at a time (each waits for its PubAck) vs nats-py")
+def publish_sequential(env: Env) -> list[Sample]:
+    n = env.sizes.sequential
+    with env.temp_stream() as stream:
+        subject = f"{stream}.m"
+        with natspull.connect(env.url) as client:
+            js = client.jetstream(timeout=env.timeout)
+            js.publish(subject, PAYLOAD)  # the reply inbox, once
+            start = time.perf_counter()
+            for _ in range(n):
+                js.publish(subject, PAYLOAD)
+            ours = time.perf_counter() - start
+        expect(env.js.stream_info(stream).state.messages, n + 1, "messages stored")
+    with env.temp_stream() as stream:
+        theirs = run_async(_nats_py_publish_sequential(env.url, f"{stream}.m", n), env.timeout)
+        expect(env.js.stream_info(stream).state.messages, n + 1, "messages stored")
+    theirs_row = "nats-py js.publish()"
+    return [
+        Sample("natspull publish()", n / ours, MSGS_PER_S, n=n, baseline=(PUBLISH_ONE, theirs_row)),
+        Sample(theirs_row, n / theirs, MSGS_PER_S, n=n),
+    ]
+
+
+async def _nats_py_publish_sequential(url: str, subject: str, n: int) -> float:
+    """nats-py's side of case 8s: ``await js.publish()`` n times from one task."""
+    nc = await nats.connect(url, name="benchmarks-publish-sequential")
+    try:
+        js = nc.jetstream()
+        await js.publish(subject, PAYLOAD)  # its reply inbox, once
+        start = time.perf_counter()
+        for _ in range(n):
+            await js.publish(subject, PAYLOAD)
+        return time.perf_counter() - start
+    finally:
+        await nc.close()
 
 
 async def nats_py_publish_async(url: str, subject: str, n: int) -> float:

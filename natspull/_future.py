@@ -42,7 +42,7 @@ class LeanFuture(Future[_T]):
     :meth:`set_exception` from any thread; anyone may wait on it from any thread."""
 
     # Deliberately not Future.__init__: that makes the condition this class defers.
-    def __init__(self) -> None:  # pylint: disable=super-init-not-called
+    def __init__(self) -> None:
         self._state = RUNNING
         self._result: Any = None
         self._exception: BaseException | None = None

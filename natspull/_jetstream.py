@@ -401,7 +401,7 @@ class JetStream:
 
         def publish(headers: dict[str, str] | None) -> PubAck:
             entry = self._entry(0, subject, data, headers, self._link.async_reply_bytes())
-            return self._publish_pipelined([entry], 1, timeout)[0]
+            return self._publish_pipelined([entry], 1, timeout, "JetStream.publish()")[0]
 
         telemetry = _otel.current()
         if telemetry is None:
@@ -437,7 +437,7 @@ class JetStream:
         return self._traced(
             "publish_many",
             entries,
-            lambda checked: self._publish_pipelined(checked, window, timeout),
+            lambda checked: self._publish_pipelined(checked, window, timeout, "JetStream.publish_many()"),
             reply_bytes=self._link.async_reply_bytes(),
         )
 
@@ -496,7 +496,7 @@ class JetStream:
         return subject, data, headers
 
     def _publish_pipelined(
-        self, entries: list[tuple[str, bytes, dict[str, str] | None]], window: int, timeout: float
+        self, entries: list[tuple[str, bytes, dict[str, str] | None]], window: int, timeout: float, what: str
     ) -> list[PubAck]:
         """publish_many's (and publish's) pipeline, on the calling thread: each message goes to
         the outbox with a reply subject of the connection's reply router (as publish_async's,
@@ -504,8 +504,10 @@ class JetStream:
 
         A slot waits at most *timeout*, as does each answer (the router's deadline); raises the
         first error in the order of the messages once all are answered, or natspull.TimeoutError
-        naming the first unanswered message. Any thread but the loop's.
+        naming the first unanswered message. Any thread but the loop's (RuntimeError naming
+        *what*: its answers could never be read while it blocks there).
         """
+        self._link.loop_thread.check_not_in_loop(what)
         slots = PublishWindow(window)
         answers: list[Reply | BaseException | None] = [None] * len(entries)
 
@@ -557,7 +559,8 @@ class JetStream:
         ConnectionClosedError (closed with the publish in flight: ``Client.close()`` first waits
         for the acks on their way, within its timeout); it cannot be cancelled. Callbacks added
         with ``add_done_callback`` run on the loop thread (or the closing thread): keep them
-        short and never call a blocking natspull method there.
+        short and never call a blocking natspull method there (the publishes refuse with
+        RuntimeError).
 
         Raises at once ValueError/TypeError for bad arguments, NotSupportedError for headers the
         server is too old for (as :meth:`publish`), ConnectionClosedError once closed
@@ -592,6 +595,7 @@ class JetStream:
         self, subject: str, data: bytes, headers: dict[str, str] | None, timeout: float
     ) -> concurrent.futures.Future[PubAck]:
         """publish_async once the options are headers: check, take a slot, publish."""
+        self._link.loop_thread.check_not_in_loop("JetStream.publish_async()")  # (it may block)
         data, headers = self._link.check_message(subject, data, headers, self._link.async_reply_bytes())
         if headers:
             self._admin.require(header_features(headers), "publish_async")  # Nats-TTL: 2.11
@@ -636,6 +640,7 @@ class JetStream:
         natspull.TimeoutError naming how many still wait. Any thread but the loop's.
         """
         self._link.check_fork()
+        self._link.loop_thread.check_not_in_loop("JetStream.publish_async_complete()")
         timeout = self._timeout if timeout is None else check_number("timeout", timeout)
         self._window.wait_idle(timeout)
 

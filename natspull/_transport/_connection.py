@@ -93,7 +93,7 @@ class Connection:
         self._denials: dict[str, asyncio.Future[None]] = {}
         self.wire = loop_thread.run(_new_wire(), _WIRE_TIMEOUT, "connect")
         self.outbox = Outbox(loop_thread, self.wire)
-        self.replies = ReplyRouter(loop_thread, self.wire)  # publish_async's answers
+        self.replies = ReplyRouter(loop_thread, self.wire)  # the JetStream publishes' PubAcks
         self._async_reply_bytes = self.replies.reply_bytes(self.inbox_bytes())  # (per call: hot)
         # _connect bounds itself by connect_timeout; the margin only guards against a hang
         loop_thread.run(self._connect(options), options["connect_timeout"] + 5.0, "connect")

@@ -957,6 +957,31 @@ CASES: list[Case] = [
         RuntimeError,
         ON_LOOP,
     ),
+    # (after a publish has subscribed the reply inbox: no round trip to the loop is left to refuse)
+    Case(
+        "loop-js.publish-after-a-publish",
+        lambda e: [e.js.publish("bad.x", b""), e.on_loop(lambda: e.js.publish("bad.x", b""))],
+        RuntimeError,
+        ON_LOOP,
+    ),
+    Case(
+        "loop-publish_many-after-a-publish",
+        lambda e: [e.js.publish("bad.x", b""), e.on_loop(lambda: e.js.publish_many([("bad.x", b"")]))],
+        RuntimeError,
+        ON_LOOP,
+    ),
+    Case(
+        "loop-publish_async",
+        lambda e: [e.js.publish("bad.x", b""), e.on_loop(lambda: e.js.publish_async("bad.x", b""))],
+        RuntimeError,
+        ON_LOOP,
+    ),
+    Case(
+        "loop-publish_async_complete",
+        lambda e: e.on_loop(lambda: e.js.publish_async_complete(1)),
+        RuntimeError,
+        ON_LOOP,
+    ),
     Case("loop-fetch", lambda e: e.on_loop(lambda: e.consumer.fetch(1, max_wait=1)), RuntimeError, ON_LOOP),
     Case("loop-next", lambda e: e.on_loop(lambda: e.consumer.next(1)), RuntimeError, ON_LOOP),
     Case("loop-messages", lambda e: e.on_loop(lambda: e.consumer.messages()), RuntimeError, ON_LOOP),
