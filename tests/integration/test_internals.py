@@ -192,7 +192,9 @@ def test_direct_writes_stop_at_the_high_water_mark(nats_server: NatsServer) -> N
             def settled() -> bool:
                 sizes.append(conn.run(buffered(), 5, "buffered"))
                 time.sleep(0.02)  # the polling rhythm: a stable size is one seen 3 times 20 ms apart
-                return len(set(sizes[-3:])) == 1 and sizes[-1] > _wire.WRITE_HIGH_WATER
+                # (stable above or below the mark: nats-py's flusher may have written a small
+                # buffer before it began to wait for the socket - CI once saw 206,867 bytes)
+                return len(set(sizes[-3:])) == 1 and sizes[-1] > 0
 
             wait_until(settled, 30, lambda: f"the socket to stop draining (last sizes {sizes[-5:]})")
             # The mark, one entry past it, and what nats-py's flusher writes before it waits
