@@ -19,6 +19,8 @@ Workloads (``--workloads``, default ``ack,noack``):
   futures (case 8b; the consumer is not read).
 * ``publish_many``: one ``js.publish_many()`` of n messages (case 8); ``nats_py_publish``: case
   8's reference, nats-py's ``publish_async`` from one asyncio task (its connect counted too).
+* ``publish``: ``js.publish()`` n times, one at a time (case 8s); ``nats_py_publish_one``:
+  case 8s's reference, nats-py's ``await js.publish()`` n times from one task.
 * ``core``: the core ceiling (case 10): nats-py's own core subscription receiving n messages
   published while its loop was blocked; only the receiving is counted (no natspull code runs).
 
@@ -61,10 +63,21 @@ from typing import Any
 import natspull
 
 from ._env import run_async
-from .publish import nats_py_publish_async
+from .publish import nats_py_publish_async, nats_py_publish_sequential
 from .throughput import core_receive
 
-WORKLOADS = ("ack", "noack", "consume", "trio", "publish_async", "publish_many", "nats_py_publish", "core")
+WORKLOADS = (
+    "ack",
+    "noack",
+    "consume",
+    "trio",
+    "publish_async",
+    "publish_many",
+    "nats_py_publish",
+    "publish",
+    "nats_py_publish_one",
+    "core",
+)
 PUBLISHERS = 8  # threads of the publish_async workload
 PAYLOAD = 128
 TIMEOUT = 600.0  # the child's bound on one run (callgrind is ~50x slower)
@@ -167,6 +180,13 @@ def _child(args: argparse.Namespace) -> None:
             count = len(client.jetstream(timeout=TIMEOUT).publish_many(entries))
         elif args.workload == "nats_py_publish":
             run_async(nats_py_publish_async(args.url, f"{args.stream}.pub", n), TIMEOUT)
+            count = n
+        elif args.workload == "publish":
+            js = client.jetstream(timeout=TIMEOUT)
+            payload = b"x" * args.size
+            count = sum(1 for _ in range(n) if js.publish(f"{args.stream}.pub", payload).seq)
+        elif args.workload == "nats_py_publish_one":
+            run_async(nats_py_publish_sequential(args.url, f"{args.stream}.pub", n), TIMEOUT)
             count = n
         elif args.workload == "core":
             began: list[float] = []

@@ -106,7 +106,7 @@ def publish_sequential(env: Env) -> list[Sample]:
             ours = time.perf_counter() - start
         expect(env.js.stream_info(stream).state.messages, n + 1, "messages stored")
     with env.temp_stream() as stream:
-        theirs = run_async(_nats_py_publish_sequential(env.url, f"{stream}.m", n), env.timeout)
+        theirs = run_async(nats_py_publish_sequential(env.url, f"{stream}.m", n), env.timeout)
         expect(env.js.stream_info(stream).state.messages, n + 1, "messages stored")
     theirs_row = "nats-py js.publish()"
     return [
@@ -115,7 +115,7 @@ def publish_sequential(env: Env) -> list[Sample]:
     ]
 
 
-async def _nats_py_publish_sequential(url: str, subject: str, n: int) -> float:
+async def nats_py_publish_sequential(url: str, subject: str, n: int) -> float:
     """nats-py's side of case 8s: ``await js.publish()`` n times from one task."""
     nc = await nats.connect(url, name="benchmarks-publish-sequential")
     try:
