@@ -24,6 +24,7 @@ from ._transport._connection import Connection
 from ._transport._loop import LoopThread, keep_signals_for_main_thread
 from ._transport._state import ENDED, ConnState
 from ._transport._translate import translate
+from ._transport._wire import INLINE_CREDENTIALS
 from ._validate import check_number
 
 __all__ = ["Client", "connect"]
@@ -32,7 +33,16 @@ log = logging.getLogger("natspull")
 
 _callback_ids = itertools.count(1)
 
-_SECURED = ("user", "password", "token", "user_credentials", "nkeys_seed", "nkeys_seed_str", "tls")
+_SECURED = (
+    "user",
+    "password",
+    "token",
+    "user_credentials",
+    INLINE_CREDENTIALS,
+    "nkeys_seed",
+    "nkeys_seed_str",
+    "tls",
+)
 
 
 class _CallbackThread:
@@ -376,12 +386,13 @@ def connect(
     *context*: a NATS context (ADR-21, as the ``nats`` CLI keeps them): a name, read from
     ``$XDG_CONFIG_HOME/nats/context/NAME.json`` (default ``~/.config``); ``""`` for the selected
     context (``nats/context.txt``); or the path of such a file. Its ``url``, ``user``,
-    ``password``, ``token``, ``creds``, ``nkey``, ``cert``, ``key``, ``ca``, ``tls_first`` and
-    ``inbox_prefix`` apply, ``jetstream_domain`` / ``jetstream_api_prefix`` become the defaults
-    of :meth:`Client.jetstream`; every keyword given here overrides the field it names
-    (``tls=`` all of cert/key/ca). A field natspull cannot honour (``nsc``, ``socks_proxy``,
-    ``user_jwt``, ``windows_cert_*``, ...) with a value is a ValueError naming it and the file;
-    ``description`` and ``color_scheme`` are ignored.
+    ``password``, ``token``, ``creds``, ``nkey``, ``user_jwt`` with ``user_seed`` (inline
+    credentials: both, and not beside ``creds`` or ``nkey``), ``cert``, ``key``, ``ca``,
+    ``tls_first`` and ``inbox_prefix`` apply, ``jetstream_domain`` / ``jetstream_api_prefix``
+    become the defaults of :meth:`Client.jetstream`; every keyword given here overrides the
+    field it names (``tls=`` all of cert/key/ca, ``creds=`` the inline credentials). A field
+    natspull cannot honour (``nsc``, ``socks_proxy``, ``windows_cert_*``, ...) with a value is
+    a ValueError naming it and the file; ``description`` and ``color_scheme`` are ignored.
 
     Logins: ``user`` and ``password``, ``token``, ``creds`` (a ``.creds`` file: JWT and seed;
     ``user_credentials`` is nats-py's name for it), ``nkey`` (a seed file; also

@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._transport._wire import INLINE_CREDENTIALS  # a context's user_jwt and user_seed, as .creds text
 from ._validate import check_int, check_name, check_number, check_subject, check_timeout
 
 __all__ = [
@@ -79,8 +80,6 @@ _COSMETIC = ("description", "color_scheme", "jetstream_event_prefix")
 _UNSUPPORTED = {
     "nsc": "nsc lookups need the nsc tool; put the credentials file in 'creds'",
     "socks_proxy": "nats-py cannot connect through a SOCKS proxy",
-    "user_jwt": "an inline JWT is not supported; put a credentials file in 'creds'",
-    "user_seed": "an inline seed is not supported; put a seed file in 'nkey' or a 'creds' file",
     "windows_cert_store": "the Windows certificate store is not supported; use 'cert' and 'key' files",
     "windows_cert_match_by": "the Windows certificate store is not supported",
     "windows_cert_match": "the Windows certificate store is not supported",
@@ -90,7 +89,8 @@ _UNSUPPORTED = {
 # the context's files of that kind do not apply.
 _REPLACES = {
     "tls": ("tls_cert", "tls_key", "tls_ca"),
-    "user_credentials": ("creds",),
+    "creds": (INLINE_CREDENTIALS,),
+    "user_credentials": ("creds", INLINE_CREDENTIALS),
     "nkeys_seed": ("nkey",),
     "nkeys_seed_str": ("nkey",),
 }
@@ -169,8 +169,14 @@ def load_context(context: str | os.PathLike[str]) -> tuple[str, dict[str, Any]]:
     if not isinstance(data, dict):
         raise ValueError(f"NATS context {path} must hold a JSON object")
     found: dict[str, Any] = {}
+    inline: dict[str, str] = {}
     for key, value in data.items():
         if key in _COSMETIC or value in (None, "", [], False):
+            continue
+        if key in ("user_jwt", "user_seed"):
+            if not isinstance(value, str):
+                raise ValueError(f"NATS context {path}: field {key!r} must be a string")
+            inline[key] = value.strip()
             continue
         keyword = CONTEXT_FIELDS.get(key)
         if keyword is None:
@@ -193,7 +199,30 @@ def load_context(context: str | os.PathLike[str]) -> tuple[str, dict[str, Any]]:
             found[keyword] = os.path.expanduser(value)
         else:
             found[keyword] = value
+    if inline:
+        found[INLINE_CREDENTIALS] = _inline_credentials(path, inline, found)
     return path, found
+
+
+def _inline_credentials(path: str, fields: dict[str, str], found: dict[str, Any]) -> str:
+    """A context's ``user_jwt`` and ``user_seed`` as the text of a ``.creds`` file; ValueError
+    naming the field (never its value) when one is missing or malformed, or another login
+    field of the same context competes with them."""
+    for field_name, other in (("user_jwt", "user_seed"), ("user_seed", "user_jwt")):
+        if other not in fields:
+            raise ValueError(f"NATS context {path}: field {field_name!r} needs {other!r} (the JWT's seed)")
+    jwt, seed = fields["user_jwt"], fields["user_seed"]
+    if jwt.count(".") != 2 or any(c.isspace() for c in jwt):
+        raise ValueError(f"NATS context {path}: field 'user_jwt' is not a JWT (three dot-separated parts)")
+    if not seed.startswith("SU") or any(c.isspace() for c in seed):
+        raise ValueError(f"NATS context {path}: field 'user_seed' is not a user nkey seed (SU...)")
+    for login in ("creds", "nkey"):
+        if login in found:
+            raise ValueError(f"NATS context {path}: fields {login!r} and 'user_jwt' both log in: keep one")
+    return (
+        f"-----BEGIN NATS USER JWT-----\n{jwt}\n------END NATS USER JWT------\n\n"
+        f"-----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n"
+    )
 
 
 # ------------------------------------------------------------------------------ resolution
@@ -277,6 +306,9 @@ def resolve(servers: str | list[str] | None, options: Mapping[str, Any]) -> Conn
 def _files(options: dict[str, Any], nats_options: dict[str, Any], where: str) -> None:
     """Pop the file keywords from *options* into nats-py's options, each file checked."""
     files = {key: options.pop(key, None) for key in _FILES}
+    inline = options.pop(INLINE_CREDENTIALS, None)  # (only from a context; creds= replaced it)
+    if inline is not None:
+        nats_options[INLINE_CREDENTIALS] = inline
     for key, value in files.items():
         if value is not None and not isinstance(value, (str, tuple) if key == "user_credentials" else str):
             raise TypeError(f"{key} must be a file path (a str), got {type(value).__name__}")

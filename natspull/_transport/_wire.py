@@ -47,7 +47,7 @@ from typing import Any, NamedTuple
 
 import nats.errors
 import nats.nuid
-from nats.aio.client import DEFAULT_INBOX_PREFIX
+from nats.aio.client import DEFAULT_INBOX_PREFIX, RawCredentials
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg as NatsMsg
 from nats.aio.subscription import Subscription
@@ -58,6 +58,7 @@ from nats.protocol.parser import AWAITING_CONTROL_LINE, Parser
 from ._parser import Deliver, FastParser
 
 __all__ = [
+    "INLINE_CREDENTIALS",
     "PORTABLE_ENV",
     "Entry",
     "Inbox",
@@ -94,6 +95,10 @@ REQUIRED_CLIENT_ATTRIBUTES: dict[str, Any] = {
     "_server_info": dict,
     "stats": dict,
 }
+
+#: The connect option (natspull's, not nats-py's) holding a ``.creds`` file's text: a NATS
+#: context's inline ``user_jwt`` and ``user_seed``; :meth:`Wire.connect` hands it to nats-py.
+INLINE_CREDENTIALS = "inline_credentials"
 
 # Above this many bytes in the socket's write buffer, write_now() leaves a burst to nats-py's
 # flusher, which waits for the socket to drain: a peer that stops reading never makes the
@@ -384,6 +389,11 @@ class Wire:
     # ------------------------------------------------------------ public API
 
     async def connect(self, servers: list[str], **options: Any) -> None:
+        """nats-py's connect; *options* are its keywords, and :data:`INLINE_CREDENTIALS` the text
+        of a ``.creds`` file (a context's ``user_jwt`` and ``user_seed``), read from memory."""
+        inline = options.pop(INLINE_CREDENTIALS, None)
+        if inline is not None:
+            options["user_credentials"] = RawCredentials(inline)
         await self.nc.connect(servers=servers, **options)
 
     async def close(self) -> None:

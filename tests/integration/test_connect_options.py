@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import nkeys
 import pytest
 import trustme
 from conftest import fill, wait_until
@@ -138,7 +139,7 @@ class Login:
     wrong: dict[str, Any] = field(default_factory=dict)  # keywords that must be refused
 
 
-KINDS = ["password", "token", "nkey", "creds", "tls", "tls_first"]
+KINDS = ["password", "token", "nkey", "creds", "jwt", "tls", "tls_first"]
 
 
 @pytest.fixture(scope="module")
@@ -149,6 +150,7 @@ def logins(
     tls_server: NatsServer,
     tls_first_server: NatsServer,
     files: Path,
+    operator: Operator,
 ) -> dict[str, Login]:
     seed, creds = str(files / "user.nk"), str(files / "user.creds")
     tls = tls_login(files)
@@ -173,6 +175,15 @@ def logins(
         "nkey": Login(users_server, {"nkey": seed}, {"nkey": seed}, ["--nkey", seed], {"NATS_NKEY": seed}),
         "creds": Login(
             operator_server, {"creds": creds}, {"creds": creds}, ["--creds", creds], {"NATS_CREDS": creds}
+        ),
+        # a context's inline user_jwt and user_seed (ADR-21); the keywords and flags of that
+        # login are the same JWT and seed in a credentials file
+        "jwt": Login(
+            operator_server,
+            {"creds": creds},
+            {"user_jwt": operator.user_jwt, "user_seed": operator.user_seed},
+            ["--creds", creds],
+            None,
         ),
         "tls": Login(tls_server, tls, tls_context, tls_flags, tls_env),
         "tls_first": Login(
@@ -320,6 +331,20 @@ def test_secrets_never_appear_in_errors_repr_or_logs(
     for text in texts:
         for secret in SECRETS:
             assert secret not in text, f"{secret!r} leaked in {text!r}"
+
+
+@pytest.mark.timeout(60)
+def test_a_context_with_an_inline_jwt_of_an_unknown_account_is_refused(
+    operator_server: NatsServer, operator: Operator, xdg: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    stranger = nkeys.from_seed(nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_ACCOUNT))
+    bad = operator.user_jwt_signed_by(stranger)
+    write_context(xdg, "stranger", url=operator_server.url, user_jwt=bad, user_seed=operator.user_seed)
+    with pytest.raises(natspull.ConnectError, match=r"(?i)authorization") as info:
+        natspull.connect(context="stranger", connect_timeout=5)
+    texts = [str(info.value), repr(info.value), *(r.getMessage() for r in caplog.records)]
+    assert not [t for t in texts if operator.user_seed in t or bad in t]
 
 
 # ------------------------------------------------------------------------------ the CLI

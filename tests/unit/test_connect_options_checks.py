@@ -36,8 +36,6 @@ def write_context(xdg: Path, name: str, **fields: Any) -> Path:
     [
         ("nsc", "nsc://operator/account/user"),
         ("socks_proxy", "socks5://127.0.0.1:1080"),
-        ("user_jwt", "eyJ0eXAiOiJKV1QiLCJhbGciOiJlZDI1NTE5LW5rZXkifQ"),
-        ("user_seed", SEED),
         ("windows_cert_store", "user"),
         ("windows_cert_match_by", "subject"),
         ("windows_cert_match", "natspull"),
@@ -53,6 +51,48 @@ def test_a_context_field_natspull_cannot_honour_is_an_error(xdg: Path, name: str
         natspull.connect(context="odd")
     assert repr(name) in str(info.value) and str(path) in str(info.value)
     assert SEED not in str(info.value) and "vault" not in str(info.value)
+
+
+JWT = "eyJ0eXAiOiJKV1QiLCJhbGciOiJlZDI1NTE5LW5rZXkifQ.eyJzdWIiOiJVQUJDIn0.c2lnbmF0dXJl"  # made up
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"user_jwt": JWT}, "'user_jwt' needs 'user_seed'"),
+        ({"user_seed": SEED}, "'user_seed' needs 'user_jwt'"),
+        ({"user_jwt": "not-a-jwt", "user_seed": SEED}, "'user_jwt' is not a JWT"),
+        ({"user_jwt": JWT, "user_seed": "SAxyz"}, "'user_seed' is not a user nkey seed"),
+        ({"user_jwt": JWT, "user_seed": 7}, "'user_seed' must be a string"),
+        ({"user_jwt": JWT, "user_seed": SEED, "creds": "/x.creds"}, "'creds' and 'user_jwt' both log in"),
+        ({"user_jwt": JWT, "user_seed": SEED, "nkey": "/x.nk"}, "'nkey' and 'user_jwt' both log in"),
+    ],
+    ids=["jwt-alone", "seed-alone", "bad-jwt", "bad-seed", "seed-not-a-string", "and-creds", "and-nkey"],
+)
+def test_inline_credentials_need_both_fields_well_formed_and_alone(
+    xdg: Path, fields: dict[str, Any], message: str
+) -> None:
+    path = write_context(xdg, "inline", url="nats://127.0.0.1:1", **fields)
+    with pytest.raises(ValueError, match=message) as info:
+        resolve(None, {"context": "inline"})
+    assert str(path) in str(info.value)
+    assert SEED not in str(info.value) and "c2lnbmF0dXJl" not in str(info.value)
+
+
+def test_inline_credentials_become_creds_text_unless_a_keyword_logs_in(xdg: Path, tmp_path: Path) -> None:
+    write_context(xdg, "inline", url="nats://127.0.0.1:1", user_jwt=f" {JWT}\n", user_seed=SEED)
+    text = resolve(None, {"context": "inline"}).nats_options["inline_credentials"]
+    assert text == (
+        f"-----BEGIN NATS USER JWT-----\n{JWT}\n------END NATS USER JWT------\n\n"
+        f"-----BEGIN USER NKEY SEED-----\n{SEED}\n------END USER NKEY SEED------\n"
+    )
+    creds = tmp_path / "user.creds"
+    creds.write_text(text)
+    for keyword in ("creds", "user_credentials"):  # the caller's credentials file replaces them
+        options = resolve(None, {"context": "inline", keyword: str(creds)}).nats_options
+        assert "inline_credentials" not in options and options["user_credentials"] == str(creds)
+    with pytest.raises(TypeError, match="unknown option 'inline_credentials'"):  # not a keyword
+        resolve(None, {"inline_credentials": text})
 
 
 def test_a_context_applies_field_by_field_under_the_keywords(xdg: Path, tmp_path: Path) -> None:
