@@ -210,7 +210,9 @@ def _inline_credentials(path: str, fields: dict[str, str], found: dict[str, Any]
     field of the same context competes with them."""
     for field_name, other in (("user_jwt", "user_seed"), ("user_seed", "user_jwt")):
         if other not in fields:
-            raise ValueError(f"NATS context {path}: field {field_name!r} needs {other!r} (the JWT's seed)")
+            raise ValueError(
+                f"NATS context {path}: field {field_name!r} needs {other!r} too (a JWT and its seed)"
+            )
     jwt, seed = fields["user_jwt"], fields["user_seed"]
     if jwt.count(".") != 2 or any(c.isspace() for c in jwt):
         raise ValueError(f"NATS context {path}: field 'user_jwt' is not a JWT (three dot-separated parts)")
