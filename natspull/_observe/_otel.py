@@ -193,11 +193,12 @@ def _is_api_default(provider: object) -> bool:
     return type(provider).__module__.startswith(("opentelemetry.trace", "opentelemetry.metrics"))
 
 
-def _send_attributes(operation: str, subject: str, data: object) -> dict[str, Any]:
+def _message_attributes(operation: str, operation_type: str, subject: str, data: object) -> dict[str, Any]:
+    """The attributes of a span about one message: system, operation, destination, body size."""
     attributes: dict[str, Any] = {
         SYSTEM: "nats",
         OPERATION_NAME: operation,
-        OPERATION_TYPE: "send",
+        OPERATION_TYPE: operation_type,
         DESTINATION: subject,
     }
     size = _body_size(data)
@@ -308,7 +309,7 @@ class Telemetry:
         headers passed (a copy; *headers* not a dict: passed unchanged, for publish to reject)."""
         if self._suppressed():
             return publish(headers)
-        attributes = _send_attributes(operation, subject, data)
+        attributes = _message_attributes(operation, "send", subject, data)
         if self._tracer is None:
             result = publish(headers)
         else:
@@ -320,9 +321,13 @@ class Telemetry:
                 if isinstance(seq, int):  # a PubAck
                     span.set_attribute(STREAM_SEQUENCE, seq)
                     span.set_attribute(STREAM_NAME, result.stream)  # type: ignore[attr-defined]
-        if self._meter is not None:
-            self._sent.add(1, {SYSTEM: "nats", OPERATION_NAME: operation})
+        self._count_sent(operation, 1)
         return result
+
+    def _count_sent(self, operation: str, count: int) -> None:
+        """Add *count* messages of *operation* to the sent counter (when metrics are on)."""
+        if self._meter is not None:
+            self._sent.add(count, {SYSTEM: "nats", OPERATION_NAME: operation})
 
     def send_later(
         self, operation: str, subject: str, data: object, headers: dict[str, str] | None
@@ -338,7 +343,7 @@ class Telemetry:
             span = self._tracer.start_span(
                 f"send {subject}",
                 kind=self._trace.SpanKind.PRODUCER,
-                attributes=_send_attributes(operation, subject, data),
+                attributes=_message_attributes(operation, "send", subject, data),
             )
             token = self._context.attach(self._trace.set_span_in_context(span))
             try:
@@ -541,15 +546,7 @@ class Batch:
         tracer = telemetry._tracer
         if tracer is None:
             return None
-        attributes: dict[str, Any] = {
-            SYSTEM: "nats",
-            OPERATION_NAME: "create",
-            OPERATION_TYPE: "create",
-            DESTINATION: subject,
-        }
-        size = _body_size(data)
-        if size is not None:
-            attributes[BODY_SIZE] = size
+        attributes = _message_attributes("create", "create", subject, data)
         trace = telemetry._trace
         span = tracer.start_span(f"create {subject}", kind=trace.SpanKind.PRODUCER, attributes=attributes)
         headers: dict[str, str] = {}
@@ -577,8 +574,7 @@ class Batch:
                 name, kind=telemetry._trace.SpanKind.CLIENT, attributes=attributes, links=self._links
             ):
                 result = run()
-        if telemetry._meter is not None:
-            telemetry._sent.add(self._count, {SYSTEM: "nats", OPERATION_NAME: operation})
+        telemetry._count_sent(operation, self._count)
         return result
 
 
@@ -606,9 +602,7 @@ class Sending:
             span.set_attribute(STREAM_SEQUENCE, ack.seq)
             span.set_attribute(STREAM_NAME, ack.stream)
             span.end()
-        telemetry = self._telemetry
-        if telemetry._meter is not None:
-            telemetry._sent.add(1, {SYSTEM: "nats", OPERATION_NAME: self._operation})
+        self._telemetry._count_sent(self._operation, 1)
 
     def failed(self, error: BaseException) -> None:
         """End with *error* recorded, status ERROR (nothing counted as sent)."""
