@@ -208,7 +208,7 @@ def test_completion_racing_waiters_wakes_every_waiter_once(make: Make) -> None:
         ]
         for t in threads:
             t.start()
-        time.sleep(delays[-1])
+        time.sleep(delays[-1])  # random timing, not synchronisation
         if isinstance(outcome, BaseException):
             future.set_exception(outcome)
         else:
